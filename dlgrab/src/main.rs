@@ -1,0 +1,2 @@
+//! dlgrab (placeholder)
+fn main() {}

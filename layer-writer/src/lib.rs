@@ -1,0 +1,2 @@
+//! (placeholder: crate docs are written with the crate)
+#![warn(missing_docs)]
