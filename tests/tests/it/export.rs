@@ -1,0 +1,1 @@
+//! Daemon tests for the export (filled in by its crate's work).

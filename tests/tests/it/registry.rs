@@ -1,0 +1,1 @@
+//! Daemon tests for the registry (filled in by its crate's work).

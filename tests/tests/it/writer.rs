@@ -1,0 +1,1 @@
+//! Daemon tests for the writer (filled in by its crate's work).
