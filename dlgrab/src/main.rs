@@ -1,2 +1,134 @@
-//! dlgrab (placeholder)
-fn main() {}
+//! dlgrab: export single layers of a local Docker image, verified, in the
+//! original DLGrab's layout, an OCI layout or a registry's storage layout.
+//!
+//! This binary only wires the workspace's components together: it resolves
+//! layers with `docker-driver`, receives them through an in-process
+//! `shim-registry` (or a `docker save` stream, when that is cheaper), and
+//! writes them with `layer-writer`. See ARCHITECTURE.md.
+
+mod cleanup;
+mod cli;
+mod export;
+mod list;
+mod plan;
+mod report;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use docker_driver::{BollardDriver, DockerDriver};
+
+use crate::cleanup::Cleanup;
+use crate::cli::Args;
+use crate::export::{ExportOptions, Exporter};
+use crate::report::Reporter;
+
+/// Exit code after Ctrl-C or SIGTERM, as shells report a SIGINT death.
+const INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.debug);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    let code = match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    };
+    // Lets the writer's blocking tasks notice a cancellation and remove
+    // their temporary files before the process ends.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    code
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "dlgrab: error: {error:#}");
+    ExitCode::FAILURE
+}
+
+fn init_tracing(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if debug { "dlgrab=debug,shim_registry=debug,docker_driver=debug,layer_writer=debug" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let driver: Arc<dyn DockerDriver> =
+        Arc::new(BollardDriver::connect().context("cannot connect to the Docker daemon")?);
+
+    if let Some(image) = &args.list {
+        let details = driver.inspect_image(image).await?;
+        list::print(&list::rows(&details), args.json, &mut std::io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let reporter = Arc::new(Reporter::new(args.quiet, args.json));
+    let cleanup = Arc::new(Cleanup::new(driver.clone()));
+    let exporter = Exporter::new(
+        driver,
+        cleanup.clone(),
+        reporter.clone(),
+        ExportOptions {
+            outdir: args.outdir.clone(),
+            format: args.format(),
+            port: args.port,
+            via: args.via,
+            replace: args.force,
+        },
+    );
+    let outcome = tokio::select! {
+        result = exporter.run(&args.layers, args.selector()) => Some(result),
+        () = interrupted() => None,
+    };
+    reporter.finish();
+    for failure in cleanup.run().await {
+        tracing::warn!("{failure}");
+        let _ = writeln!(std::io::stderr(), "dlgrab: warning: {failure}");
+    }
+    match outcome {
+        None => {
+            let _ = writeln!(std::io::stderr(), "dlgrab: interrupted: push stopped, temporary tags removed");
+            Ok(ExitCode::from(INTERRUPTED))
+        }
+        Some(Err(e)) => Err(e),
+        Some(Ok(exported)) => {
+            if args.json {
+                let mut out = std::io::stdout().lock();
+                serde_json::to_writer_pretty(&mut out, &exported)?;
+                writeln!(out)?;
+            }
+            reporter.message("Export complete");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,164 @@
+//! Command-line interface: the original DLGrab's flags, and what comes beyond them.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Export single layers of a local Docker image, verified, without exporting the whole image.
+///
+/// dlgrab runs a small registry on 127.0.0.1, tags the image into it, asks
+/// the daemon to push, and keeps only the layers asked for. Where pushing
+/// would cost more than `docker save` (a classic image store that uploads
+/// every layer of a never-pushed image), it reads the layers out of a
+/// `docker save` stream instead.
+#[derive(Debug, Parser)]
+#[command(name = "dlgrab", version, max_term_width = 100)]
+pub(crate) struct Args {
+    /// Layer to export: a layer or image ID (short or full, including the
+    /// intermediate image IDs `docker history` shows), a diff ID, or an image
+    /// name (meaning its top layer). Several may be given.
+    #[arg(value_name = "LAYER", required_unless_present = "list")]
+    pub(crate) layers: Vec<String>,
+
+    /// Folder the layers are written into.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub(crate) outdir: PathBuf,
+
+    /// Port of the temporary registry on 127.0.0.1 (0 picks a free one).
+    #[arg(short, long, value_name = "PORT", default_value_t = 0)]
+    pub(crate) port: u16,
+
+    /// Remove the temporary tag after the push. Kept for compatibility with
+    /// the original DLGrab: dlgrab now always removes its temporary tags.
+    #[arg(long)]
+    pub(crate) clean: bool,
+
+    /// Print debug logs on stderr (RUST_LOG refines them).
+    #[arg(long)]
+    pub(crate) debug: bool,
+
+    /// Write what a registry would store (same as `--format registry`).
+    #[arg(long, conflicts_with = "format")]
+    pub(crate) registry_format: bool,
+
+    /// Output format: the original DLGrab layout (`<id>/{json,layer.tar,VERSION}`,
+    /// kept loadable), an OCI image layout, or a registry's storage layout.
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<FormatArg>,
+
+    /// Export layer N (0 = base) of each image named, instead of its top layer.
+    #[arg(long, value_name = "N", conflicts_with = "diff_id")]
+    pub(crate) index: Option<usize>,
+
+    /// Export the layer with this diff ID (sha256 of its uncompressed tar) of each image named.
+    #[arg(long, value_name = "DIFF_ID")]
+    pub(crate) diff_id: Option<String>,
+
+    /// List the layers of IMAGE (index, diff ID, history ID, size, created by) and exit.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "layers")]
+    pub(crate) list: Option<String>,
+
+    /// Print machine-readable results on stdout (messages go to stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// Replace layers already in the output folder instead of failing.
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// How to get the layer out of the daemon: by a push into the temporary
+    /// registry, from a `docker save` stream, or whichever is cheaper.
+    #[arg(long, value_enum, default_value_t = Via::Auto)]
+    pub(crate) via: Via,
+}
+
+/// Output formats of `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FormatArg {
+    /// `<id>/{json,layer.tar,VERSION}` plus the files `docker load` needs.
+    Seed,
+    /// An OCI image layout.
+    Oci,
+    /// The storage layout of the CNCF distribution registry.
+    Registry,
+}
+
+/// Ways of getting a layer out of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Via {
+    /// The cheaper of the two for this daemon and image.
+    Auto,
+    /// A push into the temporary registry.
+    Push,
+    /// A `docker save` stream.
+    Save,
+}
+
+impl Args {
+    /// The output format the flags ask for.
+    pub(crate) fn format(&self) -> layer_writer::Format {
+        match (self.registry_format, self.format) {
+            (true, _) | (false, Some(FormatArg::Registry)) => layer_writer::Format::Registry,
+            (false, Some(FormatArg::Oci)) => layer_writer::Format::Oci,
+            (false, Some(FormatArg::Seed) | None) => layer_writer::Format::Seed,
+        }
+    }
+
+    /// Which layer of each named image to export.
+    pub(crate) fn selector(&self) -> docker_driver::LayerSelector {
+        match (self.index, &self.diff_id) {
+            (Some(i), _) => docker_driver::LayerSelector::Index(i),
+            (None, Some(d)) => docker_driver::LayerSelector::DiffId(d.clone()),
+            (None, None) => docker_driver::LayerSelector::Top,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("dlgrab").chain(args.iter().copied()))
+            .expect("arguments parse")
+    }
+
+    #[test]
+    fn seed_flags_are_accepted() {
+        let a = parse(&["--clean", "--debug", "-o", "out", "-p", "5000", "abc123"]);
+        assert_eq!(a.layers, ["abc123"]);
+        assert_eq!(a.outdir, PathBuf::from("out"));
+        assert_eq!(a.port, 5000);
+        assert!(a.clean && a.debug);
+        assert_eq!(a.format(), layer_writer::Format::Seed);
+    }
+
+    #[test]
+    fn registry_format_flag_selects_registry_layout() {
+        assert_eq!(parse(&["--registry-format", "x"]).format(), layer_writer::Format::Registry);
+        assert_eq!(parse(&["--format", "oci", "x"]).format(), layer_writer::Format::Oci);
+    }
+
+    #[test]
+    fn selectors() {
+        assert_eq!(parse(&["x"]).selector(), docker_driver::LayerSelector::Top);
+        assert_eq!(parse(&["--index", "2", "x"]).selector(), docker_driver::LayerSelector::Index(2));
+        assert_eq!(
+            parse(&["--diff-id", "sha256:ab", "x"]).selector(),
+            docker_driver::LayerSelector::DiffId("sha256:ab".into())
+        );
+    }
+
+    #[test]
+    fn a_layer_or_list_is_required() {
+        assert!(Args::try_parse_from(["dlgrab"]).is_err());
+        assert!(Args::try_parse_from(["dlgrab", "--list", "img"]).is_ok());
+        assert!(Args::try_parse_from(["dlgrab", "--list", "img", "x"]).is_err());
+        assert!(Args::try_parse_from(["dlgrab", "--registry-format", "--format", "oci", "x"]).is_err());
+    }
+}
