@@ -1,0 +1,252 @@
+//! The daemon under test: finding it, its store, and running the docker CLI against it.
+
+use std::ffi::OsStr;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::process::{output_within, tail};
+use crate::{ENV_DAEMON_NAME, ENV_REQUIRE_DAEMON, Error};
+
+/// How long `docker info` may take before a daemon counts as not answering.
+const PROBE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Which image store a daemon keeps its images in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Store {
+    /// The classic graph-driver store (`overlay2`, `fuse-overlayfs`, ...).
+    Classic,
+    /// The containerd image store (`driver-type io.containerd.snapshotter.v1`).
+    Containerd,
+}
+
+/// A Docker daemon that answered `docker info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// Its name in the test matrix (`a`, `b`, `c`; `default` outside `cargo xtask test`).
+    pub name: String,
+    /// Its `DOCKER_HOST`, e.g. `unix:///var/run/docker.sock`.
+    pub host: String,
+    /// Its image store.
+    pub store: Store,
+    /// Its server version, e.g. `26.1.5+dfsg1`.
+    pub version: String,
+    /// Its storage driver as `docker info` names it (`overlay2`, `overlayfs`, ...).
+    pub driver: String,
+}
+
+/// `DOCKER_HOST` if set, else the default socket `unix:///var/run/docker.sock`.
+pub fn default_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+}
+
+/// The daemon under test, probed once per process: at [`default_host`], named
+/// by `DLGRAB_TEST_DAEMON` (default `default`).
+///
+/// Without a reachable daemon it prints `SKIP <test_name>: <reason>` to
+/// stderr and returns `None`; with `DLGRAB_REQUIRE_DAEMON=1` it panics instead.
+#[track_caller]
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+pub fn daemon_or_skip(test_name: &str) -> Option<Daemon> {
+    static PROBED: OnceLock<Result<Daemon, String>> = OnceLock::new();
+    let probed = PROBED.get_or_init(|| {
+        let name = std::env::var(ENV_DAEMON_NAME)
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        Daemon::try_connect(&name, &default_host()).map_err(|e| e.to_string())
+    });
+    match probed {
+        Ok(daemon) => Some(daemon.clone()),
+        Err(reason) if std::env::var(ENV_REQUIRE_DAEMON).as_deref() == Ok("1") => {
+            panic!("{test_name}: no daemon ({ENV_REQUIRE_DAEMON}=1): {reason}")
+        }
+        Err(reason) => {
+            eprintln!("SKIP {test_name}: {reason}");
+            None
+        }
+    }
+}
+
+impl Daemon {
+    /// Probes the daemon at `host` with `docker info` and names it `name`.
+    pub fn try_connect(name: &str, host: &str) -> Result<Daemon, Error> {
+        let args = ["info", "--format", "{{json .}}"];
+        let out = output_within(
+            Command::new("docker").args(args).env("DOCKER_HOST", host),
+            PROBE_LIMIT,
+            "info",
+        )?;
+        let bad = |detail: String| Error::BadOutput {
+            args: "info".to_owned(),
+            detail,
+        };
+        if !out.status.success() {
+            return Err(Error::DockerFailed {
+                args: format!("info (DOCKER_HOST={host})"),
+                status: out.status.to_string(),
+                output: tail(&out, 600),
+            });
+        }
+        let info: Value = serde_json::from_slice(&out.stdout).map_err(|e| bad(e.to_string()))?;
+        let version = info["ServerVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if version.is_empty() {
+            return Err(Error::DockerFailed {
+                args: format!("info (DOCKER_HOST={host})"),
+                status: out.status.to_string(),
+                output: tail(&out, 600),
+            });
+        }
+        let containerd = info["DriverStatus"].as_array().is_some_and(|rows| {
+            rows.iter().any(|row| {
+                row[0].as_str() == Some("driver-type")
+                    && row[1].as_str() == Some("io.containerd.snapshotter.v1")
+            })
+        });
+        Ok(Daemon {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            store: if containerd {
+                Store::Containerd
+            } else {
+                Store::Classic
+            },
+            version,
+            driver: info["Driver"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// A `docker` command aimed at this daemon (`DOCKER_HOST` set), to add
+    /// arguments and pipes to.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.env("DOCKER_HOST", &self.host);
+        cmd
+    }
+
+    /// Runs `docker <args>` against this daemon and returns what it did;
+    /// panics only when the CLI cannot be started.
+    pub fn docker<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command()
+            .args(args)
+            .output()
+            .expect("cannot run the docker CLI")
+    }
+
+    /// Runs `docker <args>` and returns its stdout; an error says what failed.
+    pub fn try_docker_stdout<I, S>(&self, args: I) -> Result<String, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.command().args(&args).output().map_err(Error::Spawn)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::DockerFailed {
+                args: args
+                    .iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                status: out.status.to_string(),
+                output: tail(&out, 2000),
+            })
+        }
+    }
+
+    /// Runs `docker <args>` and returns its stdout; panics if it fails.
+    #[track_caller]
+    pub fn docker_stdout<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.try_docker_stdout(args)
+            .unwrap_or_else(|e| panic!("daemon {}: {e}", self.name))
+    }
+
+    /// IDs of all images (`docker image ls -a -q --no-trunc`), sorted and
+    /// deduplicated, for "the image list is unchanged" checks.
+    #[track_caller]
+    pub fn image_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .docker_stdout(["image", "ls", "-a", "-q", "--no-trunc"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Every image row as `<repository>:<tag> <id>`, sorted.
+    #[track_caller]
+    pub fn image_refs(&self) -> Vec<String> {
+        let mut refs: Vec<String> = self
+            .docker_stdout([
+                "image",
+                "ls",
+                "-a",
+                "--no-trunc",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.ID}}",
+            ])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        refs.sort();
+        refs
+    }
+
+    /// `docker image inspect <reference>` (the first object of its array).
+    pub fn try_inspect(&self, reference: &str) -> Result<Value, Error> {
+        let text = self.try_docker_stdout(["image", "inspect", reference])?;
+        let mut all: Value = serde_json::from_str(&text).map_err(|e| Error::BadOutput {
+            args: format!("image inspect {reference}"),
+            detail: e.to_string(),
+        })?;
+        Ok(all[0].take())
+    }
+
+    /// `docker image inspect <reference>`; panics if it fails.
+    #[track_caller]
+    pub fn inspect(&self, reference: &str) -> Value {
+        self.try_inspect(reference)
+            .unwrap_or_else(|e| panic!("daemon {}: {e}", self.name))
+    }
+
+    /// The diff IDs (`RootFS.Layers`, base first) of an image.
+    #[track_caller]
+    pub fn diff_ids(&self, reference: &str) -> Vec<String> {
+        strings(&self.inspect(reference)["RootFS"]["Layers"])
+    }
+
+    /// Removes an image by tag or ID, best effort (for clean-up; errors are ignored).
+    pub fn remove_image(&self, reference: &str) {
+        let _ = self.docker(["image", "rm", reference]);
+    }
+}
+
+pub(crate) fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
