@@ -1,2 +1,72 @@
-//! xtask (placeholder)
-fn main() {}
+//! `cargo xtask`: the project's developer commands (daemons, tests, demo).
+//!
+//! ```text
+//! cargo xtask daemons up|down|status   the test daemons a, b, c
+//! cargo xtask test [--daemon X] [--no-lint] [--no-unit]
+//! cargo xtask demo                     build a demo image and export it with dlgrab
+//! cargo xtask bench                    lists benchmarks (none yet)
+//! ```
+
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "xtask is a command-line tool that reports to its user"
+)]
+
+mod daemons;
+mod demo;
+mod sh;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  daemons up|down|status   start, stop or show the test daemons a, b, c
+  test [--daemon a|b|c] [--no-lint] [--no-unit]
+                           fmt, clippy, unit tests, then the daemon tests per daemon
+  demo                     build dlgrab-demo:latest in daemon a and export it with dlgrab
+  bench                    run benchmarks (none yet)";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    std::env::set_current_dir(root())?;
+    match args.as_slice() {
+        ["daemons", "up"] => daemons::up_all(),
+        ["daemons", "down"] => daemons::down_all(),
+        ["daemons", "status"] => daemons::status_all(),
+        ["test", rest @ ..] => test::run(rest),
+        ["demo"] => demo::run(),
+        ["bench", ..] => bail!(
+            "no benchmarks yet: none are defined; add them as `cargo xtask bench <name>` in xtask/src/main.rs"
+        ),
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown command {args:?}\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's folder.
+pub(crate) fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
