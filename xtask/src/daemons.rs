@@ -146,6 +146,8 @@ fn up_one(name: &str) -> Result<Daemon> {
         println!("xtask: {name}: dockerd {pid} is running, waiting for it");
         return wait_for(name, None);
     }
+    // A pidfile left by a daemon that is gone would stop dockerd from starting.
+    let _ = fs::remove_file(pidfile(name));
     let state = state_dir(name);
     let config = state.join("daemon.json");
     let features = if name == "c" {
