@@ -1,2 +1,381 @@
-//! (placeholder: crate docs are written with the crate)
+//! Verified image layers on disk.
+//!
+//! `layer-writer` takes one layer blob of a local image (gzip, zstd or plain
+//! tar, as pushed by a Docker daemon or found in a `docker save` stream),
+//! decompresses and hashes it in one streaming pass, checks it against the
+//! image config's diff ID, and stores it in one of three layouts:
+//!
+//! - [`Format::Seed`]: the `docker save` 20.10 layout (`<id>/VERSION`,
+//!   `<id>/json`, `<id>/layer.tar`) plus `manifest.json`, the config,
+//!   `repositories` and an OCI layout whose layer blobs are hard links to the
+//!   `layer.tar` files, so that a tarball of the folder loads with
+//!   `docker load` on classic and containerd-backed daemons;
+//! - [`Format::Oci`]: an OCI image layout with a Docker `manifest.json`,
+//!   layers stored uncompressed (blob digest = diff ID);
+//! - [`Format::Registry`]: the storage tree of the CNCF distribution
+//!   registry's filesystem driver.
+//!
+//! Every file is written to a temporary sibling, fsynced and renamed; on any
+//! error, or when the future is dropped, nothing of the layer remains. The
+//! top-level files describing the folder are rewritten after each layer.
+//!
+//! [`save_archive`] extracts wanted layers from a `docker save` stream (both
+//! the 20.10–24 and the 25+ OCI layouts) without holding layers in memory.
+//!
+//! The crate does no network I/O and knows no Docker API types.
 #![warn(missing_docs)]
+
+mod error;
+mod fsx;
+mod layout;
+mod pipeline;
+pub mod save_archive;
+mod v1;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use oci_spec;
+use oci_spec::image::Digest;
+use serde_json::Value;
+
+pub use error::WriteError;
+pub use save_archive::SaveExtract;
+pub use v1::v1_layer_ids;
+
+use pipeline::{Keep, Streamed};
+
+/// The on-disk layout written by a [`LayerWriter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `docker save` 20.10 layout plus an OCI layout: loadable everywhere.
+    #[default]
+    Seed,
+    /// An OCI image layout with a Docker `manifest.json`.
+    Oci,
+    /// The CNCF distribution registry's filesystem storage tree.
+    Registry,
+}
+
+/// A content-addressed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// `sha256:<hex>` of the blob's bytes.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type, e.g. `application/vnd.docker.image.rootfs.diff.tar.gzip`.
+    pub media_type: String,
+}
+
+/// What the writer must know about the image a layer belongs to.
+#[derive(Debug, Clone)]
+pub struct ImageContext {
+    /// The image config bytes exactly as the daemon stores them; their
+    /// sha256 is the image ID.
+    pub config_json: Vec<u8>,
+    /// Tags such as `demo:latest`; may be empty.
+    pub repo_tags: Vec<String>,
+    /// Per layer index, the 64-hex folder id for [`Format::Seed`]
+    /// ([`v1_layer_ids`] gives the ones `docker save` 20.10 uses).
+    pub layer_ids: Vec<String>,
+    /// Per layer index, the distribution (compressed) blob where known.
+    pub compressed: Vec<Option<BlobRef>>,
+    /// The manifest as pushed (media type, bytes), when known.
+    pub manifest: Option<(String, Vec<u8>)>,
+    /// Repository name for [`Format::Registry`], e.g. `library/demo`.
+    pub repository: String,
+    /// Tag for [`Format::Registry`], e.g. `latest`.
+    pub tag: String,
+}
+
+impl ImageContext {
+    /// A context with the v1 layer ids of [`v1_layer_ids`], no known
+    /// compressed blobs nor manifest, and `repository:tag` taken from the
+    /// first repo tag (or `image:latest`).
+    pub fn from_config(config_json: Vec<u8>, repo_tags: Vec<String>) -> Result<Self, WriteError> {
+        let layer_ids = v1_layer_ids(&config_json)?;
+        let (repository, tag) = repo_tags
+            .first()
+            .and_then(|t| layout::split_tag(t))
+            .map(|(r, t)| (layout::registry_path(&r), t))
+            .unwrap_or_else(|| ("image".into(), "latest".into()));
+        Ok(Self {
+            compressed: vec![None; layer_ids.len()],
+            config_json,
+            repo_tags,
+            layer_ids,
+            manifest: None,
+            repository,
+            tag,
+        })
+    }
+
+    /// The diff IDs from the config's `rootfs.diff_ids`, base layer first.
+    pub fn diff_ids(&self) -> Result<Vec<Digest>, WriteError> {
+        let config: Value =
+            serde_json::from_slice(&self.config_json).map_err(WriteError::BadConfig)?;
+        config_diff_ids(&config)
+    }
+
+    /// The image ID: `sha256` of [`ImageContext::config_json`].
+    pub fn config_digest(&self) -> Digest {
+        use sha2::Digest as _;
+        pipeline::to_digest(sha2::Sha256::new_with_prefix(&self.config_json))
+    }
+}
+
+pub(crate) fn config_diff_ids(config: &Value) -> Result<Vec<Digest>, WriteError> {
+    let ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            WriteError::BadConfig(serde::de::Error::custom("config has no rootfs.diff_ids"))
+        })?;
+    ids.iter()
+        .map(|v| {
+            let s = v.as_str().unwrap_or_default();
+            s.parse::<Digest>().map_err(|_| WriteError::BadDigest {
+                value: s.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// How a [`LayerWriter`] writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriterOptions {
+    /// The layout to write.
+    pub format: Format,
+    /// Replace an existing layer instead of failing with [`WriteError::TargetExists`].
+    pub replace: bool,
+}
+
+/// A layer written and verified.
+#[derive(Debug, Clone)]
+pub struct WrittenLayer {
+    /// The layer index (0 = base).
+    pub index: usize,
+    /// The layer's v1 id ([`ImageContext::layer_ids`]).
+    pub id: String,
+    /// sha256 of the uncompressed tar, checked against the config.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub tar_size: u64,
+    /// The files of this layer written, relative to the root, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes verified layers under a root folder.
+#[derive(Debug, Clone)]
+pub struct LayerWriter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    options: WriterOptions,
+    /// Serialises the rewriting of the top-level files.
+    index_lock: Mutex<()>,
+}
+
+impl LayerWriter {
+    /// A writer for `root` (created when missing).
+    pub fn new(root: impl Into<PathBuf>, options: WriterOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                root: root.into(),
+                options,
+                index_lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Streams `blob` (gzip, zstd or plain tar, detected from the first
+    /// bytes), decompressing while streaming, checks sha256(tar) ==
+    /// `diff_ids[index]`, writes the format atomically, then updates the
+    /// top-level files that keep the folder loadable. On any error, and when
+    /// the future is dropped, nothing of this layer remains.
+    pub async fn write_layer<R>(
+        &self,
+        image: &ImageContext,
+        index: usize,
+        blob: R,
+    ) -> Result<WrittenLayer, WriteError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = cancel.0.clone();
+        let this = self.clone();
+        let image = image.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let reader = tokio_util::io::SyncIoBridge::new(blob);
+            this.write_layer_sync(&image, index, reader, &flag)
+        });
+        let result = task.await.map_err(WriteError::Worker)?;
+        drop(cancel);
+        result
+    }
+
+    /// Blocking version of [`LayerWriter::write_layer`].
+    pub fn write_layer_blocking(
+        &self,
+        image: &ImageContext,
+        index: usize,
+        blob: impl std::io::Read,
+    ) -> Result<WrittenLayer, WriteError> {
+        self.write_layer_sync(image, index, blob, &AtomicBool::new(false))
+    }
+
+    pub(crate) fn write_layer_sync(
+        &self,
+        image: &ImageContext,
+        index: usize,
+        blob: impl std::io::Read,
+        cancel: &AtomicBool,
+    ) -> Result<WrittenLayer, WriteError> {
+        let diff_ids = image.diff_ids()?;
+        let expected = self.check_target(image, &diff_ids, index)?;
+        let streamed = self.stream(image, index, blob, cancel)?;
+        if streamed.diff_id != expected {
+            return Err(WriteError::DiffIdMismatch {
+                expected,
+                actual: streamed.diff_id,
+            });
+        }
+        self.commit(image, index, streamed, cancel)
+    }
+
+    /// Checks the index and that the layer's target is free; returns the diff ID.
+    pub(crate) fn check_target(
+        &self,
+        image: &ImageContext,
+        diff_ids: &[Digest],
+        index: usize,
+    ) -> Result<Digest, WriteError> {
+        let count = diff_ids.len();
+        let expected = diff_ids
+            .get(index)
+            .cloned()
+            .ok_or(WriteError::NoSuchLayer { index, count })?;
+        if self.inner.options.format == Format::Seed && image.layer_ids.len() <= index {
+            return Err(WriteError::NoSuchLayer {
+                index,
+                count: image.layer_ids.len(),
+            });
+        }
+        if !self.inner.options.replace {
+            for target in layout::layer_targets(
+                &self.inner.root,
+                self.inner.options.format,
+                image,
+                &expected,
+                index,
+            ) {
+                if target.exists() {
+                    return Err(WriteError::TargetExists { path: target });
+                }
+            }
+        }
+        Ok(expected)
+    }
+
+    pub(crate) fn stream(
+        &self,
+        image: &ImageContext,
+        index: usize,
+        blob: impl std::io::Read,
+        cancel: &AtomicBool,
+    ) -> Result<Streamed, WriteError> {
+        let root = &self.inner.root;
+        fsx::mkdirs(root)?;
+        let keep = if self.inner.options.format == Format::Registry
+            && image.compressed.get(index).is_some_and(Option::is_some)
+        {
+            Keep::RawIfCompressed
+        } else {
+            Keep::Tar
+        };
+        let streamed = pipeline::stream_layer(blob, root, keep, cancel)?;
+        tracing::debug!(index, diff_id = %streamed.diff_id, tar_size = streamed.tar_size,
+            compression = ?streamed.compression, raw_size = streamed.raw_size, "layer streamed");
+        Ok(streamed)
+    }
+
+    /// Moves a verified temporary file into place and refreshes the top-level files.
+    pub(crate) fn commit(
+        &self,
+        image: &ImageContext,
+        index: usize,
+        streamed: Streamed,
+        cancel: &AtomicBool,
+    ) -> Result<WrittenLayer, WriteError> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(WriteError::Cancelled);
+        }
+        if streamed.raw_kept
+            && let Some(Some(c)) = image.compressed.get(index)
+            && c.digest != streamed.raw_digest
+        {
+            return Err(WriteError::BlobDigestMismatch {
+                expected: c.digest.clone(),
+                actual: streamed.raw_digest,
+            });
+        }
+        let root = &self.inner.root;
+        let (diff_id, tar_size) = (streamed.diff_id.clone(), streamed.tar_size);
+        let files = layout::commit_layer(root, &self.inner.options, image, index, streamed)?;
+        {
+            let _guard = self
+                .inner
+                .index_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            layout::refresh(root, self.inner.options.format, image)?;
+        }
+        tracing::info!(index, %diff_id, root = %root.display(), "layer written");
+        Ok(WrittenLayer {
+            index,
+            id: image
+                .layer_ids
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| diff_id.digest().to_string()),
+            diff_id,
+            tar_size,
+            files,
+        })
+    }
+
+    /// Rewrites the top-level files from what the folder holds now.
+    pub fn refresh_index(&self, image: &ImageContext) -> Result<(), WriteError> {
+        let _guard = self
+            .inner
+            .index_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        fsx::mkdirs(&self.inner.root)?;
+        layout::refresh(&self.inner.root, self.inner.options.format, image)
+    }
+
+    pub(crate) fn options(&self) -> &WriterOptions {
+        &self.inner.options
+    }
+}
+
+/// Tells the blocking worker to stop when the `write_layer` future is dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}

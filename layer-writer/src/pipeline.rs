@@ -1,0 +1,276 @@
+//! One pass over a layer blob: detect the compression, decompress, check the
+//! tar structure, hash both the raw and the tar bytes, and write one of them
+//! to a temporary file. Synchronous: run it on a blocking thread.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use oci_spec::image::Digest;
+use sha2::{Digest as _, Sha256};
+use tempfile::NamedTempFile;
+
+use crate::WriteError;
+use crate::error::io_err;
+
+/// The compression detected from a blob's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Which bytes go to the temporary file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// The uncompressed tar.
+    Tar,
+    /// The bytes as received when compressed, else the tar.
+    RawIfCompressed,
+}
+
+/// The result of [`stream_layer`].
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    /// The temporary file, deleted on drop unless persisted.
+    pub(crate) file: NamedTempFile,
+    /// True when `file` holds the compressed bytes as received.
+    pub(crate) raw_kept: bool,
+    pub(crate) compression: Compression,
+    pub(crate) raw_digest: Digest,
+    pub(crate) raw_size: u64,
+    pub(crate) diff_id: Digest,
+    pub(crate) tar_size: u64,
+}
+
+const BUF: usize = 256 * 1024;
+
+/// Streams `src` through the pipeline into a temporary file in `dir`.
+pub(crate) fn stream_layer(
+    src: impl Read,
+    dir: &Path,
+    keep: Keep,
+    cancel: &AtomicBool,
+) -> Result<Streamed, WriteError> {
+    let file = tempfile::Builder::new()
+        .prefix(".dlgrab-tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    let path = file.path().to_path_buf();
+    let out = Rc::new(RefCell::new(io::BufWriter::with_capacity(BUF, file)));
+    let write_err: Slot = Rc::default();
+    let src_err: Slot = Rc::default();
+    let dec_err: Slot = Rc::default();
+
+    // Raw side: hash, count, watch for cancellation, remember source errors.
+    let mut raw = Tee::new(src, src_err.clone(), cancel);
+    let raw_stats = raw.stats.clone();
+    let mut head = Vec::with_capacity(512);
+    (&mut raw)
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(|e| classify(e, &src_err, &write_err, None))?;
+    let compression = sniff(&head)?;
+    let raw_kept = keep == Keep::RawIfCompressed && compression != Compression::None;
+    if raw_kept {
+        raw.sink = Some((out.clone(), write_err.clone()));
+        raw.write_out(&head);
+    }
+    let raw_input = io::Cursor::new(head).chain(raw);
+    let decoded: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(raw_input),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(BUF, raw_input),
+        )),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(raw_input).map_err(WriteError::Decompress)?)
+        }
+    };
+    let mut tar_side = Tee::new(decoded, dec_err.clone(), cancel);
+    if !raw_kept {
+        tar_side.sink = Some((out.clone(), write_err.clone()));
+    }
+    let fail = |e: io::Error| classify(e, &src_err, &write_err, Some(&dec_err));
+
+    // Walk the archive so a corrupt tar is caught, then drain the padding.
+    {
+        let mut archive = tar::Archive::new(&mut tar_side);
+        let entries = archive.entries().map_err(fail)?;
+        for entry in entries {
+            let mut entry = entry.map_err(fail)?;
+            io::copy(&mut entry, &mut io::sink()).map_err(fail)?;
+        }
+    }
+    io::copy(&mut tar_side, &mut io::sink()).map_err(fail)?;
+    let tar_stats = tar_side.stats.clone();
+    drop(tar_side); // drops the decoder, hence the raw tee and its file handle
+    let (tar_hash, tar_size) = tar_stats.take();
+    let (raw_hash, raw_size) = raw_stats.take();
+
+    if let Some(e) = write_err.borrow_mut().take() {
+        return Err(WriteError::Io { path, source: e });
+    }
+    let out = Rc::try_unwrap(out)
+        .map_err(|_| WriteError::Cancelled)?
+        .into_inner();
+    let file = out.into_inner().map_err(|e| WriteError::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
+    file.as_file().sync_all().map_err(io_err(&path))?;
+    Ok(Streamed {
+        file,
+        raw_kept,
+        compression,
+        raw_digest: to_digest(raw_hash),
+        raw_size,
+        diff_id: to_digest(tar_hash),
+        tar_size,
+    })
+}
+
+pub(crate) fn to_digest(h: Sha256) -> Digest {
+    let hex = hex::encode(h.finalize());
+    format!("sha256:{hex}")
+        .parse()
+        .expect("a sha256 digest is valid")
+}
+
+fn sniff(head: &[u8]) -> Result<Compression, WriteError> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Compression::Zstd)
+    } else if head.is_empty() || is_tar_header(head) {
+        Ok(Compression::None)
+    } else {
+        Err(WriteError::UnknownCompression)
+    }
+}
+
+/// A zero block (end of archive) or a header whose checksum is right.
+fn is_tar_header(head: &[u8]) -> bool {
+    if head.len() < 512 {
+        return false;
+    }
+    let block = &head[..512];
+    if block.iter().all(|b| *b == 0) {
+        return true;
+    }
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .map(|b| *b as char)
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let Ok(expected) = u32::from_str_radix(&text, 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == expected
+}
+
+type Slot = Rc<RefCell<Option<io::Error>>>;
+type Sink = (Rc<RefCell<io::BufWriter<NamedTempFile>>>, Slot);
+
+fn classify(e: io::Error, src: &Slot, write: &Slot, dec: Option<&Slot>) -> WriteError {
+    if let Some(w) = write.borrow_mut().take() {
+        return WriteError::Io {
+            path: "<temporary layer file>".into(),
+            source: w,
+        };
+    }
+    if e.kind() == io::ErrorKind::Interrupted && e.to_string() == CANCELLED {
+        return WriteError::Cancelled;
+    }
+    if let Some(s) = src.borrow_mut().take() {
+        if s.to_string() == CANCELLED {
+            return WriteError::Cancelled;
+        }
+        return WriteError::Read(s);
+    }
+    if let Some(d) = dec.and_then(|d| d.borrow_mut().take()) {
+        return WriteError::Decompress(d);
+    }
+    if dec.is_none() {
+        return WriteError::Read(e);
+    }
+    WriteError::CorruptTar(e)
+}
+
+const CANCELLED: &str = "layer write cancelled";
+
+/// A reader that hashes and counts what passes, optionally copies it to a
+/// file, and records its inner reader's errors.
+struct Tee<'c, R> {
+    inner: R,
+    stats: Rc<RefCell<(Sha256, u64)>>,
+    err: Slot,
+    sink: Option<Sink>,
+    cancel: &'c AtomicBool,
+}
+
+impl<'c, R: Read> Tee<'c, R> {
+    fn new(inner: R, err: Slot, cancel: &'c AtomicBool) -> Self {
+        Self {
+            inner,
+            stats: Rc::default(),
+            err,
+            sink: None,
+            cancel,
+        }
+    }
+
+    fn write_out(&mut self, buf: &[u8]) {
+        if let Some((out, slot)) = &self.sink
+            && slot.borrow().is_none()
+            && let Err(e) = out.borrow_mut().write_all(buf)
+        {
+            *slot.borrow_mut() = Some(e);
+        }
+    }
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            *self.err.borrow_mut() = Some(io::Error::other(CANCELLED));
+            return Err(io::Error::other(CANCELLED));
+        }
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                let msg = e.to_string();
+                *self.err.borrow_mut() = Some(e);
+                return Err(io::Error::new(kind, msg));
+            }
+        };
+        {
+            let mut stats = self.stats.borrow_mut();
+            stats.0.update(&buf[..n]);
+            stats.1 += n as u64;
+        }
+        self.write_out(&buf[..n]);
+        if let Some((_, slot)) = &self.sink
+            && slot.borrow().is_some()
+        {
+            return Err(io::Error::other("cannot write the temporary file"));
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of layer-writer: golden trees per format, bad input,
+//! and `docker save` extraction.
+
+mod errors;
+mod formats;
+mod save;
+mod support;
