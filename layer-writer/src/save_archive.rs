@@ -82,6 +82,7 @@ impl LayerWriter {
         cancel: &AtomicBool,
     ) -> Result<SaveExtract, WriteError> {
         let diff_ids = image.diff_ids()?;
+        crate::fsx::mkdirs(self.root())?;
         let mut pending: BTreeSet<usize> = BTreeSet::new();
         for &i in indexes {
             self.check_target(image, &diff_ids, i)?;
