@@ -18,8 +18,16 @@ fn dlgrab_bin() -> PathBuf {
         return path.into();
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("dlgrab");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p dlgrab` first (cargo xtask test does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("dlgrab");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p dlgrab` first (cargo xtask test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -29,7 +37,10 @@ fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
 
 fn dlgrab_command(daemon: &Daemon, args: &[&str]) -> Command {
     let mut cmd = Command::new(dlgrab_bin());
-    cmd.args(args).env("DOCKER_HOST", &daemon.host).env_remove("RUST_LOG").stdin(Stdio::null());
+    cmd.args(args)
+        .env("DOCKER_HOST", &daemon.host)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
     cmd
 }
 
@@ -48,18 +59,27 @@ fn succeeded(out: &Output) -> String {
 #[track_caller]
 fn failed_with(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
-    assert!(!out.status.success(), "dlgrab should have failed; stderr:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "dlgrab should have failed; stderr:\n{stderr}"
+    );
     assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{stderr}");
-    assert!(stderr.contains(&needle.to_lowercase()), "stderr should mention {needle:?}:\n{stderr}");
+    assert!(
+        stderr.contains(&needle.to_lowercase()),
+        "stderr should mention {needle:?}:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "dlgrab panicked:\n{stderr}");
 }
 
 /// The layers one `--json` run reports.
 #[track_caller]
 fn exported(stdout: &str) -> Vec<serde_json::Value> {
-    let value: serde_json::Value =
-        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
-    value.as_array().cloned().expect("an array of exported layers")
+    let value: serde_json::Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
+    value
+        .as_array()
+        .cloned()
+        .expect("an array of exported layers")
 }
 
 fn sha256_file(path: &Path) -> String {
@@ -81,7 +101,14 @@ fn tar_paths(path: &Path) -> Vec<String> {
     let mut paths: Vec<String> = archive
         .entries()
         .expect("tar entries")
-        .map(|e| e.expect("tar entry").path().expect("path").to_string_lossy().trim_end_matches('/').to_owned())
+        .map(|e| {
+            e.expect("tar entry")
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_owned()
+        })
         .collect();
     paths.sort();
     paths
@@ -94,7 +121,10 @@ fn hex_of(id: &str) -> &str {
 /// Names in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -112,9 +142,15 @@ fn three_row_image(daemon: &Daemon, prefix: &str) -> BuiltImage {
 
 #[test]
 fn one_history_row_is_exported_alone() {
-    let Some(d) = daemon_or_skip("one_history_row_is_exported_alone") else { return };
+    let Some(d) = daemon_or_skip("one_history_row_is_exported_alone") else {
+        return;
+    };
     let img = three_row_image(&d, "dlgrab-e2e/row");
-    let row = img.history.iter().find(|r| r.created_by.contains("echo beta")).expect("RUN row");
+    let row = img
+        .history
+        .iter()
+        .find(|r| r.created_by.contains("echo beta"))
+        .expect("RUN row");
     let index = row.layer.expect("RUN makes a layer");
     let before = d.image_refs();
     let out = tempfile::tempdir().expect("tempdir");
@@ -129,32 +165,58 @@ fn one_history_row_is_exported_alone() {
     argv.extend(["-o", out.path().to_str().expect("utf-8 path")]);
     let stdout = succeeded(&dlgrab(&d, &argv));
     if let Some(id) = &row.id {
-        assert!(stdout.contains(&format!("Full layer id found: {}", hex_of(id))), "{stdout}");
+        assert!(
+            stdout.contains(&format!("Full layer id found: {}", hex_of(id))),
+            "{stdout}"
+        );
     }
-    assert!(stdout.contains("Layer folder will be dumped into"), "{stdout}");
+    assert!(
+        stdout.contains("Layer folder will be dumped into"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Writing file:"), "{stdout}");
     assert!(stdout.trim_end().ends_with("Export complete"), "{stdout}");
 
-    let folders: Vec<String> = listing(out.path()).into_iter().filter(|n| n.len() == 64).collect();
-    assert_eq!(folders.len(), 1, "one layer folder: {:?}", listing(out.path()));
+    let folders: Vec<String> = listing(out.path())
+        .into_iter()
+        .filter(|n| n.len() == 64)
+        .collect();
+    assert_eq!(
+        folders.len(),
+        1,
+        "one layer folder: {:?}",
+        listing(out.path())
+    );
     let folder = out.path().join(&folders[0]);
     if let Some(id) = &row.id {
         assert_eq!(folders[0], hex_of(id));
     }
-    assert_eq!(std::fs::read_to_string(folder.join("VERSION")).expect("VERSION"), "1.0");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("VERSION")).expect("VERSION"),
+        "1.0"
+    );
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(folder.join("json")).expect("json")).expect("json parses");
+        serde_json::from_slice(&std::fs::read(folder.join("json")).expect("json"))
+            .expect("json parses");
     assert_eq!(json["id"], folders[0].as_str());
-    assert_eq!(sha256_file(&folder.join("layer.tar")), img.layer_diff_ids[index]);
+    assert_eq!(
+        sha256_file(&folder.join("layer.tar")),
+        img.layer_diff_ids[index]
+    );
     assert_eq!(tar_paths(&folder.join("layer.tar")), ["b.txt"]);
-    assert!(!listing(out.path()).iter().any(|n| n.starts_with(".dlgrab")), "scratch left behind");
+    assert!(
+        !listing(out.path()).iter().any(|n| n.starts_with(".dlgrab")),
+        "scratch left behind"
+    );
     assert_eq!(d.image_refs(), before, "the image list changed");
     img.remove(&d);
 }
 
 #[test]
 fn short_ids_names_and_both_routes_give_the_same_layer() {
-    let Some(d) = daemon_or_skip("short_ids_names_and_both_routes_give_the_same_layer") else { return };
+    let Some(d) = daemon_or_skip("short_ids_names_and_both_routes_give_the_same_layer") else {
+        return;
+    };
     let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/routes")))
         .busybox()
         .random_file("/blob", 3 << 20, 7)
@@ -162,27 +224,50 @@ fn short_ids_names_and_both_routes_give_the_same_layer() {
     let before = d.image_refs();
     let short = &hex_of(&img.id)[..12];
     let mut digests = Vec::new();
-    for (what, via) in [(short, "push"), (img.tag.as_str(), "save"), (img.tag.as_str(), "auto")] {
+    for (what, via) in [
+        (short, "push"),
+        (img.tag.as_str(), "save"),
+        (img.tag.as_str(), "auto"),
+    ] {
         let out = tempfile::tempdir().expect("tempdir");
         let stdout = succeeded(&dlgrab(
             &d,
-            &[what, "--via", via, "--json", "-o", out.path().to_str().expect("utf-8")],
+            &[
+                what,
+                "--via",
+                via,
+                "--json",
+                "-o",
+                out.path().to_str().expect("utf-8"),
+            ],
         ));
         let layers = exported(&stdout);
         assert_eq!(layers.len(), 1, "{stdout}");
         assert_eq!(layers[0]["index"], 1);
         assert_eq!(layers[0]["diff_id"], img.layer_diff_ids[1].as_str());
-        let tar = out.path().join(layers[0]["id"].as_str().expect("id")).join("layer.tar");
+        let tar = out
+            .path()
+            .join(layers[0]["id"].as_str().expect("id"))
+            .join("layer.tar");
         digests.push(sha256_file(&tar));
-        assert_eq!(d.image_refs(), before, "the image list changed after --via {via}");
+        assert_eq!(
+            d.image_refs(),
+            before,
+            "the image list changed after --via {via}"
+        );
     }
-    assert!(digests.iter().all(|dg| *dg == img.layer_diff_ids[1]), "{digests:?}");
+    assert!(
+        digests.iter().all(|dg| *dg == img.layer_diff_ids[1]),
+        "{digests:?}"
+    );
     img.remove(&d);
 }
 
 #[test]
 fn every_row_exported_then_loaded_gives_the_original_image() {
-    let Some(d) = daemon_or_skip("every_row_exported_then_loaded_gives_the_original_image") else { return };
+    let Some(d) = daemon_or_skip("every_row_exported_then_loaded_gives_the_original_image") else {
+        return;
+    };
     let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/load")))
         .busybox()
         .file("/greeting", "hello\n")
@@ -193,11 +278,27 @@ fn every_row_exported_then_loaded_gives_the_original_image() {
     let out = tempfile::tempdir().expect("tempdir");
     let dir = out.path().join("layers");
     for index in 0..img.layer_diff_ids.len() {
-        succeeded(&dlgrab(&d, &[&img.tag, "--index", &index.to_string(), "-q", "-o", dir.to_str().expect("utf-8")]));
+        succeeded(&dlgrab(
+            &d,
+            &[
+                &img.tag,
+                "--index",
+                &index.to_string(),
+                "-q",
+                "-o",
+                dir.to_str().expect("utf-8"),
+            ],
+        ));
     }
     let archive = out.path().join("img.tar");
     let status = Command::new("tar")
-        .args(["-C", dir.to_str().expect("utf-8"), "-cf", archive.to_str().expect("utf-8"), "."])
+        .args([
+            "-C",
+            dir.to_str().expect("utf-8"),
+            "-cf",
+            archive.to_str().expect("utf-8"),
+            ".",
+        ])
         .status()
         .expect("tar runs");
     assert!(status.success());
@@ -205,12 +306,26 @@ fn every_row_exported_then_loaded_gives_the_original_image() {
     // Remove the image (and its intermediates), then load the folder back.
     let before = d.image_refs();
     d.docker(["image", "rm", img.tag.as_str()]);
-    assert!(d.try_inspect(&img.id).is_err(), "the image should be gone before loading");
+    assert!(
+        d.try_inspect(&img.id).is_err(),
+        "the image should be gone before loading"
+    );
     let load = d.docker(["load", "-i", archive.to_str().expect("utf-8")]);
-    assert!(load.status.success(), "docker load failed: {}", String::from_utf8_lossy(&load.stderr));
-    assert!(d.try_inspect(&img.id).is_ok(), "docker load did not give the original image ID back");
+    assert!(
+        load.status.success(),
+        "docker load failed: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert!(
+        d.try_inspect(&img.id).is_ok(),
+        "docker load did not give the original image ID back"
+    );
     let run = d.docker(["run", "--rm", img.id.as_str(), "cat", "/greeting"]);
-    assert!(run.status.success(), "docker run failed: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "docker run failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&run.stdout), "hello\nfrom-a-run\n");
     drop(before);
     d.remove_image(&img.tag);
@@ -219,19 +334,36 @@ fn every_row_exported_then_loaded_gives_the_original_image() {
 
 #[test]
 fn registry_format_is_served_by_the_cncf_registry() {
-    let Some(d) = daemon_or_skip("registry_format_is_served_by_the_cncf_registry") else { return };
+    let Some(d) = daemon_or_skip("registry_format_is_served_by_the_cncf_registry") else {
+        return;
+    };
     let Some(registry_bin) = which("docker-registry") else {
         if std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() == Ok("1") {
             panic!("docker-registry is not installed (apt-get install docker-registry)");
         }
-        eprintln!("SKIP registry_format_is_served_by_the_cncf_registry: docker-registry is not installed");
+        eprintln!(
+            "SKIP registry_format_is_served_by_the_cncf_registry: docker-registry is not installed"
+        );
         return;
     };
     let img = three_row_image(&d, "dlgrab-e2e/regfmt");
     let out = tempfile::tempdir().expect("tempdir");
     let root = out.path().join("storage");
-    succeeded(&dlgrab(&d, &[&img.tag, "--registry-format", "-q", "-o", root.to_str().expect("utf-8")]));
-    assert!(root.join("docker/registry/v2/blobs").is_dir(), "{:?}", listing(&root));
+    succeeded(&dlgrab(
+        &d,
+        &[
+            &img.tag,
+            "--registry-format",
+            "-q",
+            "-o",
+            root.to_str().expect("utf-8"),
+        ],
+    ));
+    assert!(
+        root.join("docker/registry/v2/blobs").is_dir(),
+        "{:?}",
+        listing(&root)
+    );
 
     let port = free_port();
     let config = out.path().join("config.yml");
@@ -251,34 +383,61 @@ fn registry_format_is_served_by_the_cncf_registry() {
         .expect("docker-registry starts");
     let served = wait_for_http(port, "/v2/");
     let name = img.tag.rsplit_once(':').map(|(n, _)| n).expect("tag");
-    let manifest = served.then(|| http_get(port, &format!("/v2/{name}/manifests/1"))).flatten();
+    let manifest = served
+        .then(|| http_get(port, &format!("/v2/{name}/manifests/1")))
+        .flatten();
     let top_layer = manifest.as_ref().and_then(|m| {
         let v: serde_json::Value = serde_json::from_slice(m).ok()?;
-        v["layers"].as_array()?.last()?["digest"].as_str().map(str::to_owned)
+        v["layers"].as_array()?.last()?["digest"]
+            .as_str()
+            .map(str::to_owned)
     });
-    let blob = top_layer.as_ref().and_then(|dg| http_get(port, &format!("/v2/{name}/blobs/{dg}")));
+    let blob = top_layer
+        .as_ref()
+        .and_then(|dg| http_get(port, &format!("/v2/{name}/blobs/{dg}")));
     let _ = server.kill();
     let _ = server.wait();
     assert!(served, "docker-registry did not answer on 127.0.0.1:{port}");
     let manifest = manifest.expect("the registry serves the manifest");
-    let top_layer = top_layer.unwrap_or_else(|| panic!("manifest without layers: {}", String::from_utf8_lossy(&manifest)));
+    let top_layer = top_layer.unwrap_or_else(|| {
+        panic!(
+            "manifest without layers: {}",
+            String::from_utf8_lossy(&manifest)
+        )
+    });
     let blob = blob.expect("the registry serves the top layer's blob");
-    assert_eq!(format!("sha256:{}", hex::encode(Sha256::digest(&blob))), top_layer);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&blob))),
+        top_layer
+    );
     img.remove(&d);
 }
 
 #[test]
 fn the_image_list_is_unchanged_with_and_without_clean() {
-    let Some(d) = daemon_or_skip("the_image_list_is_unchanged_with_and_without_clean") else { return };
+    let Some(d) = daemon_or_skip("the_image_list_is_unchanged_with_and_without_clean") else {
+        return;
+    };
     let img = three_row_image(&d, "dlgrab-e2e/clean");
     let before = d.image_refs();
     for extra in [&["--clean"][..], &[][..]] {
         for via in ["push", "save"] {
             let out = tempfile::tempdir().expect("tempdir");
-            let mut args = vec![img.tag.as_str(), "--via", via, "-q", "-o", out.path().to_str().expect("utf-8")];
+            let mut args = vec![
+                img.tag.as_str(),
+                "--via",
+                via,
+                "-q",
+                "-o",
+                out.path().to_str().expect("utf-8"),
+            ];
             args.extend_from_slice(extra);
             succeeded(&dlgrab(&d, &args));
-            assert_eq!(d.image_refs(), before, "image list changed ({via} {extra:?})");
+            assert_eq!(
+                d.image_refs(),
+                before,
+                "image list changed ({via} {extra:?})"
+            );
         }
     }
     img.remove(&d);
@@ -286,7 +445,9 @@ fn the_image_list_is_unchanged_with_and_without_clean() {
 
 #[test]
 fn errors_are_clear_and_exit_non_zero() {
-    let Some(d) = daemon_or_skip("errors_are_clear_and_exit_non_zero") else { return };
+    let Some(d) = daemon_or_skip("errors_are_clear_and_exit_non_zero") else {
+        return;
+    };
     let out = tempfile::tempdir().expect("tempdir");
     let dir = out.path().to_str().expect("utf-8");
 
@@ -298,14 +459,23 @@ fn errors_are_clear_and_exit_non_zero() {
     failed_with(&gone, "/nonexistent/docker.sock");
 
     // No such image.
-    failed_with(&dlgrab(&d, &["dlgrab-e2e/no-such-image:404", "-o", dir]), "no such image");
+    failed_with(
+        &dlgrab(&d, &["dlgrab-e2e/no-such-image:404", "-o", dir]),
+        "no such image",
+    );
 
     // Output already there: the first export stays whole.
     let img = three_row_image(&d, "dlgrab-e2e/errors");
     let first = exported(&succeeded(&dlgrab(&d, &[&img.tag, "--json", "-o", dir])));
-    let tar = out.path().join(first[0]["id"].as_str().expect("id")).join("layer.tar");
+    let tar = out
+        .path()
+        .join(first[0]["id"].as_str().expect("id"))
+        .join("layer.tar");
     failed_with(&dlgrab(&d, &[&img.tag, "-o", dir]), "already");
-    assert_eq!(sha256_file(&tar), img.layer_diff_ids[img.layer_diff_ids.len() - 1]);
+    assert_eq!(
+        sha256_file(&tar),
+        img.layer_diff_ids[img.layer_diff_ids.len() - 1]
+    );
     // …and --force replaces it.
     succeeded(&dlgrab(&d, &[&img.tag, "--force", "-q", "-o", dir]));
 
@@ -314,38 +484,76 @@ fn errors_are_clear_and_exit_non_zero() {
     let port = taken.local_addr().expect("addr").port().to_string();
     let other = tempfile::tempdir().expect("tempdir");
     failed_with(
-        &dlgrab(&d, &[&img.tag, "--via", "push", "-p", &port, "-o", other.path().to_str().expect("utf-8")]),
+        &dlgrab(
+            &d,
+            &[
+                &img.tag,
+                "--via",
+                "push",
+                "-p",
+                &port,
+                "-o",
+                other.path().to_str().expect("utf-8"),
+            ],
+        ),
         "port",
     );
-    assert!(listing(other.path()).iter().all(|n| !n.starts_with(".dlgrab")), "{:?}", listing(other.path()));
+    assert!(
+        listing(other.path())
+            .iter()
+            .all(|n| !n.starts_with(".dlgrab")),
+        "{:?}",
+        listing(other.path())
+    );
 
     // Ambiguous short ID: a one-character prefix that two images share.
     let ids = d.image_ids();
-    let shared = ids.iter().map(|id| hex_of(id).chars().next().expect("hex")).find(|c| {
-        ids.iter().filter(|id| hex_of(id).starts_with(*c)).count() > 1
-    });
+    let shared = ids
+        .iter()
+        .map(|id| hex_of(id).chars().next().expect("hex"))
+        .find(|c| ids.iter().filter(|id| hex_of(id).starts_with(*c)).count() > 1);
     if let Some(c) = shared {
-        failed_with(&dlgrab(&d, &[&c.to_string(), "-o", other.path().to_str().expect("utf-8")]), "ambiguous");
+        failed_with(
+            &dlgrab(
+                &d,
+                &[&c.to_string(), "-o", other.path().to_str().expect("utf-8")],
+            ),
+            "ambiguous",
+        );
     }
     img.remove(&d);
 }
 
 #[test]
 fn sigterm_stops_the_export_and_leaves_nothing_behind() {
-    let Some(d) = daemon_or_skip("sigterm_stops_the_export_and_leaves_nothing_behind") else { return };
+    let Some(d) = daemon_or_skip("sigterm_stops_the_export_and_leaves_nothing_behind") else {
+        return;
+    };
     let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/sigterm")))
         .busybox()
         .random_file("/big", 192 << 20, 11)
         .build(&d);
     let before = d.image_refs();
     let out = tempfile::tempdir().expect("tempdir");
-    let mut child = dlgrab_command(&d, &[&img.tag, "--via", "push", "-q", "-o", out.path().to_str().expect("utf-8")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dlgrab starts");
+    let mut child = dlgrab_command(
+        &d,
+        &[
+            &img.tag,
+            "--via",
+            "push",
+            "-q",
+            "-o",
+            out.path().to_str().expect("utf-8"),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("dlgrab starts");
     std::thread::sleep(Duration::from_millis(1500));
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let status = wait_bounded(&mut child, Duration::from_secs(60));
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -353,16 +561,30 @@ fn sigterm_stops_the_export_and_leaves_nothing_behind() {
     }
     match status.code() {
         Some(130) => {
-            assert!(listing(out.path()).is_empty(), "partial output left: {:?}", listing(out.path()));
+            assert!(
+                listing(out.path()).is_empty(),
+                "partial output left: {:?}",
+                listing(out.path())
+            );
         }
         // The export beat the signal: then it must be whole.
         Some(0) => {
-            let folder = listing(out.path()).into_iter().find(|n| n.len() == 64).expect("layer folder");
-            assert_eq!(sha256_file(&out.path().join(folder).join("layer.tar")), img.layer_diff_ids[1]);
+            let folder = listing(out.path())
+                .into_iter()
+                .find(|n| n.len() == 64)
+                .expect("layer folder");
+            assert_eq!(
+                sha256_file(&out.path().join(folder).join("layer.tar")),
+                img.layer_diff_ids[1]
+            );
         }
         other => panic!("unexpected exit {other:?}; stderr:\n{stderr}"),
     }
-    assert_eq!(d.image_refs(), before, "temporary tag left behind; stderr:\n{stderr}");
+    assert_eq!(
+        d.image_refs(),
+        before,
+        "temporary tag left behind; stderr:\n{stderr}"
+    );
     img.remove(&d);
 }
 
@@ -389,7 +611,11 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Waits (at most 15 s) for `GET path` on 127.0.0.1:port to answer at all.
@@ -421,7 +647,9 @@ fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
 fn http_request(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n\r\n"
