@@ -15,6 +15,7 @@ pub(crate) const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+
 pub(crate) const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub(crate) const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const MT_OCI_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub(crate) const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const REGISTRY: &str = "docker/registry/v2";
 
 fn hex(d: &Digest) -> &str {
@@ -72,15 +73,30 @@ pub(crate) fn commit_layer(
     options: &WriterOptions,
     image: &ImageContext,
     index: usize,
-    streamed: Streamed,
+    mut streamed: Streamed,
 ) -> Result<Vec<PathBuf>, WriteError> {
-    match options.format {
-        Format::Seed => commit_seed(root, options.replace, image, index, streamed),
+    // The compressed blob as received, beside the tar ([`Keep::TarAndRaw`]):
+    // placed first, removed again if the layer itself cannot be placed.
+    let mut raw_guard = fsx::RemoveOnDrop(None);
+    let mut raw_file = None;
+    if let (Some(copy), Some(Some(c))) = (streamed.raw_copy.take(), image.compressed.get(index)) {
+        let target = oci_blob(root, &c.digest);
+        fsx::mkdirs(target.parent().expect("blob path has a parent"))?;
+        if file_size(&target) == Some(c.size) {
+            drop(copy); // content-addressed: the same bytes are already there
+        } else {
+            fsx::finish(copy, &target, true)?;
+            raw_guard.0 = Some(target.clone());
+        }
+        raw_file = Some(rel(root, &target));
+    }
+    let mut files = match options.format {
+        Format::Seed => commit_seed(root, options.replace, image, index, streamed)?,
         Format::Oci => {
             let target = oci_blob(root, &streamed.diff_id);
             fsx::mkdirs(target.parent().expect("blob path has a parent"))?;
             fsx::finish(streamed.file, &target, options.replace)?;
-            Ok(vec![rel(root, &target)])
+            vec![rel(root, &target)]
         }
         Format::Registry => {
             let digest = if streamed.raw_kept {
@@ -96,9 +112,12 @@ pub(crate) fn commit_layer(
                 .join(hex(&digest))
                 .join("link");
             fsx::write_atomic(&link, digest.to_string().as_bytes())?;
-            Ok(vec![rel(root, &target), rel(root, &link)])
+            vec![rel(root, &target), rel(root, &link)]
         }
-    }
+    };
+    raw_guard.disarm();
+    files.extend(raw_file);
+    Ok(files)
 }
 
 fn rel(root: &Path, p: &Path) -> PathBuf {
@@ -253,6 +272,7 @@ fn refresh_layout(root: &Path, format: Format, image: &ImageContext) -> Result<(
     // Layers: present in the folder, or referenced for a daemon that has them.
     let mut layers = Vec::with_capacity(diff_ids.len());
     let mut docker_paths = Vec::with_capacity(diff_ids.len());
+    let mut tar_paths = Vec::with_capacity(diff_ids.len());
     for (i, d) in diff_ids.iter().enumerate() {
         let (path, rel_path) = match format {
             Format::Seed => {
@@ -265,34 +285,53 @@ fn refresh_layout(root: &Path, format: Format, image: &ImageContext) -> Result<(
             _ => (oci_blob(root, d), format!("blobs/sha256/{}", hex(d))),
         };
         docker_paths.push(rel_path);
-        match file_size(&path) {
-            Some(size) => {
-                if format == Format::Seed {
-                    let blob = oci_blob(root, d);
-                    if !same_file(&path, &blob) {
-                        fsx::link_atomic(&path, &blob)?;
-                    }
+        layers.push(match file_size(&path) {
+            Some(size) => LayerDesc {
+                media_type: MT_OCI_TAR.into(),
+                digest: d.clone(),
+                size,
+                present: true,
+            },
+            None => absent(image, i, d),
+        });
+        tar_paths.push(path);
+    }
+
+    // The manifest as pushed, when every layer the folder holds is also
+    // there as the compressed blob that manifest names.
+    let pushed = pushed_manifest(image).filter(|_| {
+        layers
+            .iter()
+            .zip(&diff_ids)
+            .enumerate()
+            .all(|(i, (l, d))| !l.present || raw_blob_present(root, image, i, d))
+    });
+    tracing::trace!(
+        present = layers.iter().filter(|l| l.present).count(),
+        pushed = pushed.is_some(),
+        "refreshing layout"
+    );
+
+    // Seed: the OCI blobs named by diff ID are hard links to the layer.tar
+    // files, needed only when the index names our own manifest (or when a
+    // compressed digest is the diff ID itself).
+    if format == Format::Seed {
+        for (i, d) in diff_ids.iter().enumerate() {
+            let blob = oci_blob(root, d);
+            let tar = &tar_paths[i];
+            let linked = layers[i].present
+                && (pushed.is_none()
+                    || matches!(image.compressed.get(i), Some(Some(c)) if &c.digest == d));
+            if linked {
+                if !same_file(tar, &blob) {
+                    fsx::link_atomic(tar, &blob)?;
                 }
-                layers.push(LayerDesc {
-                    media_type: MT_OCI_TAR.into(),
-                    digest: d.clone(),
-                    size,
-                    present: true,
-                });
-            }
-            None => {
-                if format == Format::Seed {
-                    // A stale link whose layer was removed.
-                    let _ = fs::remove_file(oci_blob(root, d));
-                }
-                layers.push(absent(image, i, d));
+            } else if !layers[i].present || same_file(tar, &blob) {
+                // A stale link whose layer was removed, or one no longer needed.
+                let _ = fs::remove_file(&blob);
             }
         }
     }
-    tracing::trace!(
-        present = layers.iter().filter(|l| l.present).count(),
-        "refreshing layout"
-    );
 
     // The config, under both names docker load may look for.
     let cfg_blob = oci_blob(root, &config_digest);
@@ -310,8 +349,11 @@ fn refresh_layout(root: &Path, format: Format, image: &ImageContext) -> Result<(
         _ => format!("blobs/sha256/{cfg_hex}"),
     };
 
-    // The OCI manifest and index.
-    let manifest = oci_manifest(image, &layers);
+    // The OCI manifest (as pushed, or our own) and the index.
+    let (manifest_type, manifest) = match &pushed {
+        Some((mt, bytes)) => (mt.as_str(), bytes.clone()),
+        None => (MT_OCI_MANIFEST, oci_manifest(image, &layers)),
+    };
     let manifest_digest = digest_of(&manifest);
     let old_index = fs::read(root.join("index.json")).ok();
     fsx::write_atomic(&oci_blob(root, &manifest_digest), &manifest)?;
@@ -321,7 +363,7 @@ fn refresh_layout(root: &Path, format: Format, image: &ImageContext) -> Result<(
         .filter(|t| split_tag(t).is_some())
         .collect();
     let entry = |annotations: Option<Value>| {
-        let mut d = descriptor(MT_OCI_MANIFEST, &manifest_digest, manifest.len() as u64);
+        let mut d = descriptor(manifest_type, &manifest_digest, manifest.len() as u64);
         if let Some(a) = annotations {
             d["annotations"] = a;
         }
@@ -353,6 +395,61 @@ fn refresh_layout(root: &Path, format: Format, image: &ImageContext) -> Result<(
         json!([{"Config": config_path, "RepoTags": image.repo_tags, "Layers": docker_paths}]);
     fsx::write_atomic(&root.join("manifest.json"), &to_vec(&docker))?;
     write_repositories(root, image, format, &diff_ids)
+}
+
+/// [`ImageContext::manifest`] when it is an image manifest (OCI or Docker
+/// schema 2) of this config whose layers are the image's, base first, and
+/// agree with every known [`ImageContext::compressed`] blob.
+pub(crate) fn pushed_manifest(image: &ImageContext) -> Option<&(String, Vec<u8>)> {
+    let pushed = image.manifest.as_ref()?;
+    match check_pushed(image, &pushed.0, &pushed.1) {
+        Ok(()) => Some(pushed),
+        Err(reason) => {
+            tracing::debug!(reason, "pushed manifest not used");
+            None
+        }
+    }
+}
+
+fn check_pushed(image: &ImageContext, media_type: &str, bytes: &[u8]) -> Result<(), &'static str> {
+    if media_type != MT_OCI_MANIFEST && media_type != MT_DOCKER_MANIFEST {
+        return Err("not an image manifest");
+    }
+    let m: Value = serde_json::from_slice(bytes).map_err(|_| "not JSON")?;
+    if m["schemaVersion"] != 2 {
+        return Err("schema version is not 2");
+    }
+    if let Some(declared) = m.get("mediaType")
+        && declared != media_type
+    {
+        return Err("media type differs from the one declared inside");
+    }
+    if m["config"]["digest"].as_str() != Some(image.config_digest().as_ref()) {
+        return Err("config is not this image's");
+    }
+    let named = m["layers"].as_array().ok_or("no layers")?;
+    let diff_ids = image.diff_ids().map_err(|_| "bad config")?;
+    if named.len() != diff_ids.len() {
+        return Err("layer count differs from the config's");
+    }
+    for (l, c) in named.iter().zip(&image.compressed) {
+        if let Some(c) = c
+            && (l["digest"].as_str() != Some(c.digest.as_ref()) || l["size"] != c.size)
+        {
+            return Err("a layer differs from the known compressed blob");
+        }
+    }
+    Ok(())
+}
+
+/// The compressed blob of layer `index` is in the OCI layout.
+fn raw_blob_present(root: &Path, image: &ImageContext, index: usize, diff_id: &Digest) -> bool {
+    match image.compressed.get(index) {
+        Some(Some(c)) => {
+            &c.digest == diff_id || file_size(&oci_blob(root, &c.digest)) == Some(c.size)
+        }
+        _ => false,
+    }
 }
 
 fn write_repositories(

@@ -5,15 +5,48 @@
 //! decompresses and hashes it in one streaming pass, checks it against the
 //! image config's diff ID, and stores it in one of three layouts:
 //!
-//! - [`Format::Seed`]: the `docker save` 20.10 layout (`<id>/VERSION`,
-//!   `<id>/json`, `<id>/layer.tar`) plus `manifest.json`, the config,
-//!   `repositories` and an OCI layout whose layer blobs are hard links to the
-//!   `layer.tar` files, so that a tarball of the folder loads with
-//!   `docker load` on classic and containerd-backed daemons;
+//! - [`Format::Seed`]: the `docker save` 20.10 layout plus what keeps a
+//!   tarball of the folder (`tar -C root -cf img.tar . && docker load -i
+//!   img.tar`) loadable on classic and containerd image stores (see below);
 //! - [`Format::Oci`]: an OCI image layout with a Docker `manifest.json`,
 //!   layers stored uncompressed (blob digest = diff ID);
 //! - [`Format::Registry`]: the storage tree of the CNCF distribution
 //!   registry's filesystem driver.
+//!
+//! # The Seed folder
+//!
+//! ```text
+//! <id>/VERSION, <id>/json, <id>/layer.tar   one folder per layer written (v1 id)
+//! <config hex>.json                         the image config (hard link to its blob)
+//! manifest.json                             Docker's: Config, RepoTags, Layers = <id>/layer.tar
+//! repositories                              { name: { tag: <top v1 id> } }
+//! oci-layout, index.json                    an OCI layout naming one manifest
+//! blobs/sha256/<hex>                        config, manifest, and layer blobs
+//! ```
+//!
+//! Classic stores load `manifest.json`; the image ID is the config digest.
+//! The containerd store loads `index.json`, whose entry carries the
+//! `io.containerd.image.name` and `org.opencontainers.image.ref.name`
+//! annotations; there the image ID is the digest of the manifest it names:
+//!
+//! - When [`ImageContext::manifest`] is the image manifest as pushed (OCI or
+//!   Docker schema 2, naming this config and, layer for layer, every known
+//!   [`ImageContext::compressed`] blob), [`LayerWriter::write_layer`] also
+//!   keeps the input bytes as received (the compressed blob, checked against
+//!   [`BlobRef::digest`], else [`WriteError::BlobDigestMismatch`]) as
+//!   `blobs/sha256/<compressed hex>`, in the same single pass, and
+//!   `index.json` names that manifest, stored verbatim: loading gives back
+//!   the original image ID. Layers not in the folder are named as the
+//!   manifest names them (the loading daemon must hold them).
+//! - Otherwise (no manifest, a manifest of another image, or a layer of the
+//!   folder without its compressed blob, e.g. one taken from a `docker save`
+//!   stream), `index.json` names a manifest built here: layers present are
+//!   `blobs/sha256/<diff id>`, hard links to their `layer.tar`; absent ones
+//!   are named by their compressed blob when known, else by diff ID.
+//!
+//! [`Format::Oci`] follows the same rule for `index.json` and the compressed
+//! blobs, keeping the uncompressed `blobs/sha256/<diff id>` for
+//! `manifest.json`.
 //!
 //! Every file is written to a temporary sibling, fsynced and renamed; on any
 //! error, or when the future is dropped, nothing of the layer remains. The
@@ -82,7 +115,10 @@ pub struct ImageContext {
     pub layer_ids: Vec<String>,
     /// Per layer index, the distribution (compressed) blob where known.
     pub compressed: Vec<Option<BlobRef>>,
-    /// The manifest as pushed (media type, bytes), when known.
+    /// The manifest as pushed (media type, bytes), when known. With
+    /// [`Format::Seed`] and [`Format::Oci`], an image manifest of this image
+    /// makes [`LayerWriter::write_layer`] keep the compressed blobs as
+    /// received and `index.json` name this manifest (see the crate docs).
     pub manifest: Option<(String, Vec<u8>)>,
     /// Repository name for [`Format::Registry`], e.g. `library/demo`.
     pub repository: String,
@@ -203,6 +239,13 @@ impl LayerWriter {
     /// `diff_ids[index]`, writes the format atomically, then updates the
     /// top-level files that keep the folder loadable. On any error, and when
     /// the future is dropped, nothing of this layer remains.
+    ///
+    /// `blob` is taken to be the distribution blob
+    /// `image.compressed[index]` when that is known: with
+    /// [`Format::Registry`], or with [`Format::Seed`] and [`Format::Oci`]
+    /// given a pushed [`ImageContext::manifest`], its bytes as received are
+    /// kept too and must hash to that digest
+    /// ([`WriteError::BlobDigestMismatch`]).
     pub async fn write_layer<R>(
         &self,
         image: &ImageContext,
@@ -244,7 +287,7 @@ impl LayerWriter {
     ) -> Result<WrittenLayer, WriteError> {
         let diff_ids = image.diff_ids()?;
         let expected = self.check_target(image, &diff_ids, index)?;
-        let streamed = self.stream(image, index, blob, cancel)?;
+        let streamed = self.stream(image, index, blob, cancel, true)?;
         if streamed.diff_id != expected {
             return Err(WriteError::DiffIdMismatch {
                 expected,
@@ -288,21 +331,29 @@ impl LayerWriter {
         Ok(expected)
     }
 
+    /// Streams one layer into temporary files. `as_pushed`: the input is
+    /// the distribution blob itself (not a `docker save` entry), so that with
+    /// [`Format::Seed`] or [`Format::Oci`] and a usable pushed manifest its
+    /// raw bytes are kept too.
     pub(crate) fn stream(
         &self,
         image: &ImageContext,
         index: usize,
         blob: impl std::io::Read,
         cancel: &AtomicBool,
+        as_pushed: bool,
     ) -> Result<Streamed, WriteError> {
         let root = &self.inner.root;
         fsx::mkdirs(root)?;
-        let keep = if self.inner.options.format == Format::Registry
-            && image.compressed.get(index).is_some_and(Option::is_some)
-        {
-            Keep::RawIfCompressed
-        } else {
-            Keep::Tar
+        let compressed = image.compressed.get(index).is_some_and(Option::is_some);
+        let keep = match self.inner.options.format {
+            Format::Registry if compressed => Keep::RawIfCompressed,
+            Format::Seed | Format::Oci
+                if as_pushed && compressed && layout::pushed_manifest(image).is_some() =>
+            {
+                Keep::TarAndRaw
+            }
+            _ => Keep::Tar,
         };
         let streamed = pipeline::stream_layer(blob, root, keep, cancel)?;
         tracing::debug!(index, diff_id = %streamed.diff_id, tar_size = streamed.tar_size,
@@ -321,7 +372,7 @@ impl LayerWriter {
         if cancel.load(Ordering::Relaxed) {
             return Err(WriteError::Cancelled);
         }
-        if streamed.raw_kept
+        if (streamed.raw_kept || streamed.raw_wanted)
             && let Some(Some(c)) = image.compressed.get(index)
             && c.digest != streamed.raw_digest
         {

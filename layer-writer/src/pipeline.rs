@@ -30,6 +30,9 @@ pub(crate) enum Keep {
     Tar,
     /// The bytes as received when compressed, else the tar.
     RawIfCompressed,
+    /// The tar, and also the bytes as received (in a second temporary
+    /// file) when compressed; the raw digest is to be verified.
+    TarAndRaw,
 }
 
 /// The result of [`stream_layer`].
@@ -39,6 +42,11 @@ pub(crate) struct Streamed {
     pub(crate) file: NamedTempFile,
     /// True when `file` holds the compressed bytes as received.
     pub(crate) raw_kept: bool,
+    /// With [`Keep::TarAndRaw`] and a compressed input: the bytes as received.
+    pub(crate) raw_copy: Option<NamedTempFile>,
+    /// True when the caller asked for the raw bytes ([`Keep::TarAndRaw`]):
+    /// `raw_digest` must then match the announced blob digest.
+    pub(crate) raw_wanted: bool,
     pub(crate) compression: Compression,
     pub(crate) raw_digest: Digest,
     pub(crate) raw_size: u64,
@@ -55,10 +63,7 @@ pub(crate) fn stream_layer(
     keep: Keep,
     cancel: &AtomicBool,
 ) -> Result<Streamed, WriteError> {
-    let file = tempfile::Builder::new()
-        .prefix(".dlgrab-tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
+    let file = temp_in(dir)?;
     let path = file.path().to_path_buf();
     let out = Rc::new(RefCell::new(io::BufWriter::with_capacity(BUF, file)));
     let write_err: Slot = Rc::default();
@@ -75,8 +80,19 @@ pub(crate) fn stream_layer(
         .map_err(|e| classify(e, &src_err, &write_err, None))?;
     let compression = sniff(&head)?;
     let raw_kept = keep == Keep::RawIfCompressed && compression != Compression::None;
+    let raw_out = if keep == Keep::TarAndRaw && compression != Compression::None {
+        let copy = temp_in(dir)?;
+        Some(Rc::new(RefCell::new(io::BufWriter::with_capacity(
+            BUF, copy,
+        ))))
+    } else {
+        None
+    };
     if raw_kept {
         raw.sink = Some((out.clone(), write_err.clone()));
+        raw.write_out(&head);
+    } else if let Some(copy) = &raw_out {
+        raw.sink = Some((copy.clone(), write_err.clone()));
         raw.write_out(&head);
     }
     let raw_input = io::Cursor::new(head).chain(raw);
@@ -113,23 +129,48 @@ pub(crate) fn stream_layer(
     if let Some(e) = write_err.borrow_mut().take() {
         return Err(WriteError::Io { path, source: e });
     }
-    let out = Rc::try_unwrap(out)
-        .map_err(|_| WriteError::Cancelled)?
-        .into_inner();
-    let file = out.into_inner().map_err(|e| WriteError::Io {
-        path: path.clone(),
-        source: e.into_error(),
-    })?;
-    file.as_file().sync_all().map_err(io_err(&path))?;
+    let file = finish_temp(out, &path)?;
+    let raw_copy = match raw_out {
+        Some(copy) => {
+            let copy_path = copy.borrow().get_ref().path().to_path_buf();
+            Some(finish_temp(copy, &copy_path)?)
+        }
+        None => None,
+    };
     Ok(Streamed {
         file,
         raw_kept,
+        raw_copy,
+        raw_wanted: keep == Keep::TarAndRaw,
         compression,
         raw_digest: to_digest(raw_hash),
         raw_size,
         diff_id: to_digest(tar_hash),
         tar_size,
     })
+}
+
+fn temp_in(dir: &Path) -> Result<NamedTempFile, WriteError> {
+    tempfile::Builder::new()
+        .prefix(".dlgrab-tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))
+}
+
+/// Flushes and fsyncs a temporary file once every reader holding it is gone.
+fn finish_temp(
+    out: Rc<RefCell<io::BufWriter<NamedTempFile>>>,
+    path: &Path,
+) -> Result<NamedTempFile, WriteError> {
+    let out = Rc::try_unwrap(out)
+        .map_err(|_| WriteError::Cancelled)?
+        .into_inner();
+    let file = out.into_inner().map_err(|e| WriteError::Io {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    file.as_file().sync_all().map_err(io_err(path))?;
+    Ok(file)
 }
 
 pub(crate) fn to_digest(h: Sha256) -> Digest {

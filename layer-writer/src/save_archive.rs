@@ -131,7 +131,7 @@ impl LayerWriter {
             match index {
                 Some(i) if pending.contains(&i) => {
                     tracing::debug!(entry = %name, index = i, "layer found in save stream");
-                    let streamed = self.stream(image, i, &mut entry, cancel)?;
+                    let streamed = self.stream(image, i, &mut entry, cancel, false)?;
                     if streamed.diff_id != diff_ids[i] {
                         return Err(WriteError::DiffIdMismatch {
                             expected: diff_ids[i].clone(),

@@ -3,5 +3,6 @@
 
 mod errors;
 mod formats;
+mod pushed;
 mod save;
 mod support;

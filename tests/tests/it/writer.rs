@@ -1,11 +1,16 @@
 //! Daemon tests for the writer: folders written from `docker save` streams
-//! load back with `docker load`, and the registry format serves to skopeo.
+//! load back with `docker load`, folders written from a real push (manifest
+//! and compressed blobs as the daemon pushed them) load back under the same
+//! image ID, and the registry format serves to skopeo.
 
-use std::io::Read;
-use std::path::Path;
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
 
-use layer_writer::{Format, ImageContext, LayerWriter, WriterOptions};
+use layer_writer::{BlobRef, Format, ImageContext, LayerWriter, WriterOptions};
+use sha2::Digest as _;
 use testkit::{Daemon, ImageBuilder, Store, daemon_or_skip, unique_name};
 
 /// `docker save <reference>` into `dir/save.tar`; returns its path.
@@ -101,7 +106,10 @@ fn cat(daemon: &Daemon, image: &str, path: &str) -> Vec<u8> {
 /// stores; on the containerd store the ID is the manifest digest, so the
 /// config digest is compared through `docker image inspect` there too.
 #[track_caller]
-#[expect(clippy::print_stderr, reason = "tests report what the containerd store did")]
+#[expect(
+    clippy::print_stderr,
+    reason = "tests report what the containerd store did"
+)]
 fn check_same_image(daemon: &Daemon, tag: &str, original_id: &str, diff_ids: &[String]) {
     let inspect = daemon.inspect(tag);
     let id = inspect["Id"].as_str().unwrap_or_default();
@@ -207,13 +215,7 @@ fn registry_format_serves_to_skopeo() {
     let Some(daemon) = daemon_or_skip("registry_format_serves_to_skopeo") else {
         return;
     };
-    let have = |bin: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {bin}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !have("docker-registry") || !have("skopeo") {
+    if !have_command("skopeo") || !have_registry() {
         eprintln!("SKIP registry_format_serves_to_skopeo: docker-registry or skopeo not installed");
         return;
     }
@@ -237,26 +239,8 @@ fn registry_format_serves_to_skopeo() {
     w.write_from_save_blocking(&image, &all, std::fs::File::open(&save_path).unwrap())
         .unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = work.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new("docker-registry")
-        .args(["serve", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = Registry::start(work.path(), &root);
+    let port = server.port;
     let reference = format!(
         "docker://127.0.0.1:{port}/{}:{}",
         image.repository, image.tag
@@ -282,8 +266,7 @@ fn registry_format_serves_to_skopeo() {
         ])
         .output()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let inspect: serde_json::Value =
         serde_json::from_slice(&result.expect("skopeo inspect never succeeded")).unwrap();
     assert_eq!(
@@ -295,5 +278,229 @@ fn registry_format_serves_to_skopeo() {
         "skopeo copy: {}",
         String::from_utf8_lossy(&copy.stderr)
     );
+    daemon.remove_image(&tag);
+}
+
+fn have_command(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn have_registry() -> bool {
+    have_command("docker-registry")
+}
+
+/// The CNCF distribution registry (Debian's `docker-registry`) serving the
+/// filesystem storage under `storage` on 127.0.0.1; stopped on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Registry {
+    /// Starts it (config file in `work`) and waits until `GET /v2/` answers 200.
+    fn start(work: &Path, storage: &Path) -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = work.join(format!("registry-{port}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = Registry { child, port };
+        for _ in 0..100 {
+            if registry.get_status("/v2/") == Some(200) {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("docker-registry on 127.0.0.1:{port} never answered");
+    }
+
+    /// The status of a plain HTTP/1.0 `GET path`, if it answers.
+    fn get_status(&self, path: &str) -> Option<u16> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// A blob's file in the registry's filesystem storage.
+fn stored_blob(storage: &Path, digest: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// Pushes `tag` to the registry as `127.0.0.1:<port>/<repo>:push` (tag
+/// removed afterwards) and reads back the manifest the daemon put (media
+/// type from its `mediaType`, bytes) from the registry's storage.
+fn push_and_read_manifest(
+    daemon: &Daemon,
+    registry: &Registry,
+    storage: &Path,
+    tag: &str,
+) -> (String, Vec<u8>) {
+    let repo = unique_name("dlgrab-test/writer-pushed");
+    let pushed = format!("127.0.0.1:{}/{repo}:push", registry.port);
+    let out = daemon.docker(["tag", tag, &pushed]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = daemon.docker(["push", &pushed]);
+    daemon.remove_image(&pushed);
+    assert!(
+        out.status.success(),
+        "daemon {}: docker push failed: {}{}",
+        daemon.name,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = storage
+        .join("docker/registry/v2/repositories")
+        .join(&repo)
+        .join("_manifests/tags/push/current/link");
+    let digest = std::fs::read_to_string(&link).unwrap();
+    let bytes = std::fs::read(stored_blob(storage, digest.trim())).unwrap();
+    assert_eq!(sha256_digest(&bytes), digest.trim());
+    let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let media_type = m["mediaType"]
+        .as_str()
+        .expect("manifest mediaType")
+        .to_string();
+    (media_type, bytes)
+}
+
+#[test]
+#[expect(
+    clippy::print_stderr,
+    reason = "a skip prints its reason; tests report the manifest kind"
+)]
+fn seed_folder_from_a_push_loads_back_with_the_same_id() {
+    let name = "seed_folder_from_a_push_loads_back_with_the_same_id";
+    let Some(daemon) = daemon_or_skip(name) else {
+        return;
+    };
+    if !have_registry() {
+        eprintln!("SKIP {name}: docker-registry not installed");
+        return;
+    }
+    let tag = format!("{}:1", unique_name("dlgrab-test/writer-push"));
+    let built = ImageBuilder::new(&tag)
+        .busybox()
+        .file("/file", b"pushed content\n".to_vec())
+        .env("K", "V")
+        .file("/second", b"second\n".to_vec())
+        .build(&daemon);
+    let work = tempfile::tempdir().unwrap();
+    let storage = work.path().join("storage");
+    let registry = Registry::start(work.path(), &storage);
+    let (media_type, manifest) = push_and_read_manifest(&daemon, &registry, &storage, &tag);
+    drop(registry);
+    eprintln!(
+        "daemon {} ({:?}) pushed a {media_type} manifest",
+        daemon.name, daemon.store
+    );
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let config_digest = m["config"]["digest"].as_str().unwrap();
+    let config = std::fs::read(stored_blob(&storage, config_digest)).unwrap();
+
+    // The image ID: the config digest on classic stores, the manifest
+    // digest on the containerd store (the manifest is pushed as stored).
+    let expected_id = match daemon.store {
+        Store::Classic => config_digest.to_string(),
+        Store::Containerd => sha256_digest(&manifest),
+    };
+    assert_eq!(built.id, expected_id, "daemon {}: image ID", daemon.name);
+
+    let mut image = context(config, &tag);
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), built.layer_diff_ids.len());
+    for (i, l) in layers.iter().enumerate() {
+        image.compressed[i] = Some(BlobRef {
+            digest: l["digest"].as_str().unwrap().parse().unwrap(),
+            size: l["size"].as_u64().unwrap(),
+            media_type: l["mediaType"].as_str().unwrap().to_string(),
+        });
+    }
+    image.manifest = Some((media_type.clone(), manifest.clone()));
+
+    let root = work.path().join("seed");
+    let w = LayerWriter::new(&root, WriterOptions::default());
+    runtime().block_on(async {
+        for (i, l) in layers.iter().enumerate() {
+            let blob = stored_blob(&storage, l["digest"].as_str().unwrap());
+            let f = tokio::fs::File::open(&blob).await.unwrap();
+            let written = w.write_layer(&image, i, f).await.unwrap();
+            assert_eq!(written.diff_id.to_string(), built.layer_diff_ids[i]);
+        }
+    });
+    // The folder names the pushed manifest and holds the blobs as pushed.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], sha256_digest(&manifest));
+    assert_eq!(index["manifests"][0]["mediaType"], media_type.as_str());
+    for l in layers {
+        let d = l["digest"].as_str().unwrap();
+        let kept = std::fs::read(
+            root.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap();
+        assert_eq!(kept, std::fs::read(stored_blob(&storage, d)).unwrap());
+    }
+
+    daemon.remove_image(&tag);
+    assert!(
+        daemon.try_inspect(&built.id).is_err(),
+        "daemon {}: the image is still there after rmi",
+        daemon.name
+    );
+    tar_and_load(&daemon, &root, work.path());
+    let by_id = daemon.inspect(&built.id);
+    assert_eq!(by_id["Id"], built.id.as_str());
+    assert_eq!(
+        daemon.inspect(&tag)["Id"],
+        built.id.as_str(),
+        "daemon {}: the tag names another image",
+        daemon.name
+    );
+    assert_eq!(daemon.diff_ids(&tag), built.layer_diff_ids);
+    assert_eq!(cat(&daemon, &built.id, "/file"), b"pushed content\n");
+    assert_eq!(cat(&daemon, &tag, "/second"), b"second\n");
     daemon.remove_image(&tag);
 }
