@@ -1,2 +1,52 @@
-//! (placeholder: crate docs are written with the crate)
+//! The Docker Engine API, as dlgrab needs it.
+//!
+//! dlgrab exports single layers out of a local Docker daemon. This crate is
+//! its only door to the daemon: [`DockerDriver`] is the seam the orchestrator
+//! talks to, in this crate's own types ([`ImageDetails`], [`PushEvent`], …),
+//! and [`BollardDriver`] implements it over the Engine API with
+//! [bollard](https://docs.rs/bollard). No bollard type appears in the public
+//! API; with the `mock` feature, `MockDockerDriver` (mockall) is available
+//! for other crates' tests.
+//!
+//! What the driver does beyond plain API calls:
+//!
+//! - **Layer resolution** ([`DockerDriver::resolve`]): a tag, a digest
+//!   reference, a full or short image ID, an intermediate image ID from
+//!   `docker history`, or a diff ID, plus a [`LayerSelector`], become an
+//!   image and the index of one of its layers.
+//! - **History mapping**: the Engine API's history rows (newest first, and
+//!   without the config's `empty_layer` flags) are put oldest first and
+//!   matched to diff IDs; when sizes and the instructions cannot decide which
+//!   rows carry a layer, the image config itself is read.
+//! - **Safe untagging** ([`DockerDriver::untag`]): a tag is removed only when
+//!   that cannot delete the image.
+//! - **Pushing** ([`DockerDriver::push`]): the daemon's progress stream as
+//!   [`PushEvent`]s, with errors inside the stream turned into
+//!   [`DriverError::PushRefused`]; dropping the stream closes the request,
+//!   which makes the daemon cancel the push.
+//!
+//! Connection: [`BollardDriver::connect`] reads `DOCKER_HOST` (`unix://`,
+//! `tcp://`, `http://`) or uses `/var/run/docker.sock`, and negotiates the API
+//! version down to what the daemon speaks (daemons from API 1.41 on are
+//! supported).
 #![warn(missing_docs)]
+
+mod bollard_driver;
+mod config;
+mod driver;
+mod error;
+mod history;
+mod model;
+mod reference;
+mod transport;
+mod wire;
+
+pub use bollard_driver::BollardDriver;
+#[cfg(any(test, feature = "mock"))]
+pub use driver::MockDockerDriver;
+pub use driver::{BoxStream, DockerDriver};
+pub use error::DriverError;
+pub use model::{
+    BuildOptions, DaemonInfo, HistoryRow, ImageDetails, ImageStore, ImageSummary, LayerSelector,
+    PushEvent, ResolvedLayer,
+};

@@ -1,0 +1,786 @@
+//! [`BollardDriver`]: [`DockerDriver`] over the Engine API.
+
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::ClientVersion;
+use bollard::query_parameters::{
+    BuildImageOptions, BuilderVersion, ImportImageOptions, ListImagesOptions, RemoveImageOptions,
+    TagImageOptions,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use http::Method;
+use http_body_util::BodyExt;
+use tokio::sync::OnceCell;
+use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use tracing::{debug, warn};
+
+use crate::driver::{BoxStream, DockerDriver};
+use crate::error::DriverError;
+use crate::history::{self, ApiRow};
+use crate::model::{
+    BuildOptions, DaemonInfo, ImageDetails, ImageStore, ImageSummary, LayerSelector, PushEvent,
+    ResolvedLayer,
+};
+use crate::reference::{self, Typed};
+use crate::transport::{self, Transport};
+use crate::{config, wire};
+
+/// The socket used when `DOCKER_HOST` is unset.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// For calls that answer at once (ping, inspect, tag, list, …).
+const SHORT: Duration = Duration::from_secs(120);
+/// Until the first response byte of save, load and build: the daemon may
+/// work a long time before it answers (20.10 exports a whole image to disk
+/// before the first byte of `docker save`).
+const LONG: Duration = Duration::from_secs(24 * 3600);
+/// The lowest API version dlgrab is tested with.
+const MIN_API: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// [`DockerDriver`] over the Docker Engine API, with bollard.
+///
+/// Cheap to clone: clones share one HTTP client.
+#[derive(Clone)]
+pub struct BollardDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    version: ClientVersion,
+    /// Bollard with the short timeout.
+    api: bollard::Docker,
+    /// Bollard with the long timeout.
+    long: bollard::Docker,
+    store: OnceCell<ImageStore>,
+}
+
+impl std::fmt::Debug for BollardDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BollardDriver")
+            .field("host", &self.inner.transport.host)
+            .field("api_version", &self.api_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BollardDriver {
+    /// Connects to the daemon `DOCKER_HOST` names (`unix://…`, `tcp://…`,
+    /// `http://…`), else to `unix:///var/run/docker.sock`, and negotiates the
+    /// API version.
+    pub async fn connect() -> Result<Self, DriverError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        Self::connect_with(&host).await
+    }
+
+    /// Connects to the daemon at `host` (`unix:///path`, `tcp://host:port`,
+    /// `http://host:port`) and negotiates the API version: the daemon's
+    /// (from `/_ping`, else `/version`) when it is below bollard's.
+    pub async fn connect_with(host: &str) -> Result<Self, DriverError> {
+        let transport = Transport::new(host)?;
+        let server = negotiate(&transport).await?;
+        let ours = *bollard::API_DEFAULT_VERSION;
+        let version = if server < ours { server } else { ours };
+        if version < MIN_API {
+            warn!(
+                api_version = %version_string(&version),
+                "the daemon's API is older than 1.41, which dlgrab is not tested with"
+            );
+        }
+        debug!(host, api_version = %version_string(&version), "connected to the docker daemon");
+        let api = transport.bollard(SHORT, &version)?;
+        let long = transport.bollard(LONG, &version)?;
+        Ok(BollardDriver {
+            inner: Arc::new(Inner {
+                transport,
+                version,
+                api,
+                long,
+                store: OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The daemon's address as given.
+    pub fn host(&self) -> &str {
+        &self.inner.transport.host
+    }
+
+    /// The API version requests use, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        version_string(&self.inner.version)
+    }
+
+    fn api_err(
+        &self,
+        operation: &'static str,
+        reference: Option<&str>,
+        error: bollard::errors::Error,
+    ) -> DriverError {
+        map_bollard(operation, &self.inner.transport.host, reference, error)
+    }
+
+    fn uri(&self, path_and_query: &str) -> String {
+        self.inner
+            .transport
+            .uri(Some(&self.inner.version), path_and_query)
+    }
+
+    async fn store(&self) -> Result<ImageStore, DriverError> {
+        self.inner
+            .store
+            .get_or_try_init(|| async { Ok(self.info().await?.image_store) })
+            .await
+            .cloned()
+    }
+
+    /// `GET /images/{reference}/json`, read without bollard (whose model
+    /// has no `Parent`).
+    async fn inspect_raw(&self, reference: &str) -> Result<wire::Inspect, DriverError> {
+        let operation = "inspecting an image";
+        let uri = self.uri(&format!("/images/{}/json", encode(reference)));
+        let (status, _, body) = self.inner.transport.get(operation, &uri, SHORT).await?;
+        match status.as_u16() {
+            200 => serde_json::from_slice(&body).map_err(|e| DriverError::Protocol {
+                operation,
+                source: Box::new(e),
+            }),
+            404 => Err(DriverError::NoSuchImage {
+                reference: reference.to_owned(),
+            }),
+            status => Err(DriverError::Api {
+                operation,
+                status,
+                message: transport::error_message(&body),
+            }),
+        }
+    }
+
+    /// The details of an inspected image, with its history mapped.
+    async fn details(&self, inspect: wire::Inspect) -> Result<ImageDetails, DriverError> {
+        let rows: Vec<ApiRow> = self
+            .inner
+            .api
+            .image_history(&inspect.id)
+            .await
+            .map_err(|e| self.api_err("reading an image's history", Some(&inspect.id), e))?
+            .into_iter()
+            .map(|r| ApiRow {
+                id: r.id,
+                created: r.created,
+                created_by: r.created_by,
+                size: r.size,
+                comment: r.comment,
+            })
+            .collect();
+        let diff_ids = inspect.diff_ids();
+        let history = match history::map_rows(&rows, diff_ids.len(), None) {
+            Some(history) => history,
+            None => {
+                debug!(image = %inspect.id, "history rows ambiguous; reading the image config");
+                let config = self.image_config(&inspect.id).await?;
+                let flags = history::config_empty_flags(&config);
+                history::map_rows(&rows, diff_ids.len(), flags.as_deref()).unwrap_or_else(|| {
+                    warn!(image = %inspect.id, "history rows do not match the image's layers");
+                    history::unmapped(&rows)
+                })
+            }
+        };
+        Ok(ImageDetails {
+            parent: inspect.parent(),
+            id: inspect.id,
+            repo_tags: inspect.repo_tags,
+            repo_digests: inspect.repo_digests,
+            created: inspect.created,
+            os: inspect.os,
+            architecture: inspect.architecture,
+            diff_ids,
+            history,
+        })
+    }
+
+    /// The image holding `diff_id` that [`reference::choose_for_diff_id`]
+    /// prefers, and the layer's index in it.
+    async fn find_diff_id(&self, diff_id: &str) -> Result<(wire::Inspect, usize), DriverError> {
+        let mut images = Vec::new();
+        for summary in self.list_images().await? {
+            match self.inspect_raw(&summary.id).await {
+                Ok(inspect) => images.push(inspect),
+                // Removed meanwhile.
+                Err(DriverError::NoSuchImage { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let layers: Vec<Vec<String>> = images.iter().map(|i| i.diff_ids()).collect();
+        let chosen = reference::choose_for_diff_id(
+            images
+                .iter()
+                .zip(&layers)
+                .map(|(i, l)| (i.id.as_str(), !i.repo_tags.is_empty(), &l[..])),
+            diff_id,
+        )
+        .map(|(id, index)| (id.to_owned(), index));
+        let (id, index) = chosen.ok_or_else(|| DriverError::NoSuchImage {
+            reference: diff_id.to_owned(),
+        })?;
+        let inspect = images
+            .into_iter()
+            .find(|i| i.id == id)
+            .expect("the chosen image is among the images");
+        Ok((inspect, index))
+    }
+}
+
+#[async_trait]
+impl DockerDriver for BollardDriver {
+    async fn info(&self) -> Result<DaemonInfo, DriverError> {
+        let version = self
+            .inner
+            .api
+            .version()
+            .await
+            .map_err(|e| self.api_err("reading the daemon's version", None, e))?;
+        let info = self
+            .inner
+            .api
+            .info()
+            .await
+            .map_err(|e| self.api_err("reading the daemon's info", None, e))?;
+        let containerd = info.driver_status.iter().flatten().any(|pair| {
+            pair.first().is_some_and(|k| k == "driver-type")
+                && pair
+                    .get(1)
+                    .is_some_and(|v| v == "io.containerd.snapshotter.v1")
+        });
+        let image_store = if containerd {
+            ImageStore::Containerd
+        } else {
+            ImageStore::Classic {
+                driver: info.driver.unwrap_or_default(),
+            }
+        };
+        Ok(DaemonInfo {
+            server_version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            image_store,
+            os: version.os.unwrap_or_default(),
+            arch: version.arch.unwrap_or_default(),
+        })
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<ImageDetails, DriverError> {
+        let inspect = self.inspect_raw(reference).await?;
+        self.details(inspect).await
+    }
+
+    async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError> {
+        let id = self.inspect_raw(reference).await?.id;
+        let save = self
+            .export_images(std::slice::from_ref(&id))
+            .map_err(std::io::Error::other);
+        let reader = SyncIoBridge::new(StreamReader::new(save));
+        let image = id.clone();
+        let (config, digest) =
+            tokio::task::spawn_blocking(move || config::find_config(reader, &image))
+                .await
+                .map_err(|e| DriverError::Protocol {
+                    operation: "reading the saved image",
+                    source: Box::new(e),
+                })??;
+        if digest != id && matches!(self.store().await?, ImageStore::Classic { .. }) {
+            return Err(DriverError::ConfigMismatch {
+                image: id.clone(),
+                expected: id,
+                actual: digest,
+            });
+        }
+        Ok(config)
+    }
+
+    async fn resolve(
+        &self,
+        what: &str,
+        selector: LayerSelector,
+    ) -> Result<ResolvedLayer, DriverError> {
+        let (inspect, requested_id, diff_index) = match reference::classify(what) {
+            Typed::FullDigest(digest) => match self.inspect_raw(&digest).await {
+                Ok(inspect) => {
+                    let id = inspect.id.clone();
+                    (inspect, Some(id), None)
+                }
+                Err(DriverError::NoSuchImage { .. }) => {
+                    let (inspect, index) = self.find_diff_id(&digest).await?;
+                    (inspect, None, Some(index))
+                }
+                Err(e) => return Err(e),
+            },
+            Typed::HexPrefix(prefix) => {
+                let matches: BTreeSet<String> = self
+                    .list_images()
+                    .await?
+                    .into_iter()
+                    .map(|i| i.id)
+                    .filter(|id| {
+                        id.strip_prefix("sha256:")
+                            .unwrap_or(id)
+                            .starts_with(&prefix)
+                    })
+                    .collect();
+                match matches.len() {
+                    // Not an ID: maybe a name made of hex digits.
+                    0 => (self.inspect_raw(what).await?, None, None),
+                    1 => {
+                        let id = matches.into_iter().next().expect("one match");
+                        (self.inspect_raw(&id).await?, Some(id), None)
+                    }
+                    _ => {
+                        return Err(DriverError::AmbiguousId {
+                            prefix: what.to_owned(),
+                            candidates: matches.into_iter().collect(),
+                        });
+                    }
+                }
+            }
+            Typed::Name => (self.inspect_raw(what).await?, None, None),
+        };
+        let image = self.details(inspect).await?;
+        let layer_index = match (diff_index, &selector) {
+            (Some(index), LayerSelector::Top) => index,
+            _ => reference::select_layer(&image, &selector)?,
+        };
+        Ok(ResolvedLayer {
+            image,
+            layer_index,
+            requested_id,
+        })
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, DriverError> {
+        let options = ListImagesOptions {
+            all: true,
+            ..Default::default()
+        };
+        let images = self
+            .inner
+            .api
+            .list_images(Some(options))
+            .await
+            .map_err(|e| self.api_err("listing images", None, e))?;
+        Ok(images
+            .into_iter()
+            .map(|i| ImageSummary {
+                id: i.id,
+                parent_id: Some(i.parent_id).filter(|p| !p.is_empty()),
+                repo_tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                repo_digests: i
+                    .repo_digests
+                    .into_iter()
+                    .filter(|d| d != "<none>@<none>")
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), DriverError> {
+        let options = TagImageOptions {
+            repo: Some(repo.to_owned()),
+            tag: Some(tag.to_owned()),
+        };
+        self.inner
+            .api
+            .tag_image(image, Some(options))
+            .await
+            .map_err(|e| self.api_err("tagging an image", Some(image), e))
+    }
+
+    async fn untag(&self, reference: &str) -> Result<(), DriverError> {
+        let image = self.inspect_raw(reference).await?;
+        let tag = reference::with_default_tag(reference);
+        if !image.repo_tags.contains(&tag) {
+            return Err(DriverError::NotATag {
+                reference: reference.to_owned(),
+            });
+        }
+        let store = self.store().await?;
+        let has_children = match store {
+            ImageStore::Classic { .. } => self
+                .list_images()
+                .await?
+                .iter()
+                .any(|i| i.parent_id.as_deref() == Some(image.id.as_str())),
+            ImageStore::Containerd => false,
+        };
+        if !reference::untag_keeps_image(
+            &store,
+            &image.repo_tags,
+            &image.repo_digests,
+            &tag,
+            has_children,
+        ) {
+            return Err(DriverError::UntagWouldDelete {
+                reference: reference.to_owned(),
+            });
+        }
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: true,
+            ..Default::default()
+        };
+        let items = self
+            .inner
+            .api
+            .remove_image(&tag, Some(options), None)
+            .await
+            .map_err(|e| self.api_err("untagging an image", Some(reference), e))?;
+        let deleted: Vec<String> = items.into_iter().filter_map(|i| i.deleted).collect();
+        if !deleted.is_empty() {
+            warn!(
+                reference,
+                ?deleted,
+                "the daemon deleted images while untagging"
+            );
+            return Err(DriverError::ImageDeleted {
+                reference: reference.to_owned(),
+                deleted,
+            });
+        }
+        debug!(reference, image = %image.id, "untagged");
+        Ok(())
+    }
+
+    fn push(&self, repo: &str, tag: &str) -> BoxStream<Result<PushEvent, DriverError>> {
+        let operation = "pushing an image";
+        let reference = format!("{repo}:{tag}");
+        let uri = self.uri(&format!(
+            "/images/{}/push?tag={}",
+            encode(repo),
+            encode(tag)
+        ));
+        let transport = self.inner.transport.clone();
+        let host = transport.host.clone();
+        let start = {
+            let reference = reference.clone();
+            async move {
+                // `e30=` is base64 of `{}`: daemons before 28.3.3 need the header.
+                let headers = [
+                    ("X-Registry-Auth", "e30="),
+                    ("Content-Type", "application/json"),
+                ];
+                let response = transport
+                    .send(operation, Method::POST, &uri, &headers)
+                    .await?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(lines(operation, host, response.into_body()));
+                }
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let message = transport::error_message(&body);
+                Err(if status == http::StatusCode::NOT_FOUND {
+                    DriverError::NoSuchImage { reference }
+                } else {
+                    DriverError::PushRefused { reference, message }
+                })
+            }
+        };
+        let events = stream::once(start)
+            .map(|started| match started {
+                Ok(lines) => lines.boxed(),
+                Err(e) => stream::iter([Err(e)]).boxed(),
+            })
+            .flatten()
+            .filter_map(move |line| {
+                let event = match line {
+                    Err(e) => Some(Err(e)),
+                    Ok(line) if line.trim().is_empty() => None,
+                    Ok(line) => match serde_json::from_str::<wire::ProgressMessage>(line.trim()) {
+                        Ok(message) => message.into_push_event(&reference),
+                        Err(e) => Some(Err(DriverError::Protocol {
+                            operation,
+                            source: Box::new(e),
+                        })),
+                    },
+                };
+                futures::future::ready(event)
+            });
+        Box::pin(until_first_error(events))
+    }
+
+    fn export_images(&self, references: &[String]) -> BoxStream<Result<Bytes, DriverError>> {
+        let names: Vec<&str> = references.iter().map(String::as_str).collect();
+        let host = self.inner.transport.host.clone();
+        let subject = references.join(", ");
+        let save = self.inner.long.export_images(&names);
+        Box::pin(save.map_err(move |e| map_bollard("saving images", &host, Some(&subject), e)))
+    }
+
+    async fn load(&self, archive: BoxStream<Bytes>) -> Result<Vec<String>, DriverError> {
+        let options = ImportImageOptions {
+            quiet: false,
+            ..Default::default()
+        };
+        let mut progress =
+            self.inner
+                .long
+                .import_image_stream(options, archive.map(Ok::<_, Infallible>), None);
+        let mut loaded = Vec::new();
+        while let Some(item) = progress.next().await {
+            let item = item.map_err(|e| match e {
+                bollard::errors::Error::DockerStreamError { error } => {
+                    DriverError::LoadFailed { message: error }
+                }
+                bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                    DriverError::LoadFailed { message }
+                }
+                e => self.api_err("loading images", None, e),
+            })?;
+            if let Some(line) = item.stream {
+                let line = line.trim();
+                if line.starts_with("Loaded image") {
+                    loaded.push(line.to_owned());
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn build(
+        &self,
+        context_tar: Bytes,
+        options: BuildOptions,
+    ) -> Result<String, DriverError> {
+        if !options.classic_builder {
+            // BuildKit over the Engine API needs a gRPC session.
+            debug!("building with the classic builder: BuildKit is not available through the API");
+        }
+        let labels: HashMap<String, String> = options.labels.iter().cloned().collect();
+        let query = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(options.tag.clone()),
+            rm: true,
+            forcerm: true,
+            labels: (!labels.is_empty()).then_some(labels),
+            version: BuilderVersion::BuilderV1,
+            ..Default::default()
+        };
+        let mut progress =
+            self.inner
+                .long
+                .build_image(query, None, Some(bollard::body_full(context_tar)));
+        let mut id = None;
+        while let Some(item) = progress.next().await {
+            let item = item.map_err(|e| match e {
+                bollard::errors::Error::DockerStreamError { error } => DriverError::BuildFailed {
+                    tag: options.tag.clone(),
+                    message: error,
+                },
+                e => self.api_err("building an image", None, e),
+            })?;
+            if let Some(message) = item.error_detail.and_then(|d| d.message) {
+                return Err(DriverError::BuildFailed {
+                    tag: options.tag.clone(),
+                    message,
+                });
+            }
+            if let Some(aux_id) = item.aux.and_then(|a| a.id) {
+                id = Some(aux_id);
+            }
+        }
+        match id {
+            Some(id) => Ok(id),
+            None => Ok(self.inspect_raw(&options.tag).await?.id),
+        }
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), DriverError> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        self.inner
+            .api
+            .remove_image(reference, Some(options), None)
+            .await
+            .map_err(|e| self.api_err("removing an image", Some(reference), e))?;
+        Ok(())
+    }
+}
+
+/// The daemon's API version: the `API-Version` header of `/_ping`, else
+/// `ApiVersion` of an unversioned `/version`.
+async fn negotiate(transport: &Transport) -> Result<ClientVersion, DriverError> {
+    let operation = "negotiating the API version";
+    let (_, headers, _) = transport
+        .get(operation, &transport.uri(None, "/_ping"), SHORT)
+        .await?;
+    let from_ping = headers
+        .get("api-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_version);
+    if let Some(version) = from_ping {
+        return Ok(version);
+    }
+    let (status, _, body) = transport
+        .get(operation, &transport.uri(None, "/version"), SHORT)
+        .await?;
+    if !status.is_success() {
+        return Err(DriverError::Api {
+            operation,
+            status: status.as_u16(),
+            message: transport::error_message(&body),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "ApiVersion")]
+        api_version: String,
+    }
+    let version: Version = serde_json::from_slice(&body).map_err(|e| DriverError::Protocol {
+        operation,
+        source: Box::new(e),
+    })?;
+    parse_version(&version.api_version).ok_or_else(|| DriverError::Protocol {
+        operation,
+        source: format!("bad API version {:?}", version.api_version).into(),
+    })
+}
+
+fn parse_version(text: &str) -> Option<ClientVersion> {
+    let (major, minor) = text.trim().split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
+fn version_string(v: &ClientVersion) -> String {
+    format!("{}.{}", v.major_version, v.minor_version)
+}
+
+/// Maps a bollard error; `reference` is the image a 404 is about.
+fn map_bollard(
+    operation: &'static str,
+    host: &str,
+    reference: Option<&str>,
+    error: bollard::errors::Error,
+) -> DriverError {
+    use bollard::errors::Error as E;
+    match error {
+        E::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => match reference {
+            Some(reference) => DriverError::NoSuchImage {
+                reference: reference.to_owned(),
+            },
+            None => DriverError::Api {
+                operation,
+                status: 404,
+                message,
+            },
+        },
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => DriverError::Api {
+            operation,
+            status: status_code,
+            message,
+        },
+        E::RequestTimeoutError => DriverError::Timeout { operation },
+        e @ (E::JsonDataError { .. } | E::JsonSerdeError { .. } | E::APIVersionParseError {}) => {
+            DriverError::Protocol {
+                operation,
+                source: Box::new(e),
+            }
+        }
+        e => transport::classify(operation, host, Box::new(e)),
+    }
+}
+
+/// Percent-encodes what is not allowed as is in a reference or tag.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The lines of a response body.
+fn lines(
+    operation: &'static str,
+    host: String,
+    body: hyper::body::Incoming,
+) -> impl Stream<Item = Result<String, DriverError>> + Send + 'static {
+    let data = http_body_util::BodyDataStream::new(body).map_err(std::io::Error::other);
+    FramedRead::new(
+        StreamReader::new(data),
+        LinesCodec::new_with_max_length(1 << 20),
+    )
+    .map_err(move |e| transport::classify(operation, &host, Box::new(e)))
+}
+
+/// The items of `items` up to and including the first error; nothing is
+/// polled after it, and the inner stream is dropped then.
+fn until_first_error<T: Send + 'static>(
+    items: impl Stream<Item = Result<T, DriverError>> + Send + 'static,
+) -> impl Stream<Item = Result<T, DriverError>> + Send + 'static {
+    stream::unfold(Some(Box::pin(items)), |items| async move {
+        let mut items = items?;
+        let item = items.next().await?;
+        let rest = if item.is_ok() { Some(items) } else { None };
+        Some((item, rest))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        let v = parse_version("1.41").unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        assert!(parse_version("x").is_none());
+        assert_eq!(encode("127.0.0.1:5000/x y"), "127.0.0.1:5000/x%20y");
+    }
+
+    #[tokio::test]
+    async fn stops_at_first_error() {
+        let items = stream::iter([
+            Ok(1),
+            Err(DriverError::NoSuchImage {
+                reference: "x".into(),
+            }),
+            Ok(2),
+        ]);
+        let got: Vec<_> = until_first_error(items).collect().await;
+        assert_eq!(got.len(), 2);
+        assert!(got[1].is_err());
+    }
+}

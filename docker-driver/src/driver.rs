@@ -1,0 +1,85 @@
+//! The [`DockerDriver`] trait.
+
+use async_trait::async_trait;
+
+use crate::error::DriverError;
+use crate::model::{
+    BuildOptions, DaemonInfo, ImageDetails, ImageSummary, LayerSelector, PushEvent, ResolvedLayer,
+};
+
+/// A boxed, sendable stream.
+pub type BoxStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = T> + Send + 'static>>;
+
+/// What dlgrab asks of a Docker daemon.
+///
+/// [`crate::BollardDriver`] implements it over the Engine API; with the
+/// `mock` feature, `MockDockerDriver` is a mockall double.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait DockerDriver: Send + Sync {
+    /// The daemon's version, API version, image store and platform.
+    async fn info(&self) -> Result<DaemonInfo, DriverError>;
+
+    /// An image by name, digest reference or ID, with its history mapped to
+    /// its layers.
+    async fn inspect_image(&self, reference: &str) -> Result<ImageDetails, DriverError>;
+
+    /// The image config, byte for byte as the daemon stores it.
+    ///
+    /// On a classic store, the sha256 of these bytes is the image ID; on the
+    /// containerd store the image ID is the manifest (or index) digest and
+    /// these bytes hash to the manifest's config digest. The Engine API has
+    /// no call that returns these bytes, so they are read out of a
+    /// `docker save` stream, which is dropped as soon as the config has been
+    /// seen (on 20.10 `<id>.json` sorts among the layer folders; from 25 the
+    /// config is a blob of the OCI layout, located through `manifest.json`).
+    async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError>;
+
+    /// Resolves what the user typed to an image and one of its layers.
+    ///
+    /// `what` is a `name[:tag]`, a `name@sha256:…`, a full or short image ID
+    /// (with or without `sha256:`), an intermediate image ID shown by
+    /// `docker history`, or a diff ID. For a diff ID, [`LayerSelector::Top`]
+    /// means that very layer (in a tagged image holding it if there is one,
+    /// else in the image with the fewest layers); other selectors then apply
+    /// to the chosen image.
+    async fn resolve(
+        &self,
+        what: &str,
+        selector: LayerSelector,
+    ) -> Result<ResolvedLayer, DriverError>;
+
+    /// All images, intermediate ones included (`all=true`).
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, DriverError>;
+
+    /// Tags `image` as `repo:tag`.
+    async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), DriverError>;
+
+    /// Removes the tag `reference` (e.g. `127.0.0.1:5000/dlgrab-x:t`) and
+    /// never deletes an image: fails with [`DriverError::UntagWouldDelete`]
+    /// without calling the daemon's delete when the image would go with it.
+    async fn untag(&self, reference: &str) -> Result<(), DriverError>;
+
+    /// Pushes `repo:tag`, reporting the daemon's progress. An error in the
+    /// progress ends the stream with [`DriverError::PushRefused`]. Dropping
+    /// the stream closes the request; the daemon then cancels the push.
+    fn push(&self, repo: &str, tag: &str) -> BoxStream<Result<PushEvent, DriverError>>;
+
+    /// `docker save` of these references, as the daemon streams it.
+    fn export_images(&self, references: &[String]) -> BoxStream<Result<bytes::Bytes, DriverError>>;
+
+    /// `docker load` of an archive; returns the daemon's `Loaded image: …`
+    /// and `Loaded image ID: …` lines.
+    async fn load(&self, archive: BoxStream<bytes::Bytes>) -> Result<Vec<String>, DriverError>;
+
+    /// Builds an image from a context tar holding a `Dockerfile`; returns the
+    /// image ID.
+    async fn build(
+        &self,
+        context_tar: bytes::Bytes,
+        options: BuildOptions,
+    ) -> Result<String, DriverError>;
+
+    /// Removes an image without force (plain `docker rmi`), for tests.
+    async fn remove_image(&self, reference: &str) -> Result<(), DriverError>;
+}

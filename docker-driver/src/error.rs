@@ -1,0 +1,149 @@
+//! [`DriverError`].
+
+/// A boxed error cause.
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// `DOCKER_HOST` (or the host given) is not a `unix://`, `tcp://` or
+    /// `http://` address.
+    #[error("unsupported docker host {host:?}: expected unix://, tcp:// or http://")]
+    InvalidHost {
+        /// The host as given.
+        host: String,
+    },
+    /// Nothing answers at the daemon's address.
+    #[error("cannot connect to the docker daemon at {host}")]
+    Unreachable {
+        /// The daemon's address.
+        host: String,
+        /// The cause.
+        #[source]
+        source: Source,
+    },
+    /// The daemon's socket is not accessible to this user.
+    #[error("permission denied connecting to the docker daemon at {host}")]
+    PermissionDenied {
+        /// The daemon's address.
+        host: String,
+        /// The cause.
+        #[source]
+        source: Source,
+    },
+    /// The daemon has no such image.
+    #[error("no such image: {reference}")]
+    NoSuchImage {
+        /// What was looked up.
+        reference: String,
+    },
+    /// A short image ID matches several images.
+    #[error("image id prefix {prefix} is ambiguous: it matches {}", candidates.join(", "))]
+    AmbiguousId {
+        /// The prefix as given.
+        prefix: String,
+        /// The full IDs it matches.
+        candidates: Vec<String>,
+    },
+    /// The image has no such layer.
+    #[error("image {image} has no layer {layer}")]
+    NoSuchLayer {
+        /// The image ID.
+        image: String,
+        /// The layer asked for (`top`, `index 3`, or a diff ID).
+        layer: String,
+    },
+    /// The daemon refused the push, or reported an error while pushing.
+    #[error("pushing {reference} failed: {message}")]
+    PushRefused {
+        /// `repo:tag`.
+        reference: String,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The reference is not a tag of any image (untag takes tags only).
+    #[error("{reference} is not an image tag")]
+    NotATag {
+        /// The reference as given.
+        reference: String,
+    },
+    /// Removing the tag would delete the image; nothing was removed.
+    #[error("untagging {reference} would delete its image, so it was left in place")]
+    UntagWouldDelete {
+        /// The tag.
+        reference: String,
+    },
+    /// The daemon deleted images while it was asked only to untag.
+    #[error("the daemon deleted {} while untagging {reference}", deleted.join(", "))]
+    ImageDeleted {
+        /// The tag.
+        reference: String,
+        /// The IDs the daemon reported as deleted.
+        deleted: Vec<String>,
+    },
+    /// The daemon reported an error while loading an archive.
+    #[error("loading images failed: {message}")]
+    LoadFailed {
+        /// The daemon's message.
+        message: String,
+    },
+    /// The daemon reported an error while building.
+    #[error("building {tag} failed: {message}")]
+    BuildFailed {
+        /// The tag asked for.
+        tag: String,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The `docker save` stream did not contain the image config.
+    #[error("the saved archive of {image} has no image config")]
+    ConfigNotFound {
+        /// The image ID.
+        image: String,
+    },
+    /// The config read does not hash to the digest it was stored under.
+    #[error("the image config of {image} hashes to {actual}, not {expected}")]
+    ConfigMismatch {
+        /// The image ID.
+        image: String,
+        /// The digest it should have.
+        expected: String,
+        /// The digest it has.
+        actual: String,
+    },
+    /// The request timed out.
+    #[error("{operation} timed out")]
+    Timeout {
+        /// What was being done.
+        operation: &'static str,
+    },
+    /// The daemon answered with an error status.
+    #[error("{operation}: the daemon answered {status}: {message}")]
+    Api {
+        /// What was being done.
+        operation: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The connection failed in the middle of a request.
+    #[error("{operation}: transport error")]
+    Transport {
+        /// What was being done.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: Source,
+    },
+    /// The daemon's answer could not be understood.
+    #[error("{operation}: unexpected answer from the daemon")]
+    Protocol {
+        /// What was being done.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: Source,
+    },
+}
