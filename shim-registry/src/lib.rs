@@ -1,2 +1,246 @@
-//! (placeholder: crate docs are written with the crate)
+//! An embeddable, streaming [OCI Distribution Spec v1.1] registry (the
+//! registry side).
+//!
+//! `shim-registry` serves blobs, uploads, manifests, tags and referrers from a
+//! pluggable [`storage::Storage`] (in memory by default, or [`storage::FsStorage`]
+//! on disk). Blob data is streamed: request bodies are hashed and written frame
+//! by frame, and blob reads are streamed back from storage, so a blob is never
+//! held whole in memory (except by [`storage::MemoryStorage`], whose job that is).
+//!
+//! One listening port speaks both plain HTTP/1.1 and HTTPS (a self-signed
+//! certificate made at start-up by default): the first byte of each connection
+//! decides. Clients that try HTTPS first and clients that only speak HTTP are
+//! both served.
+//!
+//! Two seams let an embedding program steer and observe the registry:
+//! a [`PresencePolicy`] answers "is this blob present?" (for blob `HEAD`,
+//! `GET` and cross-repository mounts), and an [`EventSink`] is told about
+//! uploads, committed blobs, answered `HEAD`s and manifest pushes
+//! ([`ChannelSink`] turns those into a stream).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use shim_registry::{ChannelSink, Registry, TlsConfig};
+//! use std::sync::Arc;
+//!
+//! let (sink, _events) = ChannelSink::new();
+//! let registry = Registry::builder()
+//!     .event_sink(Arc::new(sink))
+//!     .tls(TlsConfig::Disabled)
+//!     .build()?;
+//! let handle = registry.spawn("127.0.0.1:0".parse()?).await?;
+//! assert!(handle.url().starts_with("http://127.0.0.1:"));
+//! // ... point a client at handle.url() ...
+//! handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The crate knows nothing about Docker or image layers; it only implements
+//! the distribution protocol.
+//!
+//! [OCI Distribution Spec v1.1]: https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md
 #![warn(missing_docs)]
+
+mod events;
+mod policy;
+mod server;
+pub mod storage;
+mod tls;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use oci_spec;
+
+pub use events::{ChannelSink, EventSink, RegistryEvent};
+pub use policy::{Presence, PresencePolicy};
+pub use server::{RegistryHandle, ServeError};
+pub use tls::TlsConfig;
+pub use wire::{RegistryService, ResponseBody};
+
+use storage::{MemoryStorage, Storage};
+
+/// How long an upload session may sit idle before it is discarded.
+const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(10 * 60);
+
+/// An OCI registry ready to be served.
+///
+/// Cheap to clone: clones share storage, policy and event sink.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What every request handler shares.
+pub(crate) struct Shared {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) presence: Arc<dyn PresencePolicy>,
+    pub(crate) events: Arc<dyn EventSink>,
+    pub(crate) upload_expiry: Duration,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("tls", &self.tls.is_some())
+            .field("upload_expiry", &self.shared.upload_expiry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Starts configuring a registry (in-memory storage, every blob answered
+    /// from storage, no events, self-signed TLS beside plain HTTP).
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// The registry as a hyper service, for mounting into another server.
+    ///
+    /// The service expects paths starting with `/v2/`.
+    pub fn service(&self) -> RegistryService {
+        RegistryService::new(self.shared.clone())
+    }
+
+    /// Serves connections accepted from `listener` until `shutdown` resolves,
+    /// then stops accepting and lets requests in flight finish (for a bounded
+    /// time).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        server::serve(self, listener, shutdown).await
+    }
+
+    /// Binds `addr` and serves on a background task.
+    ///
+    /// Dropping the returned handle also stops the server (without waiting);
+    /// [`RegistryHandle::shutdown`] stops it gracefully.
+    pub async fn spawn(self, addr: std::net::SocketAddr) -> Result<RegistryHandle, ServeError> {
+        server::spawn(self, addr).await
+    }
+}
+
+/// Configures a [`Registry`].
+#[must_use]
+pub struct RegistryBuilder {
+    storage: Option<Arc<dyn Storage>>,
+    presence: Option<Arc<dyn PresencePolicy>>,
+    events: Option<Arc<dyn EventSink>>,
+    tls: TlsConfig,
+    upload_expiry: Duration,
+}
+
+impl Default for RegistryBuilder {
+    fn default() -> Self {
+        Self {
+            storage: None,
+            presence: None,
+            events: None,
+            tls: TlsConfig::SelfSigned,
+            upload_expiry: DEFAULT_UPLOAD_EXPIRY,
+        }
+    }
+}
+
+impl std::fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("tls", &self.tls)
+            .field("upload_expiry", &self.upload_expiry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryBuilder {
+    /// Where blobs, uploads and manifests live (default: [`MemoryStorage`]).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Who decides whether a blob is present (default: [`Presence::Stored`]
+    /// for every blob).
+    pub fn presence(mut self, presence: Arc<dyn PresencePolicy>) -> Self {
+        self.presence = Some(presence);
+        self
+    }
+
+    /// Who is told about what happens (default: nobody).
+    pub fn event_sink(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Whether and how TLS is spoken beside plain HTTP on the same port
+    /// (default: [`TlsConfig::SelfSigned`]).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// How long an upload session may stay idle before it is discarded with
+    /// its data (default: 10 minutes).
+    pub fn upload_expiry(mut self, idle: Duration) -> Self {
+        self.upload_expiry = idle;
+        self
+    }
+
+    /// Builds the registry; makes the self-signed certificate if asked to.
+    pub fn build(self) -> Result<Registry, BuildError> {
+        let tls = tls::server_config(&self.tls)?;
+        let shared = Shared {
+            storage: self
+                .storage
+                .unwrap_or_else(|| Arc::new(MemoryStorage::new())),
+            presence: self
+                .presence
+                .unwrap_or_else(|| Arc::new(policy::StoredPolicy)),
+            events: self.events.unwrap_or_else(|| Arc::new(events::NoEvents)),
+            upload_expiry: self.upload_expiry,
+        };
+        Ok(Registry {
+            shared: Arc::new(shared),
+            tls,
+        })
+    }
+}
+
+/// Why a [`Registry`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The self-signed certificate could not be generated.
+    #[error("cannot generate a self-signed certificate")]
+    SelfSignedCertificate {
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The provided certificate chain is not PEM or holds no certificate.
+    #[error("cannot read the provided certificate chain")]
+    CertificateChain {
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The provided private key is not a PEM private key.
+    #[error("cannot read the provided private key")]
+    PrivateKey {
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// rustls refused the certificate and key.
+    #[error("cannot configure tls with the certificate and key")]
+    TlsSetup {
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

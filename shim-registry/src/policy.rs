@@ -1,0 +1,37 @@
+//! Deciding whether a blob is present.
+
+use oci_spec::image::Digest;
+
+/// Decides how the registry answers "is this blob present?" — blob `HEAD`
+/// and `GET`, cross-repository mounts, and the blob check of a manifest
+/// `PUT`.
+///
+/// Called synchronously for each such request: must not block.
+pub trait PresencePolicy: Send + Sync {
+    /// The answer for `digest` in `repository`.
+    fn blob(&self, repository: &str, digest: &Digest) -> Presence;
+}
+
+/// An answer of a [`PresencePolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Answer from storage (present exactly when stored).
+    Stored,
+    /// Claim the blob is present with this size, though it may not be stored.
+    /// A `GET` of a blob claimed present but not stored answers 404.
+    Present {
+        /// The size to announce in `Content-Length`.
+        size: u64,
+    },
+    /// Claim the blob is absent, even if it is stored.
+    Absent,
+}
+
+/// The default policy: always [`Presence::Stored`].
+pub(crate) struct StoredPolicy;
+
+impl PresencePolicy for StoredPolicy {
+    fn blob(&self, _repository: &str, _digest: &Digest) -> Presence {
+        Presence::Stored
+    }
+}

@@ -1,0 +1,13 @@
+//! The HTTP wire format of the distribution spec: routes, headers, bodies
+//! and error responses. Everything about HTTP lives under this module.
+
+mod blobs;
+mod body;
+mod error;
+mod manifests;
+mod range;
+mod route;
+mod service;
+
+pub use body::ResponseBody;
+pub use service::RegistryService;
