@@ -1,0 +1,8 @@
+//! Black-box conformance tests, written from the OCI distribution spec v1.1:
+//! a registry is spawned on 127.0.0.1:0 and spoken to over HTTP(S).
+
+mod blobs;
+mod manifests;
+mod support;
+mod transport;
+mod uploads;
