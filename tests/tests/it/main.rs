@@ -6,5 +6,6 @@
 
 mod driver;
 mod export;
+mod kit;
 mod registry;
 mod writer;
