@@ -1,1 +1,247 @@
-//! Daemon tests for the registry (filled in by its crate's work).
+//! Real clients against `shim-registry`: `docker push` from the daemon under
+//! test, and a `skopeo copy` round trip.
+//!
+//! The registry is spawned in this process on 127.0.0.1:0 with memory
+//! storage; 127.0.0.0/8 is an insecure registry for every daemon, and the
+//! registry speaks TLS (self-signed) and plain HTTP on the same port.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use sha2::Digest as _;
+use shim_registry::{ChannelSink, Registry, RegistryEvent, RegistryHandle};
+use testkit::{Daemon, ImageBuilder, Store, daemon_or_skip, unique_name};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+async fn spawn_registry() -> (RegistryHandle, UnboundedReceiver<RegistryEvent>) {
+    let (sink, events) = ChannelSink::new();
+    let registry = Registry::builder()
+        .event_sink(Arc::new(sink))
+        .build()
+        .expect("registry builds");
+    let handle = registry
+        .spawn("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("registry spawns");
+    (handle, events)
+}
+
+/// Runs a blocking command without stalling the registry's runtime.
+async fn blocking(f: impl FnOnce() -> Output + Send + 'static) -> Output {
+    tokio::task::spawn_blocking(f).await.expect("command task")
+}
+
+#[track_caller]
+fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The blobs (config first, then layers) a manifest names, with sizes.
+fn manifest_blobs(manifest: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut blobs = vec![(
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest")
+            .to_owned(),
+        manifest["config"]["size"].as_u64().expect("config size"),
+    )];
+    for layer in manifest["layers"].as_array().expect("layers") {
+        blobs.push((
+            layer["digest"].as_str().expect("layer digest").to_owned(),
+            layer["size"].as_u64().expect("layer size"),
+        ));
+    }
+    blobs
+}
+
+/// Fetches every blob of `manifest` from the registry and checks digest and size.
+async fn assert_blobs_stored(base: &str, repository: &str, manifest: &serde_json::Value) {
+    let client = reqwest::Client::new();
+    for (digest, size) in manifest_blobs(manifest) {
+        let r = client
+            .get(format!("{base}/v2/{repository}/blobs/{digest}"))
+            .send()
+            .await
+            .expect("blob GET");
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "blob {digest}");
+        let data = r.bytes().await.expect("blob body");
+        assert_eq!(data.len() as u64, size, "size of {digest}");
+        assert_eq!(sha256(&data), digest, "content of {digest}");
+    }
+}
+
+fn small_image(daemon: &Daemon, prefix: &str) -> testkit::BuiltImage {
+    ImageBuilder::new(&format!("{}:1", unique_name(prefix)))
+        .busybox()
+        .random_file("/data/random", 300_000, 7)
+        .file("/data/hello", "hello from dlgrab\n")
+        .run("echo built > /data/run")
+        .build(daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_push_into_the_shim() {
+    let Some(daemon) = daemon_or_skip("registry::docker_push_into_the_shim") else {
+        return;
+    };
+    let image = small_image(&daemon, "dlgrab-test/shim-push");
+    let (handle, mut events) = spawn_registry().await;
+    let repository = unique_name("dlgrab-test/pushed");
+    let target = format!("127.0.0.1:{}/{repository}:t", handle.addr().port());
+
+    let d = daemon.clone();
+    let (src, dst) = (image.tag.clone(), target.clone());
+    let out = blocking(move || d.docker(["tag", src.as_str(), dst.as_str()])).await;
+    assert_success("docker tag", &out);
+    let d = daemon.clone();
+    let dst = target.clone();
+    let pushed = blocking(move || d.docker(["push", dst.as_str()])).await;
+    let d = daemon.clone();
+    let (dst, built) = (target.clone(), image.tag.clone());
+    blocking(move || {
+        d.remove_image(&dst);
+        d.remove_image(&built);
+        Command::new("true").output().expect("true")
+    })
+    .await;
+    assert_success("docker push", &pushed);
+
+    let mut manifest = None;
+    while let Ok(event) = events.try_recv() {
+        if let RegistryEvent::ManifestPut {
+            repository: r,
+            reference,
+            digest,
+            body,
+            ..
+        } = event
+        {
+            assert_eq!(r, repository);
+            assert_eq!(sha256(&body), digest.to_string());
+            if reference == "t" {
+                manifest = Some((digest, body));
+            }
+        }
+    }
+    let (digest, body) = manifest.expect("a manifest was pushed for tag t");
+    let stdout = String::from_utf8_lossy(&pushed.stdout);
+    assert!(
+        stdout.contains(&digest.to_string()),
+        "push output names {digest}: {stdout}"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&body).expect("manifest is json");
+    let layers = manifest["layers"].as_array().expect("layers").len();
+    assert_eq!(
+        layers,
+        image.layer_diff_ids.len(),
+        "one pushed layer per diff id"
+    );
+    if daemon.store == Store::Classic {
+        assert_eq!(
+            manifest["config"]["digest"],
+            image.id.as_str(),
+            "config is the image id"
+        );
+    }
+    assert_blobs_stored(&handle.url(), &repository, &manifest).await;
+    handle.shutdown().await;
+}
+
+fn skopeo_available() -> bool {
+    Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+async fn skopeo_round_trip_through_the_shim() {
+    let Some(daemon) = daemon_or_skip("registry::skopeo_round_trip_through_the_shim") else {
+        return;
+    };
+    if !skopeo_available() {
+        eprintln!("SKIP registry::skopeo_round_trip_through_the_shim: skopeo is not installed");
+        return;
+    }
+    let image = small_image(&daemon, "dlgrab-test/shim-skopeo");
+    let work = tempfile::tempdir().expect("temp dir");
+    let archive = work.path().join("image.tar");
+    let d = daemon.clone();
+    let (tag, path) = (image.tag.clone(), archive.clone());
+    let saved = blocking(move || {
+        let out = d.docker([
+            "save",
+            "-o",
+            path.to_str().expect("utf-8 path"),
+            tag.as_str(),
+        ]);
+        d.remove_image(&tag);
+        out
+    })
+    .await;
+    assert_success("docker save", &saved);
+
+    let (handle, _events) = spawn_registry().await;
+    let repository = unique_name("dlgrab-test/skopeo");
+    let remote = format!("docker://127.0.0.1:{}/{repository}:t", handle.addr().port());
+    let source = format!("docker-archive:{}", archive.display());
+    let dest = work.path().join("out");
+    let dest_ref = format!("dir:{}", dest.display());
+    let (r1, r2) = (remote.clone(), remote.clone());
+    let copied_in = blocking(move || {
+        Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false", &source, &r1])
+            .output()
+            .expect("skopeo runs")
+    })
+    .await;
+    assert_success("skopeo copy into the shim", &copied_in);
+    let copied_out = blocking(move || {
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", &r2, &dest_ref])
+            .output()
+            .expect("skopeo runs")
+    })
+    .await;
+    assert_success("skopeo copy out of the shim", &copied_out);
+
+    // The manifest skopeo fetched is the one stored, and every blob file in
+    // the dir: copy hashes to its name.
+    let fetched = std::fs::read(dest.join("manifest.json")).expect("manifest.json");
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/{repository}/manifests/t", handle.url()))
+        .send()
+        .await
+        .expect("manifest GET");
+    let stored_digest = r
+        .headers()
+        .get("docker-content-digest")
+        .expect("digest header")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let stored = r.bytes().await.expect("manifest body");
+    assert_eq!(stored, fetched, "manifest bytes survive the round trip");
+    assert_eq!(sha256(&fetched), stored_digest);
+    let manifest: serde_json::Value = serde_json::from_slice(&fetched).expect("json");
+    for (digest, size) in manifest_blobs(&manifest) {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        let data = std::fs::read(dest.join(hex)).unwrap_or_else(|e| panic!("blob {digest}: {e}"));
+        assert_eq!(data.len() as u64, size);
+        assert_eq!(sha256(&data), digest);
+    }
+    assert_blobs_stored(&handle.url(), &repository, &manifest).await;
+    assert!(Path::new(&dest).join("version").exists());
+    handle.shutdown().await;
+}
