@@ -100,37 +100,11 @@ impl Exporter {
         image: &ImageDetails,
         wanted: &[Wanted],
     ) -> anyhow::Result<Vec<Exported>> {
-        let requested = wanted.iter().find_map(|w| w.requested_id.as_deref().map(|id| (w.index, id)));
-        let layer_ids = plan::layer_ids(image, &plan::chain_ids(&image.diff_ids)?, requested)?;
-        for w in wanted {
-            let id = &layer_ids[w.index];
-            self.reporter.message(format!("Full layer id found: {id}"));
-            if self.options.format == Format::Seed {
-                let folder = self.options.outdir.join(id);
-                if folder.exists() && !self.options.replace {
-                    bail!("output already there: {} (use --force to replace it)", folder.display());
-                }
-                self.reporter.message(format!("Layer folder will be dumped into {}", folder.display()));
-            }
-        }
         let (route, why) = plan::choose_route(info, image, self.options.via);
         tracing::info!(image = %image.id, ?route, why, "route chosen");
-        let (repository, tag) = plan::registry_name(image);
-        let context = |config_json: Vec<u8>, pushed: Option<(PushedManifest, String, Bytes)>| ImageContext {
-            config_json,
-            repo_tags: image.repo_tags.clone(),
-            layer_ids: layer_ids.clone(),
-            compressed: match &pushed {
-                Some((m, _, _)) => m.layers.iter().cloned().map(Some).collect(),
-                None => vec![None; image.diff_ids.len()],
-            },
-            manifest: pushed.map(|(_, media_type, body)| (media_type, body.to_vec())),
-            repository: repository.clone(),
-            tag: tag.clone(),
-        };
         let written = match route {
-            Route::Push => self.by_push(image, wanted, context).await?,
-            Route::Save => self.by_save(image, wanted, &layer_ids, context).await?,
+            Route::Push => self.by_push(image, wanted).await?,
+            Route::Save => self.by_save(image, wanted).await?,
         };
         Ok(written
             .into_iter()
@@ -149,6 +123,44 @@ impl Exporter {
             .collect())
     }
 
+    /// The writer's view of `image`, once its config is known; announces
+    /// each wanted layer's folder and refuses to overwrite one unasked.
+    fn context(
+        &self,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+        config_json: Vec<u8>,
+        pushed: Option<(&PushedManifest, String, Bytes)>,
+    ) -> anyhow::Result<ImageContext> {
+        let stable = layer_writer::v1_layer_ids(&config_json).context("cannot read the image config")?;
+        let requested = wanted.iter().find_map(|w| w.requested_id.as_deref().map(|id| (w.index, id)));
+        let layer_ids = plan::layer_ids(image, &stable, requested)?;
+        for w in wanted {
+            let id = &layer_ids[w.index];
+            self.reporter.message(format!("Full layer id found: {id}"));
+            if self.options.format == Format::Seed {
+                let folder = self.options.outdir.join(id);
+                if folder.exists() && !self.options.replace {
+                    bail!("output already there: {} (use --force to replace it)", folder.display());
+                }
+                self.reporter.message(format!("Layer folder will be dumped into {}", folder.display()));
+            }
+        }
+        let (repository, tag) = plan::registry_name(image);
+        Ok(ImageContext {
+            config_json,
+            repo_tags: image.repo_tags.clone(),
+            compressed: match &pushed {
+                Some((m, _, _)) => m.layers.iter().cloned().map(Some).collect(),
+                None => vec![None; image.diff_ids.len()],
+            },
+            layer_ids,
+            manifest: pushed.map(|(_, media_type, body)| (media_type, body.to_vec())),
+            repository,
+            tag,
+        })
+    }
+
     fn writer(&self) -> LayerWriter {
         LayerWriter::new(
             &self.options.outdir,
@@ -164,21 +176,14 @@ impl Exporter {
 
     /// The push route: a survey push learns the layers' blob digests, a
     /// capture push uploads only the wanted ones.
-    async fn by_push(
-        &self,
-        image: &ImageDetails,
-        wanted: &[Wanted],
-        context: impl Fn(Vec<u8>, Option<(PushedManifest, String, Bytes)>) -> ImageContext,
-    ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+    async fn by_push(&self, image: &ImageDetails, wanted: &[Wanted]) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
         let scratch = scratch_dir(&self.options.outdir);
         self.cleanup.add_dir(scratch.clone());
         let storage = Arc::new(
             FsStorage::new(&scratch)
-                .await
                 .with_context(|| format!("cannot create the scratch folder {}", scratch.display()))?,
         );
-        let config: Digest = image.id.parse().context("the image ID is not a digest")?;
-        let policy = Arc::new(CapturePolicy::new(config.clone()));
+        let policy = Arc::new(CapturePolicy::new());
         let (sink, mut events) = ChannelSink::new();
         let registry = Registry::builder()
             .storage(storage.clone())
@@ -200,7 +205,11 @@ impl Exporter {
         let pushed = async {
             self.driver.tag(&image.id, &repo, tag).await.context("cannot tag the image for the push")?;
             self.reporter.phase("survey push: learning the layers' blob digests");
-            let (media_type, body) = self.push(&repo, tag, &mut events).await.context("survey push")?;
+            let (media_type, body) = self
+                .push(&repo, tag, &mut events)
+                .await
+                .context("survey push")?
+                .context("the survey push ended without a manifest reaching the temporary registry")?;
             let survey = PushedManifest::parse(&media_type, &body)?;
             if survey.layers.len() != image.diff_ids.len() {
                 bail!(
@@ -209,9 +218,14 @@ impl Exporter {
                     image.diff_ids.len()
                 );
             }
-            policy.capture(wanted.iter().map(|w| survey.layers[w.index].digest.clone()));
+            let mut capture: Vec<Digest> = wanted.iter().map(|w| survey.layers[w.index].digest.clone()).collect();
+            capture.push(survey.config.digest.clone());
+            policy.capture(capture);
             self.reporter.phase("capture push: uploading the wanted layers");
-            self.push(&repo, tag, &mut events).await.context("capture push")
+            // The containerd store finds the survey's manifest already there
+            // and does not put it again: the survey's then stands.
+            let captured = self.push(&repo, tag, &mut events).await.context("capture push")?;
+            Ok(captured.unwrap_or((media_type, body)))
         }
         .await;
         let untagged = self.cleanup.remove_tag(&reference).await;
@@ -220,12 +234,12 @@ impl Exporter {
         untagged.with_context(|| format!("cannot remove the temporary tag {reference}"))?;
         let manifest = PushedManifest::parse(&media_type, &body)?;
 
-        let config_json = read_blob(storage.as_ref(), &config).await?;
-        let layer_blobs: Vec<Digest> = wanted.iter().map(|w| manifest.layers[w.index].digest.clone()).collect();
-        let context = context(config_json, Some((manifest, media_type, body)));
+        let config_json = read_blob(storage.as_ref(), &manifest.config.digest).await?;
+        let context = self.context(image, wanted, config_json, Some((&manifest, media_type, body)))?;
         let writer = self.writer();
         let mut written = Vec::new();
-        for (w, blob) in wanted.iter().zip(&layer_blobs) {
+        for w in wanted {
+            let blob = &manifest.layers[w.index].digest;
             let reader = storage
                 .open_blob(blob)
                 .await
@@ -245,13 +259,13 @@ impl Exporter {
     }
 
     /// Pushes `repo:tag`, following the registry's events, and returns the
-    /// manifest the daemon put.
+    /// manifest the daemon put, if it put one.
     async fn push(
         &self,
         repo: &str,
         tag: &str,
         events: &mut UnboundedReceiver<RegistryEvent>,
-    ) -> anyhow::Result<(String, Bytes)> {
+    ) -> anyhow::Result<Option<(String, Bytes)>> {
         let mut stream = self.driver.push(repo, tag);
         let mut manifest = None;
         let mut bars = HashMap::new();
@@ -291,30 +305,28 @@ impl Exporter {
         for bar in bars.values() {
             bar.finish_and_clear();
         }
-        manifest.context("the push ended without a manifest reaching the temporary registry")
+        Ok(manifest)
     }
 
-    /// The save route: one pass over a `docker save` stream.
-    async fn by_save(
-        &self,
-        image: &ImageDetails,
-        wanted: &[Wanted],
-        _layer_ids: &[String],
-        context: impl Fn(Vec<u8>, Option<(PushedManifest, String, Bytes)>) -> ImageContext,
-    ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+    /// The save route: the image config first (the folder names depend on
+    /// it), then one pass over a `docker save` stream.
+    async fn by_save(&self, image: &ImageDetails, wanted: &[Wanted]) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+        self.reporter.phase("reading the image config");
+        let config_json = self.driver.image_config(&image.id).await.context("cannot read the image config")?;
+        let context = self.context(image, wanted, config_json, None)?;
         self.reporter.phase("reading the layers out of a docker save stream");
-        let stream = self.driver.export_images(&[image.id.clone()]);
+        let stream = self.driver.export_images(std::slice::from_ref(&image.id));
         let reader = tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
         let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
-        let written = self
+        let extract = self
             .writer()
-            .write_from_save(move |config| context(config.to_vec(), None), &indexes, reader)
+            .write_from_save(&context, &indexes, reader)
             .await
             .context("cannot export from the docker save stream")?;
-        for layer in &written {
+        for layer in &extract.layers {
             self.announce(layer);
         }
-        Ok(written)
+        Ok(extract.layers)
     }
 }
 

@@ -60,7 +60,7 @@ fn init_tracing(debug: bool) {
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let driver: Arc<dyn DockerDriver> =
-        Arc::new(BollardDriver::connect().context("cannot connect to the Docker daemon")?);
+        Arc::new(BollardDriver::connect().await.context("cannot connect to the Docker daemon")?);
 
     if let Some(image) = &args.list {
         let details = driver.inspect_image(image).await?;

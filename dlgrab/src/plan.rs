@@ -56,8 +56,8 @@ pub(crate) fn choose_route(info: &DaemonInfo, image: &ImageDetails, via: Via) ->
 ///
 /// A layer whose history row has an image ID (the top layer always does;
 /// the classic builder's intermediate images too) is named after it, as
-/// `docker history` shows it; the others get a stable ID (their chain ID,
-/// see [`chain_ids`]). The ID the user typed names its layer.
+/// `docker history` shows it; the others get the stable v1-style IDs
+/// `docker save` gives them (`stable_ids`). The ID the user typed names its layer.
 pub(crate) fn layer_ids(
     image: &ImageDetails,
     stable_ids: &[String],
@@ -85,27 +85,6 @@ pub(crate) fn layer_ids(
         }
     }
     Ok(ids)
-}
-
-/// The chain ID of each layer (`sha256` hex), base first: C0 = D0,
-/// Cn = sha256(C(n-1) + " " + Dn). Stable for a layer stack, whatever the
-/// daemon; used as the folder name of layers that have no image ID.
-pub(crate) fn chain_ids(diff_ids: &[String]) -> anyhow::Result<Vec<String>> {
-    use sha2::{Digest as _, Sha256};
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    let mut previous: Option<String> = None;
-    for diff_id in diff_ids {
-        if !diff_id.starts_with("sha256:") {
-            bail!("diff ID {diff_id} is not a sha256 digest");
-        }
-        let chain = match &previous {
-            None => diff_id.clone(),
-            Some(parent) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{parent} {diff_id}")))),
-        };
-        out.push(strip_algorithm(&chain).to_owned());
-        previous = Some(chain);
-    }
-    Ok(out)
 }
 
 /// `sha256:abc` → `abc`.
@@ -150,23 +129,26 @@ impl PushedManifest {
     }
 }
 
-/// The presence policy of an export: the survey claims every blob present
-/// except the image config; the capture leaves the wanted layers and the
-/// config to the registry's storage (absent until uploaded, then present).
+/// The presence policy of an export: the survey claims every blob present,
+/// so only the manifest crosses (it names each layer's blob and the config);
+/// the capture leaves the wanted layers and the config to the registry's
+/// storage (absent until uploaded, then present), so only they cross.
+///
+/// The config's digest is learnt from the survey too: on the containerd
+/// store the image ID is the manifest's digest, not the config's.
 #[derive(Debug)]
 pub(crate) struct CapturePolicy {
-    config: Digest,
     claimed_size: u64,
     capture: Mutex<Option<HashSet<Digest>>>,
 }
 
 impl CapturePolicy {
-    /// A policy in survey mode for the image whose config digest is `config`.
-    pub(crate) fn new(config: Digest) -> Self {
-        Self { config, claimed_size: 1, capture: Mutex::new(None) }
+    /// A policy in survey mode.
+    pub(crate) fn new() -> Self {
+        Self { claimed_size: 1, capture: Mutex::new(None) }
     }
 
-    /// Switches to capture mode: only `wanted` (and the config) may be uploaded.
+    /// Switches to capture mode: only `wanted` may be uploaded.
     pub(crate) fn capture(&self, wanted: impl IntoIterator<Item = Digest>) {
         *self.capture.lock().unwrap_or_else(|e| e.into_inner()) = Some(wanted.into_iter().collect());
     }
@@ -174,9 +156,6 @@ impl CapturePolicy {
 
 impl PresencePolicy for CapturePolicy {
     fn blob(&self, _repository: &str, digest: &Digest) -> Presence {
-        if *digest == self.config {
-            return Presence::Stored;
-        }
         match &*self.capture.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(wanted) if wanted.contains(digest) => Presence::Stored,
             _ => Presence::Present { size: self.claimed_size },
@@ -263,12 +242,12 @@ mod tests {
     }
 
     #[test]
-    fn survey_claims_all_but_config_then_capture_leaves_wanted_to_storage() {
-        let policy = CapturePolicy::new(digest('c'));
-        assert_eq!(policy.blob("r", &digest('c')), Presence::Stored);
-        assert!(matches!(policy.blob("r", &digest('1')), Presence::Present { .. }));
-        assert!(matches!(policy.blob("r", &digest('2')), Presence::Present { .. }));
-        policy.capture([digest('2')]);
+    fn survey_claims_everything_then_capture_leaves_wanted_to_storage() {
+        let policy = CapturePolicy::new();
+        for c in ['c', '1', '2'] {
+            assert!(matches!(policy.blob("r", &digest(c)), Presence::Present { .. }));
+        }
+        policy.capture([digest('2'), digest('c')]);
         assert_eq!(policy.blob("r", &digest('c')), Presence::Stored);
         assert!(matches!(policy.blob("r", &digest('1')), Presence::Present { .. }));
         assert_eq!(policy.blob("r", &digest('2')), Presence::Stored);
@@ -299,18 +278,6 @@ mod tests {
             empty_layer: layer_index.is_none(),
             layer_index,
         }
-    }
-
-    #[test]
-    fn chain_ids_follow_the_image_spec() {
-        // Two layers: C0 = D0, C1 = sha256("D0 D1").
-        let d0 = format!("sha256:{}", "0".repeat(64));
-        let d1 = format!("sha256:{}", "1".repeat(64));
-        let ids = chain_ids(&[d0.clone(), d1.clone()]).unwrap();
-        assert_eq!(ids[0], "0".repeat(64));
-        use sha2::{Digest as _, Sha256};
-        assert_eq!(ids[1], hex::encode(Sha256::digest(format!("{d0} {d1}"))));
-        assert!(chain_ids(&["md5:00".to_owned()]).is_err());
     }
 
     #[test]
