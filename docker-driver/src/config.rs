@@ -49,8 +49,21 @@ pub(crate) fn find_config(
         }
         let mut data = Vec::with_capacity(entry.size() as usize);
         entry.read_to_end(&mut data).map_err(protocol)?;
-        if direct.contains(&path) || wanted.as_deref() == Some(path.as_str()) {
+        if wanted.as_deref() == Some(path.as_str()) {
             return checked(image_id, &path, data);
+        }
+        if direct.contains(&path) {
+            // On the containerd store the image ID is the manifest's digest:
+            // the blob it names is the manifest, which names the config.
+            let Some(config) = image_manifest_config(&data) else {
+                return checked(image_id, &path, data);
+            };
+            if let Some(data) = kept.remove(&config) {
+                return checked(image_id, &config, data);
+            }
+            wanted = Some(config);
+            kept.clear();
+            continue;
         }
         if path == "manifest.json" {
             let config = manifest_config(&data).ok_or_else(|| DriverError::Protocol {
@@ -81,6 +94,16 @@ fn manifest_config(manifest: &[u8]) -> Option<String> {
     }
     let entries: Vec<Entry> = serde_json::from_slice(manifest).ok()?;
     entries.into_iter().next().map(|e| e.config)
+}
+
+/// The blob path of the config an OCI or Docker image manifest names, or
+/// `None` when `data` is not an image manifest.
+fn image_manifest_config(data: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(data).ok()?;
+    value.get("layers")?.as_array()?;
+    let digest = value.get("config")?.get("digest")?.as_str()?;
+    let hex = digest.strip_prefix("sha256:")?;
+    Some(format!("blobs/sha256/{hex}"))
 }
 
 /// Checks the config against the digest its name carries.
@@ -130,6 +153,32 @@ mod tests {
         let (got, digest) = find_config(&tar[..], &id).unwrap();
         assert_eq!(got, config);
         assert_eq!(digest, id);
+    }
+
+    #[test]
+    fn containerd_image_id_names_the_manifest_blob() {
+        // The blob named by the image ID is the manifest; its config comes
+        // before it in the stream, and manifest.json comes last.
+        let config = br#"{"os":"linux","rootfs":{"diff_ids":[]}}"#;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"sha256:{}","size":1}},"layers":[]}}"#,
+            sha(config)
+        );
+        let id = format!("sha256:{}", sha(manifest.as_bytes()));
+        let tar = archive(&[
+            (&format!("blobs/sha256/{}", sha(config)), config),
+            (&format!("blobs/sha256/{}", sha(manifest.as_bytes())), manifest.as_bytes()),
+            ("index.json", b"{}"),
+        ]);
+        let (got, digest) = find_config(&tar[..], &id).unwrap();
+        assert_eq!(got, config);
+        assert_eq!(digest, format!("sha256:{}", sha(config)));
+        // …and when the config comes after the manifest.
+        let tar = archive(&[
+            (&format!("blobs/sha256/{}", sha(manifest.as_bytes())), manifest.as_bytes()),
+            (&format!("blobs/sha256/{}", sha(config)), config),
+        ]);
+        assert_eq!(find_config(&tar[..], &id).unwrap().0, config);
     }
 
     #[test]
