@@ -16,7 +16,11 @@ pub(crate) struct Cleanup {
 
 impl Cleanup {
     pub(crate) fn new(driver: Arc<dyn DockerDriver>) -> Self {
-        Self { driver, tags: Mutex::default(), dirs: Mutex::default() }
+        Self {
+            driver,
+            tags: Mutex::default(),
+            dirs: Mutex::default(),
+        }
     }
 
     /// Records a temporary tag before it is created.
@@ -30,7 +34,10 @@ impl Cleanup {
     }
 
     /// Removes one temporary tag now; it is forgotten whether that worked or not.
-    pub(crate) async fn remove_tag(&self, reference: &str) -> Result<(), docker_driver::DriverError> {
+    pub(crate) async fn remove_tag(
+        &self,
+        reference: &str,
+    ) -> Result<(), docker_driver::DriverError> {
         lock(&self.tags).retain(|t| t != reference);
         tracing::debug!(reference, "removing temporary tag");
         self.driver.untag(reference).await
@@ -54,7 +61,10 @@ impl Cleanup {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => failures.push(format!("scratch folder {} was not removed: {e}", dir.display())),
+                Err(e) => failures.push(format!(
+                    "scratch folder {} was not removed: {e}",
+                    dir.display()
+                )),
             }
         }
         failures

@@ -140,14 +140,23 @@ mod tests {
 
     #[test]
     fn registry_format_flag_selects_registry_layout() {
-        assert_eq!(parse(&["--registry-format", "x"]).format(), layer_writer::Format::Registry);
-        assert_eq!(parse(&["--format", "oci", "x"]).format(), layer_writer::Format::Oci);
+        assert_eq!(
+            parse(&["--registry-format", "x"]).format(),
+            layer_writer::Format::Registry
+        );
+        assert_eq!(
+            parse(&["--format", "oci", "x"]).format(),
+            layer_writer::Format::Oci
+        );
     }
 
     #[test]
     fn selectors() {
         assert_eq!(parse(&["x"]).selector(), docker_driver::LayerSelector::Top);
-        assert_eq!(parse(&["--index", "2", "x"]).selector(), docker_driver::LayerSelector::Index(2));
+        assert_eq!(
+            parse(&["--index", "2", "x"]).selector(),
+            docker_driver::LayerSelector::Index(2)
+        );
         assert_eq!(
             parse(&["--diff-id", "sha256:ab", "x"]).selector(),
             docker_driver::LayerSelector::DiffId("sha256:ab".into())
@@ -159,6 +168,8 @@ mod tests {
         assert!(Args::try_parse_from(["dlgrab"]).is_err());
         assert!(Args::try_parse_from(["dlgrab", "--list", "img"]).is_ok());
         assert!(Args::try_parse_from(["dlgrab", "--list", "img", "x"]).is_err());
-        assert!(Args::try_parse_from(["dlgrab", "--registry-format", "--format", "oci", "x"]).is_err());
+        assert!(
+            Args::try_parse_from(["dlgrab", "--registry-format", "--format", "oci", "x"]).is_err()
+        );
     }
 }

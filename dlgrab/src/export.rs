@@ -66,27 +66,50 @@ impl Exporter {
         reporter: Arc<Reporter>,
         options: ExportOptions,
     ) -> Self {
-        Self { driver, cleanup, reporter, options }
+        Self {
+            driver,
+            cleanup,
+            reporter,
+            options,
+        }
     }
 
     /// Exports every layer `requests` names, image by image.
-    pub(crate) async fn run(&self, requests: &[String], selector: LayerSelector) -> anyhow::Result<Vec<Exported>> {
-        let info = self.driver.info().await.context("cannot talk to the Docker daemon")?;
+    pub(crate) async fn run(
+        &self,
+        requests: &[String],
+        selector: LayerSelector,
+    ) -> anyhow::Result<Vec<Exported>> {
+        let info = self
+            .driver
+            .info()
+            .await
+            .context("cannot talk to the Docker daemon")?;
         tracing::debug!(?info, "daemon");
 
         let mut groups: Vec<(ImageDetails, Vec<Wanted>)> = Vec::new();
         for what in requests {
             let resolved = self.driver.resolve(what, selector.clone()).await?;
-            let wanted = Wanted { index: resolved.layer_index, requested_id: resolved.requested_id };
-            match groups.iter_mut().find(|(image, _)| image.id == resolved.image.id) {
+            let wanted = Wanted {
+                index: resolved.layer_index,
+                requested_id: resolved.requested_id,
+            };
+            match groups
+                .iter_mut()
+                .find(|(image, _)| image.id == resolved.image.id)
+            {
                 Some((_, layers)) if layers.iter().any(|l| l.index == wanted.index) => {}
                 Some((_, layers)) => layers.push(wanted),
                 None => groups.push((resolved.image, vec![wanted])),
             }
         }
 
-        std::fs::create_dir_all(&self.options.outdir)
-            .with_context(|| format!("cannot create the output folder {}", self.options.outdir.display()))?;
+        std::fs::create_dir_all(&self.options.outdir).with_context(|| {
+            format!(
+                "cannot create the output folder {}",
+                self.options.outdir.display()
+            )
+        })?;
         let mut exported = Vec::new();
         for (image, wanted) in &groups {
             exported.extend(self.export_image(&info, image, wanted).await?);
@@ -118,7 +141,11 @@ impl Exporter {
                     Route::Save => "save",
                 },
                 tar_size: w.tar_size,
-                files: w.files.iter().map(|f| self.options.outdir.join(f)).collect(),
+                files: w
+                    .files
+                    .iter()
+                    .map(|f| self.options.outdir.join(f))
+                    .collect(),
             })
             .collect())
     }
@@ -132,8 +159,11 @@ impl Exporter {
         config_json: Vec<u8>,
         pushed: Option<(&PushedManifest, String, Bytes)>,
     ) -> anyhow::Result<ImageContext> {
-        let stable = layer_writer::v1_layer_ids(&config_json).context("cannot read the image config")?;
-        let requested = wanted.iter().find_map(|w| w.requested_id.as_deref().map(|id| (w.index, id)));
+        let stable =
+            layer_writer::v1_layer_ids(&config_json).context("cannot read the image config")?;
+        let requested = wanted
+            .iter()
+            .find_map(|w| w.requested_id.as_deref().map(|id| (w.index, id)));
         let layer_ids = plan::layer_ids(image, &stable, requested)?;
         for w in wanted {
             let id = &layer_ids[w.index];
@@ -141,9 +171,15 @@ impl Exporter {
             if self.options.format == Format::Seed {
                 let folder = self.options.outdir.join(id);
                 if folder.exists() && !self.options.replace {
-                    bail!("output already there: {} (use --force to replace it)", folder.display());
+                    bail!(
+                        "output already there: {} (use --force to replace it)",
+                        folder.display()
+                    );
                 }
-                self.reporter.message(format!("Layer folder will be dumped into {}", folder.display()));
+                self.reporter.message(format!(
+                    "Layer folder will be dumped into {}",
+                    folder.display()
+                ));
             }
         }
         let (repository, tag) = plan::registry_name(image);
@@ -164,25 +200,35 @@ impl Exporter {
     fn writer(&self) -> LayerWriter {
         LayerWriter::new(
             &self.options.outdir,
-            WriterOptions { format: self.options.format, replace: self.options.replace },
+            WriterOptions {
+                format: self.options.format,
+                replace: self.options.replace,
+            },
         )
     }
 
     fn announce(&self, written: &layer_writer::WrittenLayer) {
         for file in &written.files {
-            self.reporter.message(format!("Writing file: {}", self.options.outdir.join(file).display()));
+            self.reporter.message(format!(
+                "Writing file: {}",
+                self.options.outdir.join(file).display()
+            ));
         }
     }
 
     /// The push route: a survey push learns the layers' blob digests, a
     /// capture push uploads only the wanted ones.
-    async fn by_push(&self, image: &ImageDetails, wanted: &[Wanted]) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+    async fn by_push(
+        &self,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+    ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
         let scratch = scratch_dir(&self.options.outdir);
         self.cleanup.add_dir(scratch.clone());
-        let storage = Arc::new(
-            FsStorage::new(&scratch)
-                .with_context(|| format!("cannot create the scratch folder {}", scratch.display()))?,
-        );
+        let storage =
+            Arc::new(FsStorage::new(&scratch).with_context(|| {
+                format!("cannot create the scratch folder {}", scratch.display())
+            })?);
         let policy = Arc::new(CapturePolicy::new());
         let (sink, mut events) = ChannelSink::new();
         let registry = Registry::builder()
@@ -192,24 +238,33 @@ impl Exporter {
             .build()
             .context("cannot set up the temporary registry")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.options.port));
-        let handle = registry
-            .spawn(addr)
-            .await
-            .with_context(|| format!("cannot start the temporary registry on {addr} (is the port taken?)"))?;
-        let repo = format!("127.0.0.1:{}/dlgrab-{}", handle.addr().port(), unique_suffix());
+        let handle = registry.spawn(addr).await.with_context(|| {
+            format!("cannot start the temporary registry on {addr} (is the port taken?)")
+        })?;
+        let repo = format!(
+            "127.0.0.1:{}/dlgrab-{}",
+            handle.addr().port(),
+            unique_suffix()
+        );
         let tag = "export";
         let reference = format!("{repo}:{tag}");
         tracing::debug!(registry = %handle.url(), reference, "temporary registry up");
 
         self.cleanup.add_tag(&reference);
         let pushed = async {
-            self.driver.tag(&image.id, &repo, tag).await.context("cannot tag the image for the push")?;
-            self.reporter.phase("survey push: learning the layers' blob digests");
+            self.driver
+                .tag(&image.id, &repo, tag)
+                .await
+                .context("cannot tag the image for the push")?;
+            self.reporter
+                .phase("survey push: learning the layers' blob digests");
             let (media_type, body) = self
                 .push(&repo, tag, &mut events)
                 .await
                 .context("survey push")?
-                .context("the survey push ended without a manifest reaching the temporary registry")?;
+                .context(
+                    "the survey push ended without a manifest reaching the temporary registry",
+                )?;
             let survey = PushedManifest::parse(&media_type, &body)?;
             if survey.layers.len() != image.diff_ids.len() {
                 bail!(
@@ -218,13 +273,20 @@ impl Exporter {
                     image.diff_ids.len()
                 );
             }
-            let mut capture: Vec<Digest> = wanted.iter().map(|w| survey.layers[w.index].digest.clone()).collect();
+            let mut capture: Vec<Digest> = wanted
+                .iter()
+                .map(|w| survey.layers[w.index].digest.clone())
+                .collect();
             capture.push(survey.config.digest.clone());
             policy.capture(capture);
-            self.reporter.phase("capture push: uploading the wanted layers");
+            self.reporter
+                .phase("capture push: uploading the wanted layers");
             // The containerd store finds the survey's manifest already there
             // and does not put it again: the survey's then stands.
-            let captured = self.push(&repo, tag, &mut events).await.context("capture push")?;
+            let captured = self
+                .push(&repo, tag, &mut events)
+                .await
+                .context("capture push")?;
             Ok(captured.unwrap_or((media_type, body)))
         }
         .await;
@@ -235,7 +297,12 @@ impl Exporter {
         let manifest = PushedManifest::parse(&media_type, &body)?;
 
         let config_json = read_blob(storage.as_ref(), &manifest.config.digest).await?;
-        let context = self.context(image, wanted, config_json, Some((&manifest, media_type, body)))?;
+        let context = self.context(
+            image,
+            wanted,
+            config_json,
+            Some((&manifest, media_type, body)),
+        )?;
         let writer = self.writer();
         let mut written = Vec::new();
         for w in wanted {
@@ -270,7 +337,12 @@ impl Exporter {
         let mut manifest = None;
         let mut bars = HashMap::new();
         let mut on_event = |event: RegistryEvent| match event {
-            RegistryEvent::ManifestPut { media_type, body, reference, .. } => {
+            RegistryEvent::ManifestPut {
+                media_type,
+                body,
+                reference,
+                ..
+            } => {
                 tracing::debug!(reference, media_type, "manifest put");
                 manifest = Some((media_type, body));
             }
@@ -279,7 +351,9 @@ impl Exporter {
                     bars.insert(upload_id, bar);
                 }
             }
-            RegistryEvent::BytesReceived { upload_id, total, .. } => {
+            RegistryEvent::BytesReceived {
+                upload_id, total, ..
+            } => {
                 if let Some(bar) = bars.get(&upload_id) {
                     bar.set_position(total);
                 }
@@ -310,13 +384,23 @@ impl Exporter {
 
     /// The save route: the image config first (the folder names depend on
     /// it), then one pass over a `docker save` stream.
-    async fn by_save(&self, image: &ImageDetails, wanted: &[Wanted]) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+    async fn by_save(
+        &self,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+    ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
         self.reporter.phase("reading the image config");
-        let config_json = self.driver.image_config(&image.id).await.context("cannot read the image config")?;
+        let config_json = self
+            .driver
+            .image_config(&image.id)
+            .await
+            .context("cannot read the image config")?;
         let context = self.context(image, wanted, config_json, None)?;
-        self.reporter.phase("reading the layers out of a docker save stream");
+        self.reporter
+            .phase("reading the layers out of a docker save stream");
         let stream = self.driver.export_images(std::slice::from_ref(&image.id));
-        let reader = tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
+        let reader =
+            tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
         let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
         let extract = self
             .writer()
@@ -339,7 +423,10 @@ async fn read_blob(storage: &dyn Storage, digest: &Digest) -> anyhow::Result<Vec
         .context("cannot read the image config")?
         .with_context(|| format!("the daemon did not upload the image config {digest}"))?;
     let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).await.context("cannot read the image config")?;
+    reader
+        .read_to_end(&mut bytes)
+        .await
+        .context("cannot read the image config")?;
     Ok(bytes)
 }
 

@@ -41,17 +41,33 @@ pub(crate) fn print(rows: &[LayerRow], json: bool, out: &mut impl Write) -> std:
         serde_json::to_writer_pretty(&mut *out, rows)?;
         return writeln!(out);
     }
-    writeln!(out, "{:<5} {:<19} {:<19} {:>10}  CREATED BY", "INDEX", "DIFF ID", "HISTORY ID", "SIZE")?;
+    writeln!(
+        out,
+        "{:<5} {:<19} {:<19} {:>10}  CREATED BY",
+        "INDEX", "DIFF ID", "HISTORY ID", "SIZE"
+    )?;
     for row in rows {
-        let short = |id: &str| crate::plan::strip_algorithm(id).chars().take(12).collect::<String>();
-        let created_by: String = row.created_by.split_whitespace().collect::<Vec<_>>().join(" ");
+        let short = |id: &str| {
+            crate::plan::strip_algorithm(id)
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
+        let created_by: String = row
+            .created_by
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let created_by: String = created_by.chars().take(60).collect();
         writeln!(
             out,
             "{:<5} sha256:{:<12} {:<19} {:>10}  {}",
             row.index,
             short(&row.diff_id),
-            row.history_id.as_deref().map_or_else(|| "<missing>".to_owned(), |id| format!("sha256:{}", short(id))),
+            row.history_id.as_deref().map_or_else(
+                || "<missing>".to_owned(),
+                |id| format!("sha256:{}", short(id))
+            ),
             row.size,
             created_by
         )?;
@@ -76,9 +92,33 @@ mod tests {
             architecture: "amd64".into(),
             diff_ids: vec!["sha256:d0".into(), "sha256:d1".into()],
             history: vec![
-                HistoryRow { id: None, created: None, created_by: "ADD a /".into(), size: 5, comment: String::new(), empty_layer: false, layer_index: Some(0) },
-                HistoryRow { id: Some("sha256:mid".into()), created: None, created_by: "ENV A=1".into(), size: 0, comment: String::new(), empty_layer: true, layer_index: None },
-                HistoryRow { id: Some("sha256:top".into()), created: None, created_by: "RUN x".into(), size: 7, comment: String::new(), empty_layer: false, layer_index: Some(1) },
+                HistoryRow {
+                    id: None,
+                    created: None,
+                    created_by: "ADD a /".into(),
+                    size: 5,
+                    comment: String::new(),
+                    empty_layer: false,
+                    layer_index: Some(0),
+                },
+                HistoryRow {
+                    id: Some("sha256:mid".into()),
+                    created: None,
+                    created_by: "ENV A=1".into(),
+                    size: 0,
+                    comment: String::new(),
+                    empty_layer: true,
+                    layer_index: None,
+                },
+                HistoryRow {
+                    id: Some("sha256:top".into()),
+                    created: None,
+                    created_by: "RUN x".into(),
+                    size: 7,
+                    comment: String::new(),
+                    empty_layer: false,
+                    layer_index: Some(1),
+                },
             ],
         };
         let rows = rows(&image);
@@ -91,6 +131,9 @@ mod tests {
         print(&rows, false, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("<missing>"), "{text}");
-        assert!(text.lines().nth(2).unwrap().starts_with("1     sha256:d1"), "{text}");
+        assert!(
+            text.lines().nth(2).unwrap().starts_with("1     sha256:d1"),
+            "{text}"
+        );
     }
 }

@@ -32,7 +32,10 @@ const INTERRUPTED: u8 = 130;
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
     };
@@ -53,18 +56,33 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 
 fn init_tracing(debug: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if debug { "dlgrab=debug,shim_registry=debug,docker_driver=debug,layer_writer=debug" } else { "warn" };
+    let default = if debug {
+        "dlgrab=debug,shim_registry=debug,docker_driver=debug,layer_writer=debug"
+    } else {
+        "warn"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let driver: Arc<dyn DockerDriver> =
-        Arc::new(BollardDriver::connect().await.context("cannot connect to the Docker daemon")?);
+    let driver: Arc<dyn DockerDriver> = Arc::new(
+        BollardDriver::connect()
+            .await
+            .context("cannot connect to the Docker daemon")?,
+    );
 
     if let Some(image) = &args.list {
         let details = driver.inspect_image(image).await?;
-        list::print(&list::rows(&details), args.json, &mut std::io::stdout().lock())?;
+        list::print(
+            &list::rows(&details),
+            args.json,
+            &mut std::io::stdout().lock(),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -93,7 +111,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     match outcome {
         None => {
-            let _ = writeln!(std::io::stderr(), "dlgrab: interrupted: push stopped, temporary tags removed");
+            let _ = writeln!(
+                std::io::stderr(),
+                "dlgrab: interrupted: push stopped, temporary tags removed"
+            );
             Ok(ExitCode::from(INTERRUPTED))
         }
         Some(Err(e)) => Err(e),

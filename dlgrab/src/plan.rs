@@ -33,21 +33,35 @@ pub(crate) enum Route {
 /// costs more than `docker save`. An image with no name at all is never
 /// pushed: the temporary tag would be its only reference, and removing it
 /// could delete the image.
-pub(crate) fn choose_route(info: &DaemonInfo, image: &ImageDetails, via: Via) -> (Route, &'static str) {
+pub(crate) fn choose_route(
+    info: &DaemonInfo,
+    image: &ImageDetails,
+    via: Via,
+) -> (Route, &'static str) {
     let named = !image.repo_tags.is_empty() || !image.repo_digests.is_empty();
     match via {
         Via::Push if named => (Route::Push, "asked for with --via push"),
-        Via::Push => (Route::Save, "the image has no name, so it is never tagged and pushed"),
+        Via::Push => (
+            Route::Save,
+            "the image has no name, so it is never tagged and pushed",
+        ),
         Via::Save => (Route::Save, "asked for with --via save"),
-        Via::Auto if !named => (Route::Save, "the image has no name, so it is never tagged and pushed"),
+        Via::Auto if !named => (
+            Route::Save,
+            "the image has no name, so it is never tagged and pushed",
+        ),
         Via::Auto => match info.image_store {
-            ImageStore::Containerd => (Route::Push, "the containerd store asks before every upload"),
-            ImageStore::Classic { .. } if !image.repo_digests.is_empty() => {
-                (Route::Push, "the classic store knows this image's digests and asks before uploading")
+            ImageStore::Containerd => {
+                (Route::Push, "the containerd store asks before every upload")
             }
-            ImageStore::Classic { .. } => {
-                (Route::Save, "a classic store would upload and compress every layer of this never-pushed image")
-            }
+            ImageStore::Classic { .. } if !image.repo_digests.is_empty() => (
+                Route::Push,
+                "the classic store knows this image's digests and asks before uploading",
+            ),
+            ImageStore::Classic { .. } => (
+                Route::Save,
+                "a classic store would upload and compress every layer of this never-pushed image",
+            ),
         },
     }
 }
@@ -125,7 +139,11 @@ impl PushedManifest {
             .map(blob)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let media_type = value["mediaType"].as_str().unwrap_or(media_type).to_owned();
-        Ok(Self { media_type, config, layers })
+        Ok(Self {
+            media_type,
+            config,
+            layers,
+        })
     }
 }
 
@@ -145,12 +163,16 @@ pub(crate) struct CapturePolicy {
 impl CapturePolicy {
     /// A policy in survey mode.
     pub(crate) fn new() -> Self {
-        Self { claimed_size: 1, capture: Mutex::new(None) }
+        Self {
+            claimed_size: 1,
+            capture: Mutex::new(None),
+        }
     }
 
     /// Switches to capture mode: only `wanted` may be uploaded.
     pub(crate) fn capture(&self, wanted: impl IntoIterator<Item = Digest>) {
-        *self.capture.lock().unwrap_or_else(|e| e.into_inner()) = Some(wanted.into_iter().collect());
+        *self.capture.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(wanted.into_iter().collect());
     }
 }
 
@@ -158,14 +180,19 @@ impl PresencePolicy for CapturePolicy {
     fn blob(&self, _repository: &str, digest: &Digest) -> Presence {
         match &*self.capture.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(wanted) if wanted.contains(digest) => Presence::Stored,
-            _ => Presence::Present { size: self.claimed_size },
+            _ => Presence::Present {
+                size: self.claimed_size,
+            },
         }
     }
 }
 
 /// The repository and tag the registry layout records, from the image's first tag.
 pub(crate) fn registry_name(image: &ImageDetails) -> (String, String) {
-    let short = strip_algorithm(&image.id).chars().take(12).collect::<String>();
+    let short = strip_algorithm(&image.id)
+        .chars()
+        .take(12)
+        .collect::<String>();
     let Some(tag) = image.repo_tags.first() else {
         return (format!("dlgrab/{short}"), "latest".to_owned());
     };
@@ -216,7 +243,9 @@ mod tests {
     }
 
     fn classic() -> ImageStore {
-        ImageStore::Classic { driver: "overlay2".into() }
+        ImageStore::Classic {
+            driver: "overlay2".into(),
+        }
     }
 
     #[track_caller]
@@ -227,29 +256,55 @@ mod tests {
 
     #[test]
     fn route_choice() {
-        check_route(ImageStore::Containerd, &["x:1"], &[], Via::Auto, Route::Push);
+        check_route(
+            ImageStore::Containerd,
+            &["x:1"],
+            &[],
+            Via::Auto,
+            Route::Push,
+        );
         check_route(classic(), &["x:1"], &[], Via::Auto, Route::Save);
-        check_route(classic(), &["x:1"], &["r/x@sha256:1"], Via::Auto, Route::Push);
+        check_route(
+            classic(),
+            &["x:1"],
+            &["r/x@sha256:1"],
+            Via::Auto,
+            Route::Push,
+        );
         check_route(classic(), &[], &["r/x@sha256:1"], Via::Auto, Route::Push);
         check_route(ImageStore::Containerd, &[], &[], Via::Auto, Route::Save);
         check_route(classic(), &[], &[], Via::Push, Route::Save);
         check_route(classic(), &["x:1"], &[], Via::Push, Route::Push);
-        check_route(ImageStore::Containerd, &["x:1"], &[], Via::Save, Route::Save);
+        check_route(
+            ImageStore::Containerd,
+            &["x:1"],
+            &[],
+            Via::Save,
+            Route::Save,
+        );
     }
 
     fn digest(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap()
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
     }
 
     #[test]
     fn survey_claims_everything_then_capture_leaves_wanted_to_storage() {
         let policy = CapturePolicy::new();
         for c in ['c', '1', '2'] {
-            assert!(matches!(policy.blob("r", &digest(c)), Presence::Present { .. }));
+            assert!(matches!(
+                policy.blob("r", &digest(c)),
+                Presence::Present { .. }
+            ));
         }
         policy.capture([digest('2'), digest('c')]);
         assert_eq!(policy.blob("r", &digest('c')), Presence::Stored);
-        assert!(matches!(policy.blob("r", &digest('1')), Presence::Present { .. }));
+        assert!(matches!(
+            policy.blob("r", &digest('1')),
+            Presence::Present { .. }
+        ));
         assert_eq!(policy.blob("r", &digest('2')), Presence::Stored);
     }
 
@@ -264,7 +319,10 @@ mod tests {
         ];
         let v1 = vec!["v0".to_owned(), "v1".to_owned(), "v2".to_owned()];
         assert_eq!(layer_ids(&img, &v1, None).unwrap(), ["v0", "1111", "3333"]);
-        assert_eq!(layer_ids(&img, &v1, Some((2, "sha256:top"))).unwrap(), ["v0", "1111", "top"]);
+        assert_eq!(
+            layer_ids(&img, &v1, Some((2, "sha256:top"))).unwrap(),
+            ["v0", "1111", "top"]
+        );
         assert!(layer_ids(&img, &v1[..2], None).is_err());
     }
 
@@ -290,12 +348,19 @@ mod tests {
             l = digest('1')
         );
         let m = PushedManifest::parse("x", docker.as_bytes()).unwrap();
-        assert_eq!(m.media_type, "application/vnd.docker.distribution.manifest.v2+json");
+        assert_eq!(
+            m.media_type,
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
         assert_eq!(m.config.digest, digest('c'));
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.layers[0].size, 9);
-        let oci = format!(r#"{{"schemaVersion":2,"config":{{"digest":"{c}","size":1}},"layers":[]}}"#, c = digest('c'));
-        let m = PushedManifest::parse("application/vnd.oci.image.manifest.v1+json", oci.as_bytes()).unwrap();
+        let oci = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{c}","size":1}},"layers":[]}}"#,
+            c = digest('c')
+        );
+        let m = PushedManifest::parse("application/vnd.oci.image.manifest.v1+json", oci.as_bytes())
+            .unwrap();
         assert_eq!(m.media_type, "application/vnd.oci.image.manifest.v1+json");
         assert!(PushedManifest::parse("x", br#"{"manifests":[]}"#).is_err());
         assert!(PushedManifest::parse("x", b"not json").is_err());
@@ -310,6 +375,9 @@ mod tests {
         img.repo_tags = vec!["team/app".into()];
         assert_eq!(registry_name(&img), ("team/app".into(), "latest".into()));
         img.repo_tags.clear();
-        assert_eq!(registry_name(&img), (format!("dlgrab/{}", "a".repeat(12)), "latest".into()));
+        assert_eq!(
+            registry_name(&img),
+            (format!("dlgrab/{}", "a".repeat(12)), "latest".into())
+        );
     }
 }

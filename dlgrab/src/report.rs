@@ -21,7 +21,12 @@ impl Reporter {
     pub(crate) fn new(quiet: bool, json: bool) -> Self {
         let bars = (!quiet && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Self { quiet, messages_to_stderr: json, bars, spinner: Mutex::new(None) }
+        Self {
+            quiet,
+            messages_to_stderr: json,
+            bars,
+            spinner: Mutex::new(None),
+        }
     }
 
     /// One of the user-facing messages ("Full layer id found: …").
@@ -59,12 +64,18 @@ impl Reporter {
     }
 
     /// A byte counter for one blob or layer, on terminals only.
-    pub(crate) fn bytes_bar(&self, label: impl Into<String>, total: Option<u64>) -> Option<ProgressBar> {
+    pub(crate) fn bytes_bar(
+        &self,
+        label: impl Into<String>,
+        total: Option<u64>,
+    ) -> Option<ProgressBar> {
         let bars = self.bars.as_ref()?;
         let bar = match total {
             Some(total) => ProgressBar::new(total).with_style(
-                ProgressStyle::with_template("{msg:24} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{msg:24} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             ),
             None => ProgressBar::new_spinner().with_style(
                 ProgressStyle::with_template("{msg:24} {spinner} {bytes} {bytes_per_sec}")
@@ -77,7 +88,12 @@ impl Reporter {
 
     /// Removes the spinner and every bar.
     pub(crate) fn finish(&self) {
-        if let Some(spinner) = self.spinner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(spinner) = self
+            .spinner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             spinner.finish_and_clear();
         }
         if let Some(bars) = &self.bars {

@@ -167,7 +167,10 @@ mod tests {
         let id = format!("sha256:{}", sha(manifest.as_bytes()));
         let tar = archive(&[
             (&format!("blobs/sha256/{}", sha(config)), config),
-            (&format!("blobs/sha256/{}", sha(manifest.as_bytes())), manifest.as_bytes()),
+            (
+                &format!("blobs/sha256/{}", sha(manifest.as_bytes())),
+                manifest.as_bytes(),
+            ),
             ("index.json", b"{}"),
         ]);
         let (got, digest) = find_config(&tar[..], &id).unwrap();
@@ -175,7 +178,10 @@ mod tests {
         assert_eq!(digest, format!("sha256:{}", sha(config)));
         // …and when the config comes after the manifest.
         let tar = archive(&[
-            (&format!("blobs/sha256/{}", sha(manifest.as_bytes())), manifest.as_bytes()),
+            (
+                &format!("blobs/sha256/{}", sha(manifest.as_bytes())),
+                manifest.as_bytes(),
+            ),
             (&format!("blobs/sha256/{}", sha(config)), config),
         ]);
         assert_eq!(find_config(&tar[..], &id).unwrap().0, config);
