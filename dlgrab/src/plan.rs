@@ -87,16 +87,16 @@ pub(crate) fn layer_ids(
     }
     let mut ids = stable_ids.to_vec();
     for row in &image.history {
-        if let (Some(index), Some(id)) = (row.layer_index, &row.id) {
-            if let Some(slot) = ids.get_mut(index) {
-                *slot = strip_algorithm(id).to_owned();
-            }
-        }
-    }
-    if let Some((index, id)) = requested {
-        if let Some(slot) = ids.get_mut(index) {
+        if let (Some(index), Some(id)) = (row.layer_index, &row.id)
+            && let Some(slot) = ids.get_mut(index)
+        {
             *slot = strip_algorithm(id).to_owned();
         }
+    }
+    if let Some((index, id)) = requested
+        && let Some(slot) = ids.get_mut(index)
+    {
+        *slot = strip_algorithm(id).to_owned();
     }
     Ok(ids)
 }
@@ -202,10 +202,10 @@ pub(crate) fn registry_name(image: &ImageDetails) -> (String, String) {
         _ => (tag.as_str(), "latest"),
     };
     let mut name = name.to_owned();
-    if let Some((host, rest)) = name.split_once('/') {
-        if host.contains('.') || host.contains(':') || host == "localhost" {
-            name = rest.to_owned();
-        }
+    if let Some((host, rest)) = name.split_once('/')
+        && (host.contains('.') || host.contains(':') || host == "localhost")
+    {
+        name = rest.to_owned();
     }
     if !name.contains('/') {
         name = format!("library/{name}");

@@ -341,7 +341,9 @@ fn registry_format_is_served_by_the_cncf_registry() {
         if std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() == Ok("1") {
             panic!("docker-registry is not installed (apt-get install docker-registry)");
         }
-        eprintln!(
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIP registry_format_is_served_by_the_cncf_registry: docker-registry is not installed"
         );
         return;
