@@ -443,3 +443,6 @@ fn unique_suffix() -> String {
         .map_or(0, |d| d.subsec_nanos());
     format!("{:x}{:08x}", std::process::id(), nanos)
 }
+
+#[cfg(test)]
+mod tests;
