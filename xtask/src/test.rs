@@ -97,13 +97,17 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         ));
     }
 
-    // Build the daemon tests once; each daemon run below reuses the binary.
+    // Build the daemon tests once, and the dlgrab binary they run (found
+    // beside the test binary in the same target folder); each daemon run
+    // below reuses both.
+    let bin = cargo_step("build dlgrab", &["build", "-p", "dlgrab"], &[]);
     let build = cargo_step(
         "build it",
         &["test", "-p", "dlgrab-tests", "--test", "it", "--no-run"],
         &[],
     );
-    let built = build.ok;
+    let built = bin.ok && build.ok;
+    steps.push(bin);
     steps.push(build);
     let mut hosts = Vec::new();
     for (name, result) in daemons::up(&opts.daemons) {
