@@ -320,7 +320,16 @@ fn every_row_exported_then_loaded_gives_the_original_image() {
         d.try_inspect(&img.id).is_ok(),
         "docker load did not give the original image ID back"
     );
-    let run = d.docker(["run", "--rm", img.id.as_str(), "cat", "/greeting"]);
+    let run = d.docker([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        img.id.as_str(),
+        "/bin/busybox",
+        "cat",
+        "/greeting",
+    ]);
     assert!(
         run.status.success(),
         "docker run failed: {}",
