@@ -20,9 +20,20 @@ pub(crate) struct Args {
     #[arg(value_name = "LAYER", required_unless_present = "list")]
     pub(crate) layers: Vec<String>,
 
-    /// Folder the layers are written into.
+    /// Folder the layers are written into; `-` writes the one layer's tar to
+    /// stdout. With --since: the archive file (or `-` for stdout).
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub(crate) outdir: PathBuf,
+
+    /// Write one archive (-o FILE, or -o - for stdout) of the layers IMAGE has
+    /// beyond BASE; `docker load -i FILE` on a daemon holding BASE gives IMAGE
+    /// with its original image ID.
+    #[arg(
+        long,
+        value_name = "BASE",
+        conflicts_with_all = ["list", "index", "diff_id", "format", "registry_format"]
+    )]
+    pub(crate) since: Option<String>,
 
     /// Port of the temporary registry on 127.0.0.1 (0 picks a free one).
     #[arg(short, long, value_name = "PORT", default_value_t = 0)]
@@ -108,6 +119,22 @@ impl Args {
         }
     }
 
+    /// Where this run's data goes, once the flags' constraints are checked.
+    pub(crate) fn target(&self) -> anyhow::Result<crate::delta::Target> {
+        crate::delta::target(
+            &self.layers,
+            self.since.as_deref(),
+            &self.outdir,
+            self.json,
+            self.format() == layer_writer::Format::Seed,
+        )
+    }
+
+    /// Whether stdout carries data (`-o -`), so messages go to stderr.
+    pub(crate) fn stdout_is_data(&self) -> bool {
+        self.outdir.as_os_str() == "-"
+    }
+
     /// Which layer of each named image to export.
     pub(crate) fn selector(&self) -> docker_driver::LayerSelector {
         match (self.index, &self.diff_id) {
@@ -161,6 +188,32 @@ mod tests {
             parse(&["--diff-id", "sha256:ab", "x"]).selector(),
             docker_driver::LayerSelector::DiffId("sha256:ab".into())
         );
+    }
+
+    #[test]
+    fn since_takes_a_base_and_conflicts_with_layer_selection() {
+        let a = parse(&["--since", "base:1", "img:2", "-o", "d.tar"]);
+        assert_eq!(a.since.as_deref(), Some("base:1"));
+        assert!(a.target().is_ok());
+        assert!(!a.stdout_is_data());
+        assert!(parse(&["--since", "b", "i", "-o", "-"]).stdout_is_data());
+        for extra in [
+            &["--index", "1"][..],
+            &["--diff-id", "sha256:ab"],
+            &["--format", "oci"],
+            &["--registry-format"],
+        ] {
+            let mut argv = vec!["dlgrab", "--since", "b", "i", "-o", "d.tar"];
+            argv.extend_from_slice(extra);
+            assert!(Args::try_parse_from(argv).is_err(), "{extra:?}");
+        }
+        assert!(
+            parse(&["--since", "b", "i", "j", "-o", "d.tar"])
+                .target()
+                .is_err()
+        );
+        assert!(parse(&["a", "b", "-o", "-"]).target().is_err());
+        assert!(parse(&["a", "-o", "-"]).target().is_ok());
     }
 
     #[test]

@@ -117,6 +117,34 @@ impl Exporter {
         Ok(exported)
     }
 
+    /// Exports the layers at `indexes` of one image in a single pass (one
+    /// push or one save stream), as `--since` needs.
+    pub(crate) async fn run_indexes(
+        &self,
+        image: &ImageDetails,
+        indexes: &[usize],
+    ) -> anyhow::Result<Vec<Exported>> {
+        let info = self
+            .driver
+            .info()
+            .await
+            .context("cannot talk to the Docker daemon")?;
+        let wanted: Vec<Wanted> = indexes
+            .iter()
+            .map(|&index| Wanted {
+                index,
+                requested_id: None,
+            })
+            .collect();
+        std::fs::create_dir_all(&self.options.outdir).with_context(|| {
+            format!(
+                "cannot create the output folder {}",
+                self.options.outdir.display()
+            )
+        })?;
+        self.export_image(&info, image, &wanted).await
+    }
+
     async fn export_image(
         &self,
         info: &docker_driver::DaemonInfo,

@@ -8,6 +8,7 @@
 
 mod cleanup;
 mod cli;
+mod delta;
 mod export;
 mod list;
 mod plan;
@@ -23,7 +24,8 @@ use docker_driver::{BollardDriver, DockerDriver};
 
 use crate::cleanup::Cleanup;
 use crate::cli::Args;
-use crate::export::{ExportOptions, Exporter};
+use crate::delta::Done;
+use crate::export::ExportOptions;
 use crate::report::Reporter;
 
 /// Exit code after Ctrl-C or SIGTERM, as shells report a SIGINT death.
@@ -70,6 +72,12 @@ fn init_tracing(debug: bool) {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Flag combinations are refused before the daemon is asked anything.
+    let target = if args.list.is_some() {
+        delta::Target::Folder
+    } else {
+        args.target()?
+    };
     let driver: Arc<dyn DockerDriver> = Arc::new(
         BollardDriver::connect()
             .await
@@ -86,22 +94,28 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let reporter = Arc::new(Reporter::new(args.quiet, args.json));
+    let reporter = Arc::new(Reporter::new(
+        args.quiet,
+        args.json || args.stdout_is_data(),
+    ));
     let cleanup = Arc::new(Cleanup::new(driver.clone()));
-    let exporter = Exporter::new(
-        driver,
-        cleanup.clone(),
-        reporter.clone(),
-        ExportOptions {
-            outdir: args.outdir.clone(),
-            format: args.format(),
-            port: args.port,
-            via: args.via,
-            replace: args.force,
-        },
-    );
+    let options = ExportOptions {
+        outdir: args.outdir.clone(),
+        format: args.format(),
+        port: args.port,
+        via: args.via,
+        replace: args.force,
+    };
     let outcome = tokio::select! {
-        result = exporter.run(&args.layers, args.selector()) => Some(result),
+        result = delta::run(
+            target,
+            driver,
+            cleanup.clone(),
+            reporter.clone(),
+            options,
+            &args.layers,
+            args.selector(),
+        ) => Some(result),
         () = interrupted() => None,
     };
     reporter.finish();
@@ -118,10 +132,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(INTERRUPTED))
         }
         Some(Err(e)) => Err(e),
-        Some(Ok(exported)) => {
+        Some(Ok(done)) => {
             if args.json {
                 let mut out = std::io::stdout().lock();
-                serde_json::to_writer_pretty(&mut out, &exported)?;
+                match &done {
+                    Done::Layers(exported) => serde_json::to_writer_pretty(&mut out, exported)?,
+                    Done::Delta(delta) => serde_json::to_writer_pretty(&mut out, delta)?,
+                    Done::Streamed => {}
+                }
                 writeln!(out)?;
             }
             reporter.message("Export complete");
