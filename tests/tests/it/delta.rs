@@ -1,0 +1,291 @@
+//! End-to-end tests of `dlgrab --since BASE IMAGE` (one archive of the new
+//! layers, loaded back onto a daemon holding BASE) and of `-o -` (data on
+//! stdout, messages on stderr).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use testkit::{BuiltImage, Daemon, ImageBuilder, daemon_or_skip, unique_name};
+
+/// The dlgrab binary: `DLGRAB_BIN` (set by `cargo xtask test`), else the
+/// one cargo built beside this test binary.
+fn dlgrab_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("DLGRAB_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("dlgrab");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p dlgrab` first (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
+    Command::new(dlgrab_bin())
+        .args(args)
+        .env("DOCKER_HOST", &daemon.host)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("dlgrab runs")
+}
+
+#[track_caller]
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "dlgrab failed ({}):\nstdout ({} bytes)\nstderr:\n{}",
+        out.status,
+        out.stdout.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[track_caller]
+fn failed_with(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&needle.to_lowercase()),
+        "stderr should mention {needle:?}:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "dlgrab panicked:\n{stderr}");
+}
+
+/// A seed no earlier run used, so that BASE's big layer (and so the layer
+/// chain) is held by no other image on the daemon.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// BASE (busybox + a random file of `size` bytes) and IMAGE = BASE + two
+/// small layers, built with the same first steps: same diff IDs up front.
+fn pair(d: &Daemon, prefix: &str, size: u64) -> (BuiltImage, BuiltImage) {
+    let seed = fresh_seed();
+    let name = unique_name(prefix);
+    let base = ImageBuilder::new(&format!("{name}:base"))
+        .busybox()
+        .random_file("/big", size, seed)
+        .build(d);
+    let image = ImageBuilder::new(&format!("{name}:image"))
+        .busybox()
+        .random_file("/big", size, seed)
+        .file("/new.txt", "fresh content\n")
+        .run("echo second > /second.txt")
+        .build(d);
+    assert_eq!(
+        image.layer_diff_ids[..base.layer_diff_ids.len()],
+        base.layer_diff_ids[..],
+        "IMAGE should start with BASE's layers"
+    );
+    assert_eq!(image.layer_diff_ids.len(), base.layer_diff_ids.len() + 2);
+    (base, image)
+}
+
+fn tar_entries(bytes: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(bytes);
+    let mut paths: Vec<String> = archive
+        .entries()
+        .expect("a tar stream")
+        .map(|e| {
+            e.expect("tar entry")
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_owned()
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn run_cat(d: &Daemon, image: &str, path: &str) -> Output {
+    d.docker([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "/bin/busybox",
+        "cat",
+        path,
+    ])
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dlgrab"))
+        .collect()
+}
+
+#[test]
+fn delta_archive_loads_onto_the_base_and_gives_the_image_back() {
+    let Some(d) = daemon_or_skip("delta_archive_loads_onto_the_base_and_gives_the_image_back")
+    else {
+        return;
+    };
+    let big = 16u64 << 20;
+    let (base, image) = pair(&d, "dlgrab-e2e/delta", big);
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("delta.tar");
+    let archive_str = archive.to_str().expect("utf-8");
+
+    // Refusals: two images, nothing new, an unrelated base.
+    failed_with(
+        &dlgrab(
+            &d,
+            &[
+                "--since",
+                &base.tag,
+                &image.tag,
+                &base.tag,
+                "-o",
+                archive_str,
+            ],
+        ),
+        "exactly one IMAGE",
+    );
+    failed_with(
+        &dlgrab(&d, &["--since", &image.tag, &base.tag, "-o", archive_str]),
+        "nothing new",
+    );
+    let unrelated = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/unrelated")))
+        .file("/only.txt", "unrelated\n")
+        .build(&d);
+    failed_with(
+        &dlgrab(
+            &d,
+            &["--since", &unrelated.tag, &image.tag, "-o", archive_str],
+        ),
+        "is not a base of",
+    );
+    unrelated.remove(&d);
+    assert!(!archive.exists(), "a refused run wrote the archive");
+
+    // The delta itself.
+    let run = dlgrab(
+        &d,
+        &["--since", &base.tag, &image.tag, "-q", "-o", archive_str],
+    );
+    succeeded(&run);
+    assert!(
+        leftovers(out.path()).is_empty(),
+        "{:?}",
+        leftovers(out.path())
+    );
+    let size = std::fs::metadata(&archive).expect("archive").len();
+    assert!(
+        size < 1 << 20,
+        "the archive ({size} bytes) should hold only the two small layers, not the {big}-byte base"
+    );
+    let entries = tar_entries(&std::fs::read(&archive).expect("archive"));
+    assert!(entries.iter().any(|e| e == "manifest.json"), "{entries:?}");
+
+    // Also on stdout: the same kind of archive, data only.
+    let streamed = dlgrab(&d, &["--since", &base.tag, &image.tag, "-o", "-"]);
+    succeeded(&streamed);
+    let streamed_entries = tar_entries(&streamed.stdout);
+    assert_eq!(streamed_entries, entries);
+
+    // One layer on stdout: `dlgrab IMAGE -o - | tar -t` lists the top layer.
+    let top = dlgrab(&d, &[&image.tag, "-o", "-"]);
+    succeeded(&top);
+    assert_eq!(tar_entries(&top.stdout), ["second.txt"]);
+    let stderr = String::from_utf8_lossy(&top.stderr);
+    assert!(stderr.contains("Export complete"), "{stderr}");
+    let piped = Command::new("sh")
+        .args([
+            "-c",
+            &format!("{} {} -q -o - | tar -t", dlgrab_bin().display(), image.tag),
+        ])
+        .env("DOCKER_HOST", &d.host)
+        .output()
+        .expect("sh runs");
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "second.txt");
+
+    // IMAGE goes, BASE stays; loading the delta gives IMAGE back.
+    d.remove_image(&image.tag);
+    assert!(d.try_inspect(&image.id).is_err(), "IMAGE should be gone");
+    assert!(d.try_inspect(&base.id).is_ok(), "BASE should stay");
+    let load = d.docker(["load", "-i", archive_str]);
+    assert!(
+        load.status.success(),
+        "docker load failed: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let loaded = d.inspect(&image.id);
+    assert_eq!(
+        testkit_strings(&loaded["RootFS"]["Layers"]),
+        image.layer_diff_ids
+    );
+    for (path, content) in [("/new.txt", "fresh content\n"), ("/second.txt", "second\n")] {
+        let cat = run_cat(&d, &image.id, path);
+        assert!(
+            cat.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&cat.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&cat.stdout), content);
+    }
+    d.remove_image(&image.tag);
+    d.remove_image(&image.id);
+    base.remove(&d);
+}
+
+#[test]
+fn delta_archive_without_the_base_is_refused_by_docker() {
+    let Some(d) = daemon_or_skip("delta_archive_without_the_base_is_refused_by_docker") else {
+        return;
+    };
+    let (base, image) = pair(&d, "dlgrab-e2e/nobase", 1 << 20);
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("delta.tar");
+    let archive_str = archive.to_str().expect("utf-8");
+    succeeded(&dlgrab(
+        &d,
+        &["--since", &base.tag, &image.tag, "-q", "-o", archive_str],
+    ));
+
+    d.remove_image(&image.tag);
+    d.remove_image(&base.tag);
+    assert!(d.try_inspect(&base.id).is_err(), "BASE should be gone");
+    let load = d.docker(["load", "-i", archive_str]);
+    let stderr = String::from_utf8_lossy(&load.stderr).into_owned();
+    let present = d.try_inspect(&image.id).is_ok() || d.try_inspect(&image.tag).is_ok();
+    if present {
+        d.remove_image(&image.tag);
+        d.remove_image(&image.id);
+    }
+    assert!(
+        !load.status.success(),
+        "docker load of a delta without its base should fail; stdout:\n{}",
+        String::from_utf8_lossy(&load.stdout)
+    );
+    assert!(!stderr.trim().is_empty(), "docker load said nothing");
+    assert!(!present, "a failed load left IMAGE behind: {stderr}");
+}
+
+/// A JSON array of strings as a `Vec<String>`.
+fn testkit_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
