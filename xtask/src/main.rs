@@ -4,7 +4,7 @@
 //! cargo xtask daemons up|down|status   the test daemons a, b, c
 //! cargo xtask test [--daemon X] [--no-lint] [--no-unit]
 //! cargo xtask demo                     build a demo image and export it with dlgrab
-//! cargo xtask bench                    lists benchmarks (none yet)
+//! cargo xtask bench registry|export    side-by-side benchmarks (see bench.rs)
 //! ```
 
 #![expect(
@@ -13,6 +13,9 @@
     reason = "xtask is a command-line tool that reports to its user"
 )]
 
+mod bench;
+mod bench_export;
+mod bench_registry;
 mod daemons;
 mod demo;
 mod sh;
@@ -30,7 +33,8 @@ usage: cargo xtask <command>
   test [--daemon a|b|c] [--no-lint] [--no-unit]
                            fmt, clippy, unit tests, then the daemon tests per daemon
   demo                     build dlgrab-demo:latest in daemon a and export it with dlgrab
-  bench                    run benchmarks (none yet)";
+  bench registry|export [options]
+                           side-by-side benchmarks; `cargo xtask bench` lists them";
 
 fn main() -> ExitCode {
     match run() {
@@ -52,9 +56,7 @@ fn run() -> Result<()> {
         ["daemons", "status"] => daemons::status_all(),
         ["test", rest @ ..] => test::run(rest),
         ["demo"] => demo::run(),
-        ["bench", ..] => bail!(
-            "no benchmarks yet: none are defined; add them as `cargo xtask bench <name>` in xtask/src/main.rs"
-        ),
+        ["bench", rest @ ..] => bench::run(rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
