@@ -333,7 +333,7 @@ async fn a_refused_survey_push_fails_and_leaves_no_tag_and_no_output() {
     });
     mock.expect_untag()
         .times(1)
-        .withf(|r| is_temporary_tag(r))
+        .withf(is_temporary_tag)
         .returning(|_| Ok(()));
     let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
 
@@ -454,7 +454,7 @@ async fn an_interrupted_push_is_cancelled_and_cleaned_up() {
     });
     mock.expect_untag()
         .times(1)
-        .withf(|r| is_temporary_tag(r))
+        .withf(is_temporary_tag)
         .returning(|_| Ok(()));
     let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
 
