@@ -178,7 +178,9 @@ async fn untag_refuses_to_delete_an_image() {
     };
     let tag = format!("{}:1", unique_name("dlgrab-test/only-tag"));
     let built = ImageBuilder::new(&tag)
-        .file("/only", b"only tag".to_vec())
+        // Unique content: an image left tagged by an earlier run must not
+        // be reused from the build cache with a second tag on it.
+        .file("/only", tag.as_bytes().to_vec())
         .build(&daemon);
     let driver = driver(&daemon).await;
     let ids = daemon.image_ids();
