@@ -3,6 +3,7 @@
 
 mod blobs;
 mod manifests;
+mod oci_client;
 mod support;
 mod transport;
 mod uploads;
