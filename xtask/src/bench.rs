@@ -348,6 +348,31 @@ impl Server {
     }
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name's closing parenthesis: state is field 3,
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
+/// `getconf CLK_TCK`, 100 if it cannot be read.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -527,6 +552,12 @@ mod tests {
         s.push(10.0);
         assert_eq!(s.median(), Some(2.5));
         assert_eq!(s.show(1), "2.5 (1.0–10.0)");
+    }
+
+    #[test]
+    fn own_cpu_time_reads() {
+        let t = cpu_secs(std::process::id()).unwrap();
+        assert!(t >= 0.0);
     }
 
     #[test]

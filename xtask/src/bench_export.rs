@@ -29,6 +29,8 @@ const TARGET_RSS_MIB: f64 = 64.0;
 /// Time limits.
 const TOOL_LIMIT: Duration = Duration::from_secs(600);
 const PUSH_LIMIT: Duration = Duration::from_secs(900);
+/// Builds are tried this many times (the daemons are shared with other sessions).
+const BUILD_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -161,11 +163,19 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
 
     let mut made = Made::default();
     let mut scenarios = Vec::new();
+    let mut skipped = Vec::new();
     for (k, spec) in wanted.iter().enumerate() {
         let daemon = up[spec.daemon].clone();
         let t = Instant::now();
-        let scenario = prepare(spec, daemon, base_mib, 1000 + k as u64, &scratch, &mut made)
-            .with_context(|| format!("preparing {}", spec.key))?;
+        let scenario = match prepare(spec, daemon, base_mib, 1000 + k as u64, &scratch, &mut made) {
+            Ok(s) => s,
+            Err(e) => {
+                let text = format!("preparing {} failed: {e:#}", spec.key);
+                println!("{text}");
+                skipped.push(text);
+                continue;
+            }
+        };
         println!(
             "{}: {} ready in {:.0} s; save entries top {} middle {}",
             scenario.label,
@@ -291,6 +301,10 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             }
         }
     }
+    for text in &skipped {
+        failures += 1;
+        println!("\nscenario skipped: {text}");
+    }
     println!(
         "\nbench export took {:.0} s",
         started.elapsed().as_secs_f64()
@@ -318,13 +332,28 @@ fn prepare(
     );
     println!("{label}: building {tag} (busybox, {base_mib} MiB base, 1 MiB middle, small top)");
     made.0.push((daemon.clone(), tag.clone()));
-    let built = ImageBuilder::new(&tag)
+    let builder = ImageBuilder::new(&tag)
         .busybox()
         .random_file("/base.bin", base_mib << 20, seed)
         .random_file("/mid/data.bin", MIDDLE_BYTES, seed + 1)
         .file("/top.txt", format!("top layer {seed}\n"))
-        .no_cache()
-        .try_build(&daemon)?;
+        .no_cache();
+    // Other sessions share the daemons: a concurrent prune can remove an
+    // intermediate image mid-build ("unknown parent image ID", "No such
+    // image"); up to three attempts.
+    let mut attempt = 1;
+    let built = loop {
+        match builder.try_build(&daemon) {
+            Ok(b) => break b,
+            Err(e) if attempt < BUILD_ATTEMPTS => {
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or_default();
+                println!("  build attempt {attempt} failed ({last}); trying again");
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     anyhow::ensure!(
         built.layer_diff_ids.len() == TOP + 1,
         "unexpected layer count"

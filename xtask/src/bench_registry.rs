@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::bench::{
-    Samples, Scratch, Server, cargo_release_exe, opt_u64, parse_opts, pass, ratio, sha256_file,
-    start_docker_registry, start_shim, tail_text, timed, warm, write_random_file,
+    Samples, Scratch, Server, cargo_release_exe, cpu_secs, opt_u64, parse_opts, pass, ratio,
+    sha256_file, start_docker_registry, start_shim, tail_text, timed, warm, write_random_file,
 };
 use crate::sh::apt_install;
 
@@ -79,6 +79,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         [Samples::default(), Samples::default()],
         [Samples::default(), Samples::default()],
     ];
+    // [mode][who]: the server's CPU seconds (user + system) per upload.
+    let mut cpu_s = mbps.clone();
     let mut n = 0;
     for round in 0..rounds {
         for (m, &mode) in modes.iter().enumerate() {
@@ -90,6 +92,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
                     "bench/r{round}-{}-{n}",
                     if m == 0 { "mono" } else { "patch" }
                 );
+                let cpu_before = cpu_secs(server.pid());
                 let secs =
                     upload(&scratch, server, &repo, &blob, &digest, mode).with_context(|| {
                         format!(
@@ -104,13 +107,20 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
                         )
                     })?;
                 let rate = size as f64 / 1e6 / secs;
+                let cpu = cpu_secs(server.pid())
+                    .zip(cpu_before)
+                    .map(|(after, before)| after - before);
                 println!(
-                    "  round {} {:<18} {:<15} {secs:7.3} s  {rate:8.1} MB/s",
+                    "  round {} {:<18} {:<15} {secs:7.3} s  {rate:8.1} MB/s  server CPU {}",
                     round + 1,
                     mode.name(),
                     if who == 0 { "shim" } else { "docker-registry" },
+                    cpu.map_or_else(|| "?".to_owned(), |c| format!("{c:.2} s")),
                 );
                 mbps[m][who].push(rate);
+                if let Some(c) = cpu {
+                    cpu_s[m][who].push(c);
+                }
             }
         }
     }
@@ -137,6 +147,16 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             mbps[m][0].show(1),
             mbps[m][1].show(1),
             pass(r.map(|r| r >= TARGET_RATIO)),
+        );
+    }
+    println!("server CPU s per upload (user+sys, less sensitive to a busy machine than MB/s):");
+    for (m, &mode) in modes.iter().enumerate() {
+        let (_, shown) = ratio(cpu_s[m][1].median(), cpu_s[m][0].median());
+        println!(
+            "{:<18} | shim {:<22} | docker-registry {:<22} | registry/shim {shown}",
+            mode.name(),
+            cpu_s[m][0].show(2),
+            cpu_s[m][1].show(2),
         );
     }
     let show_mib = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} MiB"));
