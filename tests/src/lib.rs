@@ -10,6 +10,7 @@
 //!   IDs and history rows ([`BuiltImage`]).
 //! - [`random_bytes`] / [`RandomReader`]: seeded incompressible content.
 //! - [`unique_name`]: repository names unique per test run.
+//! - [`Daemon::dlgrab`] / [`dlgrab_bin`]: the `dlgrab` binary against the daemon.
 //!
 //! Helpers whose name does not start with `try_` panic with a readable
 //! message on failure, as test helpers do.
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod daemon;
+mod dlgrab;
 mod error;
 mod image;
 mod names;
@@ -24,6 +26,7 @@ mod process;
 mod random;
 
 pub use daemon::{Daemon, Store, daemon_or_skip, default_host};
+pub use dlgrab::dlgrab_bin;
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
 pub use names::unique_name;

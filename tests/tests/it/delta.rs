@@ -2,39 +2,13 @@
 //! layers, loaded back onto a daemon holding BASE) and of `-o -` (data on
 //! stdout, messages on stderr).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 
 use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, unique_name};
 
-/// The dlgrab binary: `DLGRAB_BIN` (set by `cargo xtask test`), else the
-/// one cargo built beside this test binary.
-fn dlgrab_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("DLGRAB_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("dlgrab");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p dlgrab` first (cargo xtask test does)",
-        bin.display()
-    );
-    bin
-}
-
 fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
-    Command::new(dlgrab_bin())
-        .args(args)
-        .env("DOCKER_HOST", &daemon.host)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("dlgrab runs")
+    daemon.dlgrab(args)
 }
 
 #[track_caller]
@@ -209,7 +183,11 @@ fn delta_archive_loads_onto_the_base_and_gives_the_image_back() {
     let piped = Command::new("sh")
         .args([
             "-c",
-            &format!("{} {} -q -o - | tar -t", dlgrab_bin().display(), image.tag),
+            &format!(
+                "{} {} -q -o - | tar -t",
+                testkit::dlgrab_bin().display(),
+                image.tag
+            ),
         ])
         .env("DOCKER_HOST", &d.host)
         .output()

@@ -11,37 +11,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use testkit::{BuiltImage, Daemon, ImageBuilder, daemon_or_skip, unique_name};
 
-/// The dlgrab binary: `DLGRAB_BIN` (set by `cargo xtask test`), else the
-/// one cargo built beside this test binary.
-fn dlgrab_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("DLGRAB_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("dlgrab");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p dlgrab` first (cargo xtask test does)",
-        bin.display()
-    );
-    bin
-}
-
 fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
-    dlgrab_command(daemon, args).output().expect("dlgrab runs")
+    daemon.dlgrab(args)
 }
 
 fn dlgrab_command(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut cmd = Command::new(dlgrab_bin());
-    cmd.args(args)
-        .env("DOCKER_HOST", &daemon.host)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
+    daemon.dlgrab_command(args)
 }
 
 #[track_caller]
