@@ -167,7 +167,10 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     for (k, spec) in wanted.iter().enumerate() {
         let daemon = up[spec.daemon].clone();
         let t = Instant::now();
-        let scenario = match prepare(spec, daemon, base_mib, 1000 + k as u64, &scratch, &mut made) {
+        // A seed per run and scenario: no layer is shared with another
+        // scenario's image or with a leftover of an interrupted run.
+        let seed = (u64::from(std::process::id()) << 8) + k as u64 * 2;
+        let scenario = match prepare(spec, daemon, base_mib, seed, &scratch, &mut made) {
             Ok(s) => s,
             Err(e) => {
                 let text = format!("preparing {} failed: {e:#}", spec.key);
@@ -347,11 +350,15 @@ fn prepare(
             Ok(b) => break b,
             Err(e) if attempt < BUILD_ATTEMPTS => {
                 let text = e.to_string();
+                remove_intermediates(&daemon, &text);
                 let last = text.lines().last().unwrap_or_default();
                 println!("  build attempt {attempt} failed ({last}); trying again");
                 attempt += 1;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                remove_intermediates(&daemon, &e.to_string());
+                return Err(e.into());
+            }
         }
     };
     anyhow::ensure!(
@@ -381,6 +388,21 @@ fn prepare(
         entries: [entry(TOP)?, entry(MIDDLE)?],
         image,
     })
+}
+
+/// Removes, best effort, the intermediate images a failed classic build
+/// committed (the `---> <id>` lines of its output; never an image with a tag
+/// or children, which `docker image rm` refuses without `--force`).
+fn remove_intermediates(daemon: &Daemon, build_output: &str) {
+    let ids: Vec<&str> = build_output
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("---> "))
+        .map(str::trim)
+        .filter(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    for id in ids.iter().rev() {
+        daemon.remove_image(id);
+    }
 }
 
 fn kind_name(kind: Kind) -> &'static str {
