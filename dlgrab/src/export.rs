@@ -80,12 +80,7 @@ impl Exporter {
         requests: &[String],
         selector: LayerSelector,
     ) -> anyhow::Result<Vec<Exported>> {
-        let info = self
-            .driver
-            .info()
-            .await
-            .context("cannot talk to the Docker daemon")?;
-        tracing::debug!(?info, "daemon");
+        let info = self.daemon_info().await?;
 
         let mut groups: Vec<(ImageDetails, Vec<Wanted>)> = Vec::new();
         for what in requests {
@@ -104,12 +99,7 @@ impl Exporter {
             }
         }
 
-        std::fs::create_dir_all(&self.options.outdir).with_context(|| {
-            format!(
-                "cannot create the output folder {}",
-                self.options.outdir.display()
-            )
-        })?;
+        self.make_outdir()?;
         let mut exported = Vec::new();
         for (image, wanted) in &groups {
             exported.extend(self.export_image(&info, image, wanted).await?);
@@ -124,11 +114,7 @@ impl Exporter {
         image: &ImageDetails,
         indexes: &[usize],
     ) -> anyhow::Result<Vec<Exported>> {
-        let info = self
-            .driver
-            .info()
-            .await
-            .context("cannot talk to the Docker daemon")?;
+        let info = self.daemon_info().await?;
         let wanted: Vec<Wanted> = indexes
             .iter()
             .map(|&index| Wanted {
@@ -136,13 +122,29 @@ impl Exporter {
                 requested_id: None,
             })
             .collect();
+        self.make_outdir()?;
+        self.export_image(&info, image, &wanted).await
+    }
+
+    /// Asks the daemon what it is.
+    async fn daemon_info(&self) -> anyhow::Result<docker_driver::DaemonInfo> {
+        let info = self
+            .driver
+            .info()
+            .await
+            .context("cannot talk to the Docker daemon")?;
+        tracing::debug!(?info, "daemon");
+        Ok(info)
+    }
+
+    /// Makes the output folder, once the layers are known to exist.
+    fn make_outdir(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.options.outdir).with_context(|| {
             format!(
                 "cannot create the output folder {}",
                 self.options.outdir.display()
             )
-        })?;
-        self.export_image(&info, image, &wanted).await
+        })
     }
 
     async fn export_image(
