@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use docker_driver::{DockerDriver, ImageDetails, LayerSelector};
+use docker_driver::{DaemonInfo, DockerDriver, ImageDetails, ImageStore, LayerSelector};
 use futures::StreamExt;
-use layer_writer::{Format, ImageContext, LayerWriter, WriterOptions};
+use layer_writer::{Format, ImageContext, LayerWriter, SaveImage, WriterOptions};
 use serde::Serialize;
 use shim_registry::oci_spec::image::Digest;
 use shim_registry::storage::{FsStorage, Storage};
@@ -127,7 +127,7 @@ impl Exporter {
     }
 
     /// Asks the daemon what it is.
-    async fn daemon_info(&self) -> anyhow::Result<docker_driver::DaemonInfo> {
+    async fn daemon_info(&self) -> anyhow::Result<DaemonInfo> {
         let info = self
             .driver
             .info()
@@ -149,7 +149,7 @@ impl Exporter {
 
     async fn export_image(
         &self,
-        info: &docker_driver::DaemonInfo,
+        info: &DaemonInfo,
         image: &ImageDetails,
         wanted: &[Wanted],
     ) -> anyhow::Result<Vec<Exported>> {
@@ -157,7 +157,7 @@ impl Exporter {
         tracing::info!(image = %image.id, ?route, why, "route chosen");
         let written = match route {
             Route::Push => self.by_push(image, wanted).await?,
-            Route::Save => self.by_save(image, wanted).await?,
+            Route::Save => self.by_save(info, image, wanted).await?,
         };
         Ok(written
             .into_iter()
@@ -191,29 +191,59 @@ impl Exporter {
     ) -> anyhow::Result<ImageContext> {
         let stable =
             layer_writer::v1_layer_ids(&config_json).context("cannot read the image config")?;
+        let layer_ids = self.name_layers(image, wanted, &stable)?;
+        Ok(self.make_context(image, layer_ids, config_json, pushed))
+    }
+
+    /// The folder name of each layer (see [`plan::layer_ids`]); announces
+    /// each wanted layer's folder and refuses to overwrite one unasked. A
+    /// layer left unnamed by `stable` (an empty id) is announced later.
+    fn name_layers(
+        &self,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+        stable: &[String],
+    ) -> anyhow::Result<Vec<String>> {
         let requested = wanted
             .iter()
             .find_map(|w| w.requested_id.as_deref().map(|id| (w.index, id)));
-        let layer_ids = plan::layer_ids(image, &stable, requested)?;
+        let layer_ids = plan::layer_ids(image, stable, requested)?;
         for w in wanted {
             let id = &layer_ids[w.index];
-            self.reporter.message(format!("Full layer id found: {id}"));
+            if id.is_empty() {
+                continue;
+            }
+            self.announce_folder(id);
             if self.options.format == Format::Seed {
                 let folder = self.options.outdir.join(id);
                 if folder.exists() && !self.options.replace {
-                    bail!(
-                        "output already there: {} (use --force to replace it)",
-                        folder.display()
-                    );
+                    return Err(output_already_there(&folder));
                 }
-                self.reporter.message(format!(
-                    "Layer folder will be dumped into {}",
-                    folder.display()
-                ));
             }
         }
+        Ok(layer_ids)
+    }
+
+    /// The original's messages naming a layer and its folder.
+    fn announce_folder(&self, id: &str) {
+        self.reporter.message(format!("Full layer id found: {id}"));
+        if self.options.format == Format::Seed {
+            self.reporter.message(format!(
+                "Layer folder will be dumped into {}",
+                self.options.outdir.join(id).display()
+            ));
+        }
+    }
+
+    fn make_context(
+        &self,
+        image: &ImageDetails,
+        layer_ids: Vec<String>,
+        config_json: Vec<u8>,
+        pushed: Option<(&PushedManifest, String, Bytes)>,
+    ) -> ImageContext {
         let (repository, tag) = plan::registry_name(image);
-        Ok(ImageContext {
+        ImageContext {
             config_json,
             repo_tags: image.repo_tags.clone(),
             compressed: match &pushed {
@@ -224,7 +254,7 @@ impl Exporter {
             manifest: pushed.map(|(_, media_type, body)| (media_type, body.to_vec())),
             repository,
             tag,
-        })
+        }
     }
 
     fn writer(&self) -> LayerWriter {
@@ -416,32 +446,95 @@ impl Exporter {
     /// it), then one pass over a `docker save` stream.
     async fn by_save(
         &self,
+        info: &DaemonInfo,
         image: &ImageDetails,
         wanted: &[Wanted],
     ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
-        self.reporter.phase("reading the image config");
-        let config_json = self
-            .driver
-            .image_config(&image.id)
-            .await
-            .context("cannot read the image config")?;
-        let context = self.context(image, wanted, config_json, None)?;
+        let stream = || {
+            let stream = self.driver.export_images(std::slice::from_ref(&image.id));
+            tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)))
+        };
+        let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
+        let config_digest = match info.image_store {
+            ImageStore::Classic { .. } => image.id.parse::<Digest>().ok(),
+            ImageStore::Containerd => None,
+        };
+        let Some(config_digest) = config_digest else {
+            // The image ID is not the config's digest (containerd store):
+            // the config is looked up in a first stream.
+            self.reporter.phase("reading the image config");
+            let config_json = self
+                .driver
+                .image_config(&image.id)
+                .await
+                .context("cannot read the image config")?;
+            let context = self.context(image, wanted, config_json, None)?;
+            self.reporter
+                .phase("reading the layers out of a docker save stream");
+            let extract = self
+                .writer()
+                .write_from_save(&context, &indexes, stream())
+                .await
+                .map_err(save_error)?;
+            for layer in &extract.layers {
+                self.announce(layer);
+            }
+            return Ok(extract.layers);
+        };
+
+        // Classic store: the config digest is the image ID, so the config is
+        // recognised in the one save stream read for the layers. Only the
+        // top layer's v1 id needs it; history usually names that layer.
+        let diff_ids = image
+            .diff_ids
+            .iter()
+            .map(|d| d.parse::<Digest>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("image {} reports a malformed diff ID", image.id))?;
+        let mut stable = layer_writer::v1_layer_ids_below_top(&diff_ids);
+        stable.push(String::new());
+        let layer_ids = self.name_layers(image, wanted, &stable)?;
+        let unnamed: Vec<usize> = indexes
+            .iter()
+            .copied()
+            .filter(|&i| layer_ids[i].is_empty())
+            .collect();
+        let save_image = SaveImage {
+            context: self.make_context(image, layer_ids, Vec::new(), None),
+            config_digest,
+            diff_ids,
+        };
         self.reporter
             .phase("reading the layers out of a docker save stream");
-        let stream = self.driver.export_images(std::slice::from_ref(&image.id));
-        let reader =
-            tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
-        let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
         let extract = self
             .writer()
-            .write_from_save(&context, &indexes, reader)
+            .write_from_save_reading_config(save_image, &indexes, stream())
             .await
-            .context("cannot export from the docker save stream")?;
+            .map_err(save_error)?;
         for layer in &extract.layers {
+            if unnamed.contains(&layer.index) {
+                self.announce_folder(&layer.id);
+            }
             self.announce(layer);
         }
         Ok(extract.layers)
     }
+}
+
+/// The user-facing error of a failed save-route extraction.
+fn save_error(e: layer_writer::WriteError) -> anyhow::Error {
+    match e {
+        layer_writer::WriteError::TargetExists { path } => output_already_there(&path),
+        e => anyhow::Error::new(e).context("cannot export from the docker save stream"),
+    }
+}
+
+/// The error for an output that exists, when replacing it was not asked.
+fn output_already_there(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "output already there: {} (use --force to replace it)",
+        path.display()
+    )
 }
 
 /// Reads a small blob (the image config) whole, checking its digest.

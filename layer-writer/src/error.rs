@@ -78,6 +78,19 @@ pub enum WriteError {
         /// Its diff ID.
         diff_id: Digest,
     },
+    /// A `docker save` stream ended without the image config it was
+    /// expected to hold.
+    #[error("image config {config} not found in the save archive")]
+    ConfigMissingFromSave {
+        /// The config digest looked for.
+        config: Digest,
+    },
+    /// The image config lists other diff IDs than the daemon reported.
+    #[error("image config {config} does not list the layers the daemon reports")]
+    ConfigMismatch {
+        /// The config's digest.
+        config: Digest,
+    },
     /// The `docker save` stream itself is not a readable tar.
     #[error("cannot read the save archive")]
     SaveArchive(#[source] std::io::Error),

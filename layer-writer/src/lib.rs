@@ -53,7 +53,9 @@
 //! top-level files describing the folder are rewritten after each layer.
 //!
 //! [`save_archive`] extracts wanted layers from a `docker save` stream (both
-//! the 20.10–24 and the 25+ OCI layouts) without holding layers in memory.
+//! the 20.10–24 and the 25+ OCI layouts) without holding layers in memory,
+//! in one pass, also when the image config is only known from the stream
+//! itself ([`LayerWriter::write_from_save_reading_config`]).
 //!
 //! The crate does no network I/O and knows no Docker API types.
 #![warn(missing_docs)]
@@ -74,8 +76,8 @@ use oci_spec::image::Digest;
 use serde_json::Value;
 
 pub use error::WriteError;
-pub use save_archive::SaveExtract;
-pub use v1::v1_layer_ids;
+pub use save_archive::{SaveExtract, SaveImage};
+pub use v1::{v1_layer_ids, v1_layer_ids_below_top};
 
 use pipeline::{Keep, Streamed};
 

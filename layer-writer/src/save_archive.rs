@@ -36,6 +36,63 @@ pub struct SaveExtract {
 /// Largest JSON entry read into memory (configs, manifests).
 const MAX_JSON: u64 = 64 << 20;
 
+/// An image to extract from a `docker save` stream whose config is read
+/// from the stream itself, so that the stream is read only once (see
+/// [`LayerWriter::write_from_save_reading_config`]).
+#[derive(Debug, Clone)]
+pub struct SaveImage {
+    /// Everything the writer needs but the config: its `config_json` is
+    /// ignored and replaced by the config found in the stream. An empty
+    /// entry of `layer_ids` (the top layer's v1 id depends on the config)
+    /// is filled with the [`crate::v1_layer_ids`] id once the config is
+    /// read; the target of such a layer is checked then, before anything
+    /// is committed.
+    pub context: ImageContext,
+    /// The digest of the config (on a classic image store, the image ID).
+    pub config_digest: Digest,
+    /// The diff IDs the daemon reports, base first. The config found must
+    /// list the same ([`WriteError::ConfigMismatch`]).
+    pub diff_ids: Vec<Digest>,
+}
+
+/// The image being extracted: its context, complete once the config is known.
+struct Target {
+    context: ImageContext,
+    config_digest: Digest,
+    diff_ids: Vec<Digest>,
+    config_known: bool,
+}
+
+impl Target {
+    /// Takes the config entry's bytes if they are this image's config.
+    fn accept_config(&mut self, bytes: Vec<u8>) -> Result<bool, WriteError> {
+        use sha2::Digest as _;
+        let digest = pipeline::to_digest(sha2::Sha256::new_with_prefix(&bytes));
+        if digest != self.config_digest {
+            return Ok(false);
+        }
+        if !self.config_known {
+            let config: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(WriteError::BadConfig)?;
+            let listed = crate::config_diff_ids(&config)?;
+            if listed != self.diff_ids {
+                return Err(WriteError::ConfigMismatch {
+                    config: self.config_digest.clone(),
+                });
+            }
+            let v1_ids = crate::v1_layer_ids(&bytes)?;
+            for (id, v1) in self.context.layer_ids.iter_mut().zip(v1_ids) {
+                if id.is_empty() {
+                    *id = v1;
+                }
+            }
+            self.context.config_json = bytes;
+            self.config_known = true;
+        }
+        Ok(true)
+    }
+}
+
 impl LayerWriter {
     /// Reads a `docker save` stream and writes the layers at `indexes` of
     /// `image`, as [`LayerWriter::write_layer`] would, without buffering
@@ -50,14 +107,59 @@ impl LayerWriter {
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
     {
+        let target = Target {
+            diff_ids: image.diff_ids()?,
+            config_digest: image.config_digest(),
+            context: image.clone(),
+            config_known: true,
+        };
+        self.save_async(target, indexes, save_stream).await
+    }
+
+    /// Like [`LayerWriter::write_from_save`], for an image whose config is
+    /// not known yet: it is taken from the stream (the entry whose sha256
+    /// is [`SaveImage::config_digest`]), so the stream is read once.
+    ///
+    /// Layers are recognised by their diff IDs and by the v1 ids `docker
+    /// save` 20.10–24 names them with (all but the top layer's follow from
+    /// the diff IDs alone), else by hashing. A wanted layer met before the
+    /// config waits as a verified temporary file and is committed once the
+    /// config has been read. Fails with [`WriteError::ConfigMissingFromSave`]
+    /// if the stream ends without the config; nothing is written then.
+    pub async fn write_from_save_reading_config<R>(
+        &self,
+        image: SaveImage,
+        indexes: &[usize],
+        save_stream: R,
+    ) -> Result<SaveExtract, WriteError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
+        let target = Target {
+            context: image.context,
+            config_digest: image.config_digest,
+            diff_ids: image.diff_ids,
+            config_known: false,
+        };
+        self.save_async(target, indexes, save_stream).await
+    }
+
+    async fn save_async<R>(
+        &self,
+        target: Target,
+        indexes: &[usize],
+        save_stream: R,
+    ) -> Result<SaveExtract, WriteError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let flag = cancel.0.clone();
         let this = self.clone();
-        let image = image.clone();
         let indexes = indexes.to_vec();
         let task = tokio::task::spawn_blocking(move || {
             let reader = tokio_util::io::SyncIoBridge::new(save_stream);
-            this.save_sync(&image, &indexes, reader, &flag)
+            this.save_sync(target, &indexes, reader, &flag)
         });
         let result = task.await.map_err(WriteError::Worker)?;
         drop(cancel);
@@ -71,33 +173,55 @@ impl LayerWriter {
         indexes: &[usize],
         save_stream: impl Read,
     ) -> Result<SaveExtract, WriteError> {
-        self.save_sync(image, indexes, save_stream, &AtomicBool::new(false))
+        let target = Target {
+            diff_ids: image.diff_ids()?,
+            config_digest: image.config_digest(),
+            context: image.clone(),
+            config_known: true,
+        };
+        self.save_sync(target, indexes, save_stream, &AtomicBool::new(false))
     }
 
     fn save_sync(
         &self,
-        image: &ImageContext,
+        mut target: Target,
         indexes: &[usize],
         save_stream: impl Read,
         cancel: &AtomicBool,
     ) -> Result<SaveExtract, WriteError> {
-        let diff_ids = image.diff_ids()?;
+        let diff_ids = target.diff_ids.clone();
         crate::fsx::mkdirs(self.root())?;
         let mut pending: BTreeSet<usize> = BTreeSet::new();
+        // Layers whose name, hence target, is known only with the config.
+        let mut unnamed: Vec<usize> = Vec::new();
         for &i in indexes {
-            self.check_target(image, &diff_ids, i)?;
+            if target
+                .context
+                .layer_ids
+                .get(i)
+                .is_some_and(String::is_empty)
+            {
+                unnamed.push(i);
+            } else {
+                self.check_target(&target.context, &diff_ids, i)?;
+            }
             pending.insert(i);
         }
-        let v1_ids = crate::v1_layer_ids(&image.config_json).unwrap_or_default();
-        let config_digest = image.config_digest();
+        let mut v1_ids = if target.config_known {
+            crate::v1_layer_ids(&target.context.config_json).unwrap_or_default()
+        } else {
+            crate::v1::v1_layer_ids_below_top(&diff_ids)
+        };
         let config_names = [
-            format!("{}.json", config_digest.digest()),
-            format!("blobs/sha256/{}", config_digest.digest()),
+            format!("{}.json", target.config_digest.digest()),
+            format!("blobs/sha256/{}", target.config_digest.digest()),
         ];
         let mut out = SaveExtract {
             layers: Vec::new(),
             config_json: None,
         };
+        // Wanted layers streamed and verified before the config was read.
+        let mut waiting: Vec<(usize, pipeline::Streamed)> = Vec::new();
 
         let mut archive = tar::Archive::new(save_stream);
         let entries = archive.entries().map_err(WriteError::SaveArchive)?;
@@ -118,67 +242,60 @@ impl LayerWriter {
                     .take(MAX_JSON)
                     .read_to_end(&mut bytes)
                     .map_err(WriteError::SaveArchive)?;
-                if bytes == image.config_json {
-                    out.config_json = Some(bytes);
+                let was_known = target.config_known;
+                if target.accept_config(bytes)? {
+                    tracing::debug!(entry = %name, "image config found in save stream");
+                    if !was_known {
+                        v1_ids = crate::v1_layer_ids(&target.context.config_json)?;
+                        for &i in &unnamed {
+                            self.check_target(&target.context, &diff_ids, i)?;
+                        }
+                    }
+                    out.config_json = Some(target.context.config_json.clone());
+                    for (i, streamed) in waiting.drain(..) {
+                        out.layers
+                            .push(self.commit(&target.context, i, streamed, cancel)?);
+                    }
                 }
                 continue;
             }
-            let index = match identify(&name, image, &v1_ids, &diff_ids) {
+            let index = match identify(&name, &target.context, &v1_ids, &diff_ids) {
                 Identified::Layer(i) => Some(i),
                 Identified::Other => continue,
                 Identified::Unknown => None,
             };
-            match index {
+            let found = match index {
                 Some(i) if pending.contains(&i) => {
                     tracing::debug!(entry = %name, index = i, "layer found in save stream");
-                    let streamed = self.stream(image, i, &mut entry, cancel, false)?;
+                    let streamed = self.stream(&target.context, i, &mut entry, cancel, false)?;
                     if streamed.diff_id != diff_ids[i] {
                         return Err(WriteError::DiffIdMismatch {
                             expected: diff_ids[i].clone(),
                             actual: streamed.diff_id,
                         });
                     }
-                    out.layers.push(self.commit(image, i, streamed, cancel)?);
-                    pending.remove(&i);
+                    Some((i, streamed))
                 }
-                Some(_) => {} // known and unwanted: read through by the iterator
-                None if pending.is_empty() => {}
-                None => {
-                    let mut head = [0u8; 1];
-                    let n = entry.read(&mut head).map_err(WriteError::SaveArchive)?;
-                    if n == 0 || head[0] == b'{' || head[0] == b'[' {
-                        continue; // JSON: a manifest, index or v1 json
-                    }
-                    let reader = std::io::Cursor::new(head).take(n as u64).chain(&mut entry);
-                    let streamed = match pipeline::stream_layer(
-                        reader,
-                        self.root(),
-                        Keep::Tar,
-                        cancel,
-                    ) {
-                        Ok(s) => s,
-                        Err(WriteError::Read(e)) => return Err(WriteError::SaveArchive(e)),
-                        Err(WriteError::Io { path, source }) => {
-                            return Err(WriteError::Io { path, source });
-                        }
-                        Err(WriteError::Cancelled) => return Err(WriteError::Cancelled),
-                        Err(e) => {
-                            tracing::debug!(entry = %name, error = %e, "unrecognised entry skipped");
-                            continue;
-                        }
-                    };
-                    let hit = pending
-                        .iter()
-                        .copied()
-                        .find(|i| diff_ids[*i] == streamed.diff_id);
-                    if let Some(i) = hit {
-                        tracing::debug!(entry = %name, index = i, "layer identified by hashing");
-                        out.layers.push(self.commit(image, i, streamed, cancel)?);
-                        pending.remove(&i);
-                    }
+                Some(_) => None, // known and unwanted: read through by the iterator
+                None if pending.is_empty() => None,
+                None => self.hash_unknown(&name, &mut entry, &pending, &diff_ids, cancel)?,
+            };
+            if let Some((i, streamed)) = found {
+                pending.remove(&i);
+                if target.config_known {
+                    out.layers
+                        .push(self.commit(&target.context, i, streamed, cancel)?);
+                } else {
+                    waiting.push((i, streamed));
                 }
             }
         }
+        if !target.config_known {
+            return Err(WriteError::ConfigMissingFromSave {
+                config: target.config_digest,
+            });
+        }
+        let image = &target.context;
 
         // Layers sharing a diff ID with one written (docker save keeps one copy).
         for i in pending.clone() {
@@ -206,6 +323,42 @@ impl LayerWriter {
         }
         Ok(out)
     }
+
+    /// Decompresses and hashes an entry no name identifies into a
+    /// temporary file; returns it if it is a pending layer (else it is
+    /// deleted). JSON entries (manifests, v1 `json` files) are skipped.
+    fn hash_unknown(
+        &self,
+        name: &str,
+        entry: &mut impl Read,
+        pending: &BTreeSet<usize>,
+        diff_ids: &[Digest],
+        cancel: &AtomicBool,
+    ) -> Result<Option<(usize, pipeline::Streamed)>, WriteError> {
+        let mut head = [0u8; 1];
+        let n = entry.read(&mut head).map_err(WriteError::SaveArchive)?;
+        if n == 0 || head[0] == b'{' || head[0] == b'[' {
+            return Ok(None); // JSON: a manifest, index or v1 json
+        }
+        let reader = std::io::Cursor::new(head).take(n as u64).chain(entry);
+        let streamed = match pipeline::stream_layer(reader, self.root(), Keep::Tar, cancel) {
+            Ok(s) => s,
+            Err(WriteError::Read(e)) => return Err(WriteError::SaveArchive(e)),
+            Err(e @ (WriteError::Io { .. } | WriteError::Cancelled)) => return Err(e),
+            Err(e) => {
+                tracing::debug!(entry = %name, error = %e, "unrecognised entry skipped");
+                return Ok(None);
+            }
+        };
+        let hit = pending
+            .iter()
+            .copied()
+            .find(|i| diff_ids[*i] == streamed.diff_id);
+        if let Some(i) = hit {
+            tracing::debug!(entry = %name, index = i, "layer identified by hashing");
+        }
+        Ok(hit.map(|i| (i, streamed)))
+    }
 }
 
 enum Identified {
@@ -230,7 +383,8 @@ fn identify(
             .layer_ids
             .iter()
             .position(|x| x == id)
-            .or_else(|| v1_ids.iter().position(|x| x == id));
+            .or_else(|| v1_ids.iter().position(|x| x == id))
+            .filter(|_| !id.is_empty());
         return pos.map_or(Identified::Unknown, Identified::Layer);
     }
     if let Some(hex) = name.strip_prefix("blobs/sha256/") {

@@ -6,6 +6,7 @@
 //! `&`, U+2028 and U+2029; this module re-encodes the image config the same
 //! way so the ids match the daemon's.
 
+use oci_spec::image::Digest;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -19,6 +20,19 @@ use crate::WriteError;
 pub fn v1_layer_ids(config_json: &[u8]) -> Result<Vec<String>, WriteError> {
     let config: Value = serde_json::from_slice(config_json).map_err(WriteError::BadConfig)?;
     let diff_ids = crate::config_diff_ids(&config)?;
+    Ok(chain_ids(&diff_ids, Some(&config)))
+}
+
+/// The v1 layer ids of every layer but the top one, which alone depends
+/// on the image config: what [`v1_layer_ids`] gives, without its last id.
+pub fn v1_layer_ids_below_top(diff_ids: &[Digest]) -> Vec<String> {
+    let below = diff_ids.len().saturating_sub(1);
+    chain_ids(&diff_ids[..below], None)
+}
+
+/// Ids of the layers `diff_ids`; the last one is the top layer (hashed
+/// with the image's own fields) when `config` is given.
+fn chain_ids(diff_ids: &[Digest], config: Option<&Value>) -> Vec<String> {
     let mut ids = Vec::with_capacity(diff_ids.len());
     let mut parent: Option<String> = None;
     let mut chain: Option<String> = None;
@@ -30,11 +44,9 @@ pub fn v1_layer_ids(config_json: &[u8]) -> Result<Vec<String>, WriteError> {
                 sha256_hex(format!("{prev} {diff_id}").as_bytes())
             ),
         });
-        let top = i + 1 == diff_ids.len();
-        let mut fields = if top {
-            top_fields(&config)
-        } else {
-            blank_fields()
+        let mut fields = match config {
+            Some(config) if i + 1 == diff_ids.len() => top_fields(config),
+            _ => blank_fields(),
         };
         // CreateID: the struct goes through a map, so keys come out sorted.
         fields.push((
@@ -49,7 +61,7 @@ pub fn v1_layer_ids(config_json: &[u8]) -> Result<Vec<String>, WriteError> {
         parent = Some(id.clone());
         ids.push(id);
     }
-    Ok(ids)
+    ids
 }
 
 /// The `<id>/json` file of layer `index`, as `docker save` 20.10 writes it.

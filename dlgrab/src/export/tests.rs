@@ -379,8 +379,40 @@ async fn a_failed_tag_is_reported_and_the_push_never_starts() {
     assert!(scratch_left(out.path()).is_empty());
 }
 
+/// A save stream in the OCI layout of Docker 25+ (uncompressed layers
+/// named by their diff IDs), with or without the image config.
+fn save_stream(f: &Fixture, with_config: bool) -> Bytes {
+    let mut save = tar::Builder::new(Vec::new());
+    let mut entries: Vec<(String, &[u8])> = f.tars.iter().map(|t| (sha(t), &t[..])).collect();
+    if with_config {
+        entries.push((f.config.0.clone(), &f.config.1[..]));
+    }
+    entries.sort();
+    for (digest, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let hex = digest.trim_start_matches("sha256:");
+        save.append_data(&mut header, format!("blobs/sha256/{hex}"), data)
+            .expect("entry");
+    }
+    Bytes::from(save.into_inner().expect("tar"))
+}
+
+/// `export_images` answering `save` once, in small chunks.
+fn expect_save(mock: &mut MockDockerDriver, save: Bytes) {
+    mock.expect_export_images().times(1).returning(move |_| {
+        let chunks: Vec<Result<Bytes, DriverError>> = save
+            .chunks(4096)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(chunks))
+    });
+}
+
 #[tokio::test]
-async fn a_never_pushed_image_on_a_classic_store_goes_through_docker_save() {
+async fn a_never_pushed_image_on_a_classic_store_goes_through_one_docker_save() {
     let f = fixture();
     let out = tempfile::tempdir().expect("tempdir");
     let mut mock = driver(
@@ -393,31 +425,74 @@ async fn a_never_pushed_image_on_a_classic_store_goes_through_docker_save() {
     mock.expect_tag().never();
     mock.expect_push().never();
     mock.expect_untag().never();
+    // The config comes from the one save stream, not from a first one.
+    mock.expect_image_config().never();
+    expect_save(&mut mock, save_stream(&f, true));
+    let (exporter, _cleanup) = exporter(mock, out.path(), Via::Auto);
+
+    let written = exporter
+        .run(&["demo:1".into()], LayerSelector::Index(1))
+        .await
+        .expect("export");
+    assert_eq!(written[0].route, "save");
+    let folder = out.path().join(&written[0].id);
+    assert_eq!(
+        std::fs::read(folder.join("layer.tar")).expect("layer.tar"),
+        f.tars[1]
+    );
+    // The files that need the config are there too.
+    assert!(folder.join("json").is_file());
+    let manifest = std::fs::read_to_string(out.path().join("manifest.json")).expect("manifest");
+    assert!(
+        manifest.contains(f.config.0.trim_start_matches("sha256:")),
+        "{manifest}"
+    );
+}
+
+#[tokio::test]
+async fn a_save_stream_without_the_config_fails_and_writes_nothing() {
+    let f = fixture();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut mock = driver(
+        &f,
+        ImageStore::Classic {
+            driver: "overlay2".into(),
+        },
+        &[],
+    );
+    mock.expect_image_config().never();
+    expect_save(&mut mock, save_stream(&f, false));
+    let (exporter, _cleanup) = exporter(mock, out.path(), Via::Auto);
+
+    let error = exporter
+        .run(&["demo:1".into()], LayerSelector::Top)
+        .await
+        .expect_err("no config");
+    assert!(
+        format!("{error:#}").contains("not found in the save archive"),
+        "{error:#}"
+    );
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .expect("outdir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn the_save_route_on_the_containerd_store_reads_the_config_first() {
+    // There the image ID is a manifest digest, so the config cannot be
+    // recognised in the stream by it.
+    let f = fixture();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut mock = driver(&f, ImageStore::Containerd, &[]);
+    mock.expect_push().never();
     let config = f.config.1.clone();
     mock.expect_image_config()
         .times(1)
         .returning(move |_| Ok(config.clone()));
-    // A save stream in the OCI layout of Docker 25+: uncompressed layers
-    // named by their diff IDs.
-    let mut save = tar::Builder::new(Vec::new());
-    for t in &f.tars {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(t.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        let hex = sha(t).trim_start_matches("sha256:").to_owned();
-        save.append_data(&mut header, format!("blobs/sha256/{hex}"), &t[..])
-            .expect("entry");
-    }
-    let save = Bytes::from(save.into_inner().expect("tar"));
-    mock.expect_export_images().times(1).returning(move |_| {
-        let chunks: Vec<Result<Bytes, DriverError>> = save
-            .chunks(4096)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        Box::pin(futures::stream::iter(chunks))
-    });
-    let (exporter, _cleanup) = exporter(mock, out.path(), Via::Auto);
+    expect_save(&mut mock, save_stream(&f, true));
+    let (exporter, _cleanup) = exporter(mock, out.path(), Via::Save);
 
     let written = exporter
         .run(&["demo:1".into()], LayerSelector::Top)

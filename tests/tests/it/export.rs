@@ -239,6 +239,102 @@ fn short_ids_names_and_both_routes_give_the_same_layer() {
 }
 
 #[test]
+fn a_top_layer_without_a_history_id_is_named_as_docker_save_names_it() {
+    let Some(d) =
+        daemon_or_skip("a_top_layer_without_a_history_id_is_named_as_docker_save_names_it")
+    else {
+        return;
+    };
+    // Saved and loaded back, the image has no intermediate images: its
+    // top layer's row shows `<missing>` under the trailing ENV row, so the
+    // layer's folder name (its v1 id) follows from the image config alone.
+    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/noparent")))
+        .file("/a.txt", "alpha\n")
+        .file("/c.txt", "gamma\n")
+        .env("AFTER", "the last layer")
+        .build(&d);
+    let work = tempfile::tempdir().expect("tempdir");
+    let saved = work.path().join("saved.tar");
+    let save = d.docker([
+        "save",
+        "-o",
+        saved.to_str().expect("utf-8"),
+        img.tag.as_str(),
+    ]);
+    assert!(save.status.success(), "docker save: {save:?}");
+    img.remove(&d);
+    let load = d.docker(["load", "-i", saved.to_str().expect("utf-8")]);
+    assert!(load.status.success(), "docker load: {load:?}");
+    let before = d.image_refs();
+
+    let mut results = Vec::new();
+    for via in ["auto", "save", "push"] {
+        let out = work.path().join(via);
+        let stdout = succeeded(&dlgrab(
+            &d,
+            &[
+                &img.tag,
+                "--via",
+                via,
+                "--json",
+                "-o",
+                out.to_str().expect("utf-8"),
+            ],
+        ));
+        let layers = exported(&stdout);
+        assert_eq!(layers.len(), 1, "{stdout}");
+        assert_eq!(layers[0]["index"], 1);
+        let id = layers[0]["id"].as_str().expect("id").to_owned();
+        let folder = out.join(&id);
+        assert_eq!(
+            sha256_file(&folder.join("layer.tar")),
+            img.layer_diff_ids[1]
+        );
+        let json = std::fs::read(folder.join("json")).expect("json");
+        results.push((via, id, json));
+        assert_eq!(
+            d.image_refs(),
+            before,
+            "the image list changed after --via {via}"
+        );
+    }
+    let (_, id, json) = &results[0];
+    for (via, other_id, other_json) in &results[1..] {
+        assert_eq!(other_id, id, "--via {via} names the layer otherwise");
+        assert_eq!(other_json, json, "--via {via} writes another json");
+    }
+    // Docker 20.10–24 save into folders named by these very ids.
+    let mut names = Vec::new();
+    let mut saved_json = None;
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).expect("saved"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        if name == format!("{id}/json") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).expect("json entry");
+            saved_json = Some(bytes);
+        }
+        names.push(name);
+    }
+    if names
+        .iter()
+        .any(|n| n.ends_with("/layer.tar") && !n.starts_with("blobs/"))
+    {
+        assert!(
+            names.contains(&format!("{id}/layer.tar")),
+            "{id} not in {names:?}"
+        );
+        assert_eq!(
+            saved_json.as_ref(),
+            Some(json),
+            "json differs from docker save's"
+        );
+    }
+    d.remove_image(&img.tag);
+}
+
+#[test]
 fn every_row_exported_then_loaded_gives_the_original_image() {
     let Some(d) = daemon_or_skip("every_row_exported_then_loaded_gives_the_original_image") else {
         return;
