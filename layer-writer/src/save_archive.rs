@@ -33,6 +33,9 @@ pub struct SaveExtract {
     pub config_json: Option<Vec<u8>>,
 }
 
+/// Read buffer between the async save stream and the tar reader.
+const SAVE_READ_BUFFER: usize = 1 << 20;
+
 /// Largest JSON entry read into memory (configs, manifests).
 const MAX_JSON: u64 = 64 << 20;
 
@@ -158,7 +161,12 @@ impl LayerWriter {
         let this = self.clone();
         let indexes = indexes.to_vec();
         let task = tokio::task::spawn_blocking(move || {
-            let reader = tokio_util::io::SyncIoBridge::new(save_stream);
+            // The tar reader asks for headers and skips in small reads;
+            // each read of the bridge is a trip through the runtime.
+            let reader = std::io::BufReader::with_capacity(
+                SAVE_READ_BUFFER,
+                tokio_util::io::SyncIoBridge::new(save_stream),
+            );
             this.save_sync(target, &indexes, reader, &flag)
         });
         let result = task.await.map_err(WriteError::Worker)?;
