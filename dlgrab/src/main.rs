@@ -43,12 +43,31 @@ fn main() -> ExitCode {
     };
     let code = match runtime.block_on(run(args)) {
         Ok(code) => code,
+        // The reader of `-o -` went away (`dlgrab IMAGE -o - | head`):
+        // cleanup has run; end as a process killed by SIGPIPE would.
+        Err(e) if is_broken_pipe(&e) => {
+            tracing::debug!(error = %format!("{e:#}"), "stdout closed by its reader");
+            ExitCode::from(BROKEN_PIPE)
+        }
         Err(e) => fail(&e),
     };
     // Lets the writer's blocking tasks notice a cancellation and remove
     // their temporary files before the process ends.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     code
+}
+
+/// Exit code when stdout's reader closed it early, as shells report a
+/// SIGPIPE death (128 + 13).
+const BROKEN_PIPE: u8 = 141;
+
+/// Whether `error` comes from writing to a pipe nobody reads any more.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {

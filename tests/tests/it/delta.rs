@@ -169,6 +169,7 @@ fn delta_archive_loads_onto_the_base_and_gives_the_image_back() {
     assert!(entries.iter().any(|e| e == "manifest.json"), "{entries:?}");
 
     // Also on stdout: the same kind of archive, data only.
+    let refs_before_stdout = d.image_refs();
     let streamed = dlgrab(&d, &["--since", &base.tag, &image.tag, "-o", "-"]);
     succeeded(&streamed);
     let streamed_entries = tar_entries(&streamed.stdout);
@@ -194,6 +195,23 @@ fn delta_archive_loads_onto_the_base_and_gives_the_image_back() {
         .expect("sh runs");
     assert!(piped.status.success(), "{piped:?}");
     assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "second.txt");
+
+    // A reader that stops early (`| head`): a quiet end, as after SIGPIPE.
+    let mut child = d
+        .dlgrab_command(&[&base.tag, "-q", "-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dlgrab starts");
+    let mut head = [0u8; 4096];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut head)
+        .expect("the first bytes of the 16 MiB layer");
+    drop(child.stdout.take());
+    let early = child.wait_with_output().expect("dlgrab ends");
+    let stderr = String::from_utf8_lossy(&early.stderr);
+    assert_eq!(early.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert_eq!(d.image_refs(), refs_before_stdout, "the image list changed");
 
     // IMAGE goes, BASE stays; loading the delta gives IMAGE back.
     d.remove_image(&image.tag);
