@@ -3,9 +3,10 @@
 //!
 //! `shim-registry` serves blobs, uploads, manifests, tags and referrers from a
 //! pluggable [`storage::Storage`] (in memory by default, or [`storage::FsStorage`]
-//! on disk). Blob data is streamed: request bodies are hashed and written frame
-//! by frame, and blob reads are streamed back from storage, so a blob is never
-//! held whole in memory (except by [`storage::MemoryStorage`], whose job that is).
+//! on disk). Blob data is streamed: request bodies are hashed and written as
+//! they arrive, and blob reads are streamed back from storage, so a blob is
+//! never held whole in memory (except by [`storage::MemoryStorage`], whose job
+//! that is).
 //!
 //! One listening port speaks both plain HTTP/1.1 and HTTPS (a self-signed
 //! certificate made at start-up by default): the first byte of each connection
