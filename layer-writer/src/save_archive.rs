@@ -67,6 +67,16 @@ struct Target {
 }
 
 impl Target {
+    /// An image whose config is known up front.
+    fn known(image: &ImageContext) -> Result<Self, WriteError> {
+        Ok(Self {
+            diff_ids: image.diff_ids()?,
+            config_digest: image.config_digest(),
+            context: image.clone(),
+            config_known: true,
+        })
+    }
+
     /// Takes the config entry's bytes if they are this image's config.
     fn accept_config(&mut self, bytes: Vec<u8>) -> Result<bool, WriteError> {
         use sha2::Digest as _;
@@ -110,12 +120,7 @@ impl LayerWriter {
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
     {
-        let target = Target {
-            diff_ids: image.diff_ids()?,
-            config_digest: image.config_digest(),
-            context: image.clone(),
-            config_known: true,
-        };
+        let target = Target::known(image)?;
         self.save_async(target, indexes, save_stream).await
     }
 
@@ -181,12 +186,7 @@ impl LayerWriter {
         indexes: &[usize],
         save_stream: impl Read,
     ) -> Result<SaveExtract, WriteError> {
-        let target = Target {
-            diff_ids: image.diff_ids()?,
-            config_digest: image.config_digest(),
-            context: image.clone(),
-            config_known: true,
-        };
+        let target = Target::known(image)?;
         self.save_sync(target, indexes, save_stream, &AtomicBool::new(false))
     }
 

@@ -411,22 +411,28 @@ fn expect_save(mock: &mut MockDockerDriver, save: Bytes) {
     });
 }
 
-#[tokio::test]
-async fn a_never_pushed_image_on_a_classic_store_goes_through_one_docker_save() {
-    let f = fixture();
-    let out = tempfile::tempdir().expect("tempdir");
+/// A classic store holding the fixture as a never-pushed image; the config
+/// must come from the one save stream, not from a first one.
+fn never_pushed_on_a_classic_store(f: &Arc<Fixture>) -> MockDockerDriver {
     let mut mock = driver(
-        &f,
+        f,
         ImageStore::Classic {
             driver: "overlay2".into(),
         },
         &[],
     );
+    mock.expect_image_config().never();
+    mock
+}
+
+#[tokio::test]
+async fn a_never_pushed_image_on_a_classic_store_goes_through_one_docker_save() {
+    let f = fixture();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut mock = never_pushed_on_a_classic_store(&f);
     mock.expect_tag().never();
     mock.expect_push().never();
     mock.expect_untag().never();
-    // The config comes from the one save stream, not from a first one.
-    mock.expect_image_config().never();
     expect_save(&mut mock, save_stream(&f, true));
     let (exporter, _cleanup) = exporter(mock, out.path(), Via::Auto);
 
@@ -453,14 +459,7 @@ async fn a_never_pushed_image_on_a_classic_store_goes_through_one_docker_save() 
 async fn a_save_stream_without_the_config_fails_and_writes_nothing() {
     let f = fixture();
     let out = tempfile::tempdir().expect("tempdir");
-    let mut mock = driver(
-        &f,
-        ImageStore::Classic {
-            driver: "overlay2".into(),
-        },
-        &[],
-    );
-    mock.expect_image_config().never();
+    let mut mock = never_pushed_on_a_classic_store(&f);
     expect_save(&mut mock, save_stream(&f, false));
     let (exporter, _cleanup) = exporter(mock, out.path(), Via::Auto);
 
