@@ -64,6 +64,7 @@ mod error;
 mod fsx;
 mod layout;
 mod pipeline;
+mod readahead;
 pub mod save_archive;
 mod v1;
 
@@ -261,8 +262,8 @@ impl LayerWriter {
         let flag = cancel.0.clone();
         let this = self.clone();
         let image = image.clone();
+        let reader = readahead::ReadAhead::spawn(blob);
         let task = tokio::task::spawn_blocking(move || {
-            let reader = tokio_util::io::SyncIoBridge::new(blob);
             this.write_layer_sync(&image, index, reader, &flag)
         });
         let result = task.await.map_err(WriteError::Worker)?;

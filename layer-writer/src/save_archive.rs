@@ -33,9 +33,6 @@ pub struct SaveExtract {
     pub config_json: Option<Vec<u8>>,
 }
 
-/// Read buffer between the async save stream and the tar reader.
-const SAVE_READ_BUFFER: usize = 1 << 20;
-
 /// Largest JSON entry read into memory (configs, manifests).
 const MAX_JSON: u64 = 64 << 20;
 
@@ -165,15 +162,9 @@ impl LayerWriter {
         let flag = cancel.0.clone();
         let this = self.clone();
         let indexes = indexes.to_vec();
-        let task = tokio::task::spawn_blocking(move || {
-            // The tar reader asks for headers and skips in small reads;
-            // each read of the bridge is a trip through the runtime.
-            let reader = std::io::BufReader::with_capacity(
-                SAVE_READ_BUFFER,
-                tokio_util::io::SyncIoBridge::new(save_stream),
-            );
-            this.save_sync(target, &indexes, reader, &flag)
-        });
+        let reader = crate::readahead::ReadAhead::spawn(save_stream);
+        let task =
+            tokio::task::spawn_blocking(move || this.save_sync(target, &indexes, reader, &flag));
         let result = task.await.map_err(WriteError::Worker)?;
         drop(cancel);
         result
