@@ -60,6 +60,9 @@ struct Target {
     context: ImageContext,
     config_digest: Digest,
     diff_ids: Vec<Digest>,
+    /// The v1 ids `docker save` 20.10–24 names layer folders with: all of
+    /// them once the config is known, all but the top one's before.
+    v1_ids: Vec<String>,
     config_known: bool,
 }
 
@@ -70,8 +73,20 @@ impl Target {
             diff_ids: image.diff_ids()?,
             config_digest: image.config_digest(),
             context: image.clone(),
+            v1_ids: crate::v1_layer_ids(&image.config_json).unwrap_or_default(),
             config_known: true,
         })
+    }
+
+    /// An image whose config is to be read from the stream.
+    fn unread(image: SaveImage) -> Self {
+        Self {
+            v1_ids: crate::v1::v1_layer_ids_below_top(&image.diff_ids),
+            context: image.context,
+            config_digest: image.config_digest,
+            diff_ids: image.diff_ids,
+            config_known: false,
+        }
     }
 
     /// Takes the config entry's bytes if they are this image's config.
@@ -90,10 +105,10 @@ impl Target {
                     config: self.config_digest.clone(),
                 });
             }
-            let v1_ids = crate::v1_layer_ids(&bytes)?;
-            for (id, v1) in self.context.layer_ids.iter_mut().zip(v1_ids) {
+            self.v1_ids = crate::v1_layer_ids(&bytes)?;
+            for (id, v1) in self.context.layer_ids.iter_mut().zip(&self.v1_ids) {
                 if id.is_empty() {
-                    *id = v1;
+                    id.clone_from(v1);
                 }
             }
             self.context.config_json = bytes;
@@ -140,13 +155,8 @@ impl LayerWriter {
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
     {
-        let target = Target {
-            context: image.context,
-            config_digest: image.config_digest,
-            diff_ids: image.diff_ids,
-            config_known: false,
-        };
-        self.save_async(target, indexes, save_stream).await
+        self.save_async(Target::unread(image), indexes, save_stream)
+            .await
     }
 
     async fn save_async<R>(
@@ -206,11 +216,6 @@ impl LayerWriter {
             }
             pending.insert(i);
         }
-        let mut v1_ids = if target.config_known {
-            crate::v1_layer_ids(&target.context.config_json).unwrap_or_default()
-        } else {
-            crate::v1::v1_layer_ids_below_top(&diff_ids)
-        };
         let config_names = [
             format!("{}.json", target.config_digest.digest()),
             format!("blobs/sha256/{}", target.config_digest.digest()),
@@ -241,14 +246,11 @@ impl LayerWriter {
                     .take(MAX_JSON)
                     .read_to_end(&mut bytes)
                     .map_err(WriteError::SaveArchive)?;
-                let was_known = target.config_known;
                 if target.accept_config(bytes)? {
                     tracing::debug!(entry = %name, "image config found in save stream");
-                    if !was_known {
-                        v1_ids = crate::v1_layer_ids(&target.context.config_json)?;
-                        for &i in &unnamed {
-                            self.check_target(&target.context, &diff_ids, i)?;
-                        }
+                    // Named now: checked before anything is committed.
+                    for i in unnamed.drain(..) {
+                        self.check_target(&target.context, &diff_ids, i)?;
                     }
                     out.config_json = Some(target.context.config_json.clone());
                     for (i, streamed) in waiting.drain(..) {
@@ -258,7 +260,7 @@ impl LayerWriter {
                 }
                 continue;
             }
-            let index = match identify(&name, &target.context, &v1_ids, &diff_ids) {
+            let index = match identify(&name, &target.context, &target.v1_ids, &diff_ids) {
                 Identified::Layer(i) => Some(i),
                 Identified::Other => continue,
                 Identified::Unknown => None,

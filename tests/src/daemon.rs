@@ -254,6 +254,34 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("daemon {}: {e}", self.name))
     }
 
+    /// Runs busybox `cat PATH` in a throw-away container of `image`
+    /// (no network) and returns what it did.
+    pub fn run_cat(&self, image: &str, path: &str) -> Output {
+        self.docker([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            image,
+            "/bin/busybox",
+            "cat",
+            path,
+        ])
+    }
+
+    /// The contents of `path` in `image`, read by [`Daemon::run_cat`];
+    /// panics with the CLI's stderr if it fails.
+    #[track_caller]
+    pub fn cat(&self, image: &str, path: &str) -> Vec<u8> {
+        let out = self.run_cat(image, path);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// The diff IDs (`RootFS.Layers`, base first) of an image.
     #[track_caller]
     pub fn diff_ids(&self, reference: &str) -> Vec<String> {

@@ -24,6 +24,7 @@ mod image;
 mod names;
 mod process;
 mod random;
+mod tar;
 
 pub use daemon::{Daemon, Store, daemon_or_skip, default_host};
 pub use dlgrab::dlgrab_bin;
@@ -31,6 +32,7 @@ pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
 pub use names::unique_name;
 pub use random::{RandomReader, random_bytes};
+pub use tar::tar_paths;
 
 /// Environment variable naming the daemon under test (`a`, `b`, `c`).
 pub const ENV_DAEMON_NAME: &str = "DLGRAB_TEST_DAEMON";

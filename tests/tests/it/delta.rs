@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, unique_name};
+use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, tar_paths, unique_name};
 
 fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
     daemon.dlgrab(args)
@@ -64,37 +64,6 @@ fn pair(d: &Daemon, prefix: &str, size: u64) -> (BuiltImage, BuiltImage) {
     );
     assert_eq!(image.layer_diff_ids.len(), base.layer_diff_ids.len() + 2);
     (base, image)
-}
-
-fn tar_entries(bytes: &[u8]) -> Vec<String> {
-    let mut archive = tar::Archive::new(bytes);
-    let mut paths: Vec<String> = archive
-        .entries()
-        .expect("a tar stream")
-        .map(|e| {
-            e.expect("tar entry")
-                .path()
-                .expect("path")
-                .to_string_lossy()
-                .trim_end_matches('/')
-                .to_owned()
-        })
-        .collect();
-    paths.sort();
-    paths
-}
-
-fn run_cat(d: &Daemon, image: &str, path: &str) -> Output {
-    d.docker([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "/bin/busybox",
-        "cat",
-        path,
-    ])
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -165,20 +134,20 @@ fn delta_archive_loads_onto_the_base_and_gives_the_image_back() {
         size < 1 << 20,
         "the archive ({size} bytes) should hold only the two small layers, not the {big}-byte base"
     );
-    let entries = tar_entries(&std::fs::read(&archive).expect("archive"));
+    let entries = tar_paths(std::fs::File::open(&archive).expect("archive"));
     assert!(entries.iter().any(|e| e == "manifest.json"), "{entries:?}");
 
     // Also on stdout: the same kind of archive, data only.
     let refs_before_stdout = d.image_refs();
     let streamed = dlgrab(&d, &["--since", &base.tag, &image.tag, "-o", "-"]);
     succeeded(&streamed);
-    let streamed_entries = tar_entries(&streamed.stdout);
+    let streamed_entries = tar_paths(&streamed.stdout[..]);
     assert_eq!(streamed_entries, entries);
 
     // One layer on stdout: `dlgrab IMAGE -o - | tar -t` lists the top layer.
     let top = dlgrab(&d, &[&image.tag, "-o", "-"]);
     succeeded(&top);
-    assert_eq!(tar_entries(&top.stdout), ["second.txt"]);
+    assert_eq!(tar_paths(&top.stdout[..]), ["second.txt"]);
     let stderr = String::from_utf8_lossy(&top.stderr);
     assert!(stderr.contains("Export complete"), "{stderr}");
     let piped = Command::new("sh")
@@ -223,13 +192,9 @@ fn delta_archive_loads_onto_the_base_and_gives_the_image_back() {
         "docker load failed: {}",
         String::from_utf8_lossy(&load.stderr)
     );
-    let loaded = d.inspect(&image.id);
-    assert_eq!(
-        testkit_strings(&loaded["RootFS"]["Layers"]),
-        image.layer_diff_ids
-    );
+    assert_eq!(d.diff_ids(&image.id), image.layer_diff_ids);
     for (path, content) in [("/new.txt", "fresh content\n"), ("/second.txt", "second\n")] {
-        let cat = run_cat(&d, &image.id, path);
+        let cat = d.run_cat(&image.id, path);
         assert!(
             cat.status.success(),
             "docker run failed: {}",
@@ -300,15 +265,4 @@ fn delta_archive_without_the_base_is_refused_by_docker() {
             "{stderr}"
         ),
     }
-}
-
-/// A JSON array of strings as a `Vec<String>`.
-fn testkit_strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use testkit::{BuiltImage, Daemon, ImageBuilder, daemon_or_skip, unique_name};
+use testkit::{BuiltImage, Daemon, ImageBuilder, daemon_or_skip, tar_paths, unique_name};
 
 fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
     daemon.dlgrab(args)
@@ -69,24 +69,6 @@ fn sha256_file(path: &Path) -> String {
         hasher.update(&buf[..n]);
     }
     format!("sha256:{}", hex::encode(hasher.finalize()))
-}
-
-fn tar_paths(path: &Path) -> Vec<String> {
-    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("layer.tar"));
-    let mut paths: Vec<String> = archive
-        .entries()
-        .expect("tar entries")
-        .map(|e| {
-            e.expect("tar entry")
-                .path()
-                .expect("path")
-                .to_string_lossy()
-                .trim_end_matches('/')
-                .to_owned()
-        })
-        .collect();
-    paths.sort();
-    paths
 }
 
 fn hex_of(id: &str) -> &str {
@@ -178,7 +160,10 @@ fn one_history_row_is_exported_alone() {
         sha256_file(&folder.join("layer.tar")),
         img.layer_diff_ids[index]
     );
-    assert_eq!(tar_paths(&folder.join("layer.tar")), ["b.txt"]);
+    assert_eq!(
+        tar_paths(std::fs::File::open(folder.join("layer.tar")).expect("layer.tar")),
+        ["b.txt"]
+    );
     assert!(
         !listing(out.path()).iter().any(|n| n.starts_with(".dlgrab")),
         "scratch left behind"
@@ -391,16 +376,7 @@ fn every_row_exported_then_loaded_gives_the_original_image() {
         d.try_inspect(&img.id).is_ok(),
         "docker load did not give the original image ID back"
     );
-    let run = d.docker([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        img.id.as_str(),
-        "/bin/busybox",
-        "cat",
-        "/greeting",
-    ]);
+    let run = d.run_cat(&img.id, "/greeting");
     assert!(
         run.status.success(),
         "docker run failed: {}",

@@ -7,26 +7,6 @@ fn tag(test: &str) -> String {
     format!("{}:1", unique_name(&format!("dlgrab-test/kit-{test}")))
 }
 
-/// Reads one file out of an image by running busybox `cat` in a container.
-fn cat(daemon: &testkit::Daemon, image: &str, path: &str) -> Vec<u8> {
-    let out = daemon.docker([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "/bin/busybox",
-        "cat",
-        path,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 #[test]
 fn daemon_reports_its_store() {
     let Some(daemon) = daemon_or_skip("kit::daemon_reports_its_store") else {
@@ -104,11 +84,11 @@ fn every_feature_makes_its_layers_and_rows() {
     assert_eq!(config["Config"]["Labels"]["org.example.k"], "v");
 
     assert_eq!(
-        cat(&daemon, &image.tag, "/data/big"),
+        daemon.cat(&image.tag, "/data/big"),
         random_bytes(300_000, 7)
     );
-    assert_eq!(cat(&daemon, &image.tag, "/l"), b"hi\n");
-    assert_eq!(cat(&daemon, &image.tag, "/h"), b"hi\n");
+    assert_eq!(daemon.cat(&image.tag, "/l"), b"hi\n");
+    assert_eq!(daemon.cat(&image.tag, "/h"), b"hi\n");
     let gone = daemon.docker([
         "run",
         "--rm",

@@ -83,25 +83,6 @@ fn tar_and_load(daemon: &Daemon, root: &Path, work: &Path) -> String {
     text
 }
 
-fn cat(daemon: &Daemon, image: &str, path: &str) -> Vec<u8> {
-    let out = daemon.docker([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "/bin/busybox",
-        "cat",
-        path,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// The image ID a load must give back: the config digest on classic
 /// stores; on the containerd store the ID is the manifest digest, so the
 /// config digest is compared through `docker image inspect` there too.
@@ -164,8 +145,8 @@ fn seed_folder_of_all_layers_loads_back() {
     daemon.remove_image(&tag);
     tar_and_load(&daemon, &root, work.path());
     check_same_image(&daemon, &tag, &built.id, &built.layer_diff_ids);
-    assert_eq!(cat(&daemon, &tag, "/file"), b"original content\n");
-    assert_eq!(cat(&daemon, &tag, "/second"), b"second\n");
+    assert_eq!(daemon.cat(&tag, "/file"), b"original content\n");
+    assert_eq!(daemon.cat(&tag, "/second"), b"second\n");
     daemon.remove_image(&tag);
 }
 
@@ -203,8 +184,8 @@ fn seed_folder_of_the_top_layer_loads_onto_its_base() {
     daemon.remove_image(&tag);
     tar_and_load(&daemon, &root, work.path());
     check_same_image(&daemon, &tag, &built.id, &built.layer_diff_ids);
-    assert_eq!(cat(&daemon, &tag, "/top"), b"top layer\n");
-    assert_eq!(cat(&daemon, &tag, "/file"), b"base\n");
+    assert_eq!(daemon.cat(&tag, "/top"), b"top layer\n");
+    assert_eq!(daemon.cat(&tag, "/file"), b"base\n");
     daemon.remove_image(&tag);
     daemon.remove_image(&base_tag);
 }
@@ -500,7 +481,7 @@ fn seed_folder_from_a_push_loads_back_with_the_same_id() {
         daemon.name
     );
     assert_eq!(daemon.diff_ids(&tag), built.layer_diff_ids);
-    assert_eq!(cat(&daemon, &built.id, "/file"), b"pushed content\n");
-    assert_eq!(cat(&daemon, &tag, "/second"), b"second\n");
+    assert_eq!(daemon.cat(&built.id, "/file"), b"pushed content\n");
+    assert_eq!(daemon.cat(&tag, "/second"), b"second\n");
     daemon.remove_image(&tag);
 }
