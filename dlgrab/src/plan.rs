@@ -239,6 +239,7 @@ mod tests {
             image_store: store,
             os: "linux".into(),
             arch: "x86_64".into(),
+            root_dir: None,
         }
     }
 

@@ -276,6 +276,10 @@ impl DockerDriver for BollardDriver {
             image_store,
             os: version.os.unwrap_or_default(),
             arch: version.arch.unwrap_or_default(),
+            root_dir: info
+                .docker_root_dir
+                .filter(|d| !d.is_empty())
+                .map(std::path::PathBuf::from),
         })
     }
 

@@ -112,6 +112,52 @@ pub enum DriverError {
         /// The digest it has.
         actual: String,
     },
+    /// A file or folder of a Docker data root could not be read.
+    #[error("cannot read {} in the docker data root", path.display())]
+    DataRootRead {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of a Docker data root is not what Docker writes there.
+    #[error("unexpected content in {}", path.display())]
+    DataRootFormat {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Source,
+    },
+    /// The data root holds no classic image store (`image/<driver>/layerdb`).
+    #[error("{} holds no classic image store (no image/<driver>/layerdb)", root.display())]
+    NoClassicStore {
+        /// The data root.
+        root: std::path::PathBuf,
+    },
+    /// The classic store's graph driver keeps layers in a way not read here.
+    #[error(
+        "layers of the {driver} graph driver cannot be read from the data root (overlay2, fuse-overlayfs and vfs can)"
+    )]
+    UnsupportedGraphDriver {
+        /// The graph driver.
+        driver: String,
+    },
+    /// The layer store has no layer with this chain ID and diff ID.
+    #[error("layer {diff_id} is not in the layer store (chain id {chain_id})")]
+    LayerNotInStore {
+        /// The layer's diff ID.
+        diff_id: String,
+        /// The chain ID it was looked up by.
+        chain_id: String,
+    },
+    /// The operation needs a running daemon, and there is only a data root.
+    #[error("{operation} needs a running docker daemon; a data root alone cannot do it")]
+    NoDaemon {
+        /// What was asked.
+        operation: &'static str,
+    },
     /// The request timed out.
     #[error("{operation} timed out")]
     Timeout {

@@ -33,19 +33,23 @@
 
 mod bollard_driver;
 mod config;
+mod data_root;
 mod driver;
 mod error;
 mod history;
+pub mod layer_store;
 mod model;
 mod reference;
 mod transport;
 mod wire;
 
 pub use bollard_driver::BollardDriver;
+pub use data_root::DataRootDriver;
 #[cfg(any(test, feature = "mock"))]
 pub use driver::MockDockerDriver;
 pub use driver::{BoxStream, DockerDriver};
 pub use error::DriverError;
+pub use layer_store::{LayerStore, LayerTar};
 pub use model::{
     BuildOptions, DaemonInfo, HistoryRow, ImageDetails, ImageStore, ImageSummary, LayerSelector,
     PushEvent, ResolvedLayer,

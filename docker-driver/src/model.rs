@@ -27,6 +27,9 @@ pub struct DaemonInfo {
     pub os: String,
     /// The daemon's architecture as Go names it, e.g. `amd64`.
     pub arch: String,
+    /// The daemon's data root (`DockerRootDir`, e.g. `/var/lib/docker`),
+    /// as a path on the daemon's machine, when it reports one.
+    pub root_dir: Option<std::path::PathBuf>,
 }
 
 /// One row of an image's history, oldest first.

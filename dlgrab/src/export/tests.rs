@@ -121,6 +121,7 @@ fn driver(f: &Arc<Fixture>, store: ImageStore, repo_digests: &[&str]) -> MockDoc
             image_store: store.clone(),
             os: "linux".into(),
             arch: "x86_64".into(),
+            root_dir: None,
         })
     });
     let image = details(f, repo_digests);

@@ -1,0 +1,308 @@
+//! [`LayerStore`]: a classic image store read straight from the daemon's
+//! data root, without the daemon.
+//!
+//! A classic store (graph drivers `overlay2`, `fuse-overlayfs`, `vfs`)
+//! keeps, under its data root (`DockerRootDir`):
+//!
+//! ```text
+//! image/<driver>/repositories.json                     names → image IDs
+//! image/<driver>/imagedb/content/sha256/<id>           image configs (sha256 = image ID)
+//! image/<driver>/imagedb/metadata/sha256/<id>/parent   the parent image ID, if any
+//! image/<driver>/layerdb/sha256/<chain id>/            diff, cache-id, size, parent, tar-split.json.gz
+//! <driver>/<cache-id>/diff                             overlay2, fuse-overlayfs: the layer's files
+//! vfs/dir/<cache-id>                                   vfs: the layer's whole tree
+//! ```
+//!
+//! [`LayerStore::layer_tar`] rebuilds a layer's exact tar from its tar-split
+//! metadata and its files, as Docker does for `docker save` and push. Every
+//! file is opened read-only; nothing is ever written under the data root.
+//!
+//! The reassembly lives here rather than in `layer-writer` because the
+//! layer store is the daemon's own storage format: this crate is the one
+//! that knows Docker, while `layer-writer` takes a plain tar stream from
+//! whichever route produced it and verifies it against the diff ID.
+
+mod tar_split;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::DriverError;
+
+/// Graph drivers whose layer folders [`LayerStore`] knows how to find.
+pub const SUPPORTED_DRIVERS: &[&str] = &["overlay2", "fuse-overlayfs", "vfs"];
+
+/// The chain ID of the last of `diff_ids` (base first): C0 = D0,
+/// Cn = sha256(C(n-1) + " " + Dn). Empty input gives an empty string.
+pub fn chain_id(diff_ids: &[String]) -> String {
+    let mut ids = diff_ids.iter();
+    let Some(first) = ids.next() else {
+        return String::new();
+    };
+    ids.fold(first.clone(), |chain, diff_id| {
+        let hash = Sha256::digest(format!("{chain} {diff_id}").as_bytes());
+        format!("sha256:{}", hex::encode(hash))
+    })
+}
+
+/// A classic image store under a data root, opened read-only.
+#[derive(Debug, Clone)]
+pub struct LayerStore {
+    root: PathBuf,
+    driver: String,
+}
+
+impl LayerStore {
+    /// The store of graph driver `driver` under the data root `root`;
+    /// fails when `image/<driver>/layerdb/sha256` cannot be listed (no
+    /// such store, or no permission) or the driver is not one of
+    /// [`SUPPORTED_DRIVERS`].
+    pub fn open(root: impl Into<PathBuf>, driver: &str) -> Result<Self, DriverError> {
+        let root = root.into();
+        if !SUPPORTED_DRIVERS.contains(&driver) {
+            return Err(DriverError::UnsupportedGraphDriver {
+                driver: driver.to_owned(),
+            });
+        }
+        let store = Self {
+            root,
+            driver: driver.to_owned(),
+        };
+        let layers = store.image_dir().join("layerdb/sha256");
+        std::fs::read_dir(&layers).map_err(|source| DriverError::DataRootRead {
+            path: layers,
+            source,
+        })?;
+        Ok(store)
+    }
+
+    /// The classic store under the data root `root`, its graph driver
+    /// being the one `image/<driver>/` exists for (the first supported one
+    /// with a layer database).
+    pub fn detect(root: impl Into<PathBuf>) -> Result<Self, DriverError> {
+        let root = root.into();
+        let image = root.join("image");
+        let entries = std::fs::read_dir(&image).map_err(|source| DriverError::DataRootRead {
+            path: image.clone(),
+            source,
+        })?;
+        let mut found: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| image.join(name).join("layerdb").is_dir())
+            .collect();
+        found.sort();
+        match found
+            .iter()
+            .find(|d| SUPPORTED_DRIVERS.contains(&d.as_str()))
+        {
+            Some(driver) => Self::open(root, driver),
+            None => match found.into_iter().next() {
+                Some(driver) => Err(DriverError::UnsupportedGraphDriver { driver }),
+                None => Err(DriverError::NoClassicStore { root }),
+            },
+        }
+    }
+
+    /// The data root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The graph driver, e.g. `overlay2`.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// The image config stored for `image_id` (`sha256:…`), checked to
+    /// hash to it.
+    pub fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DriverError> {
+        let hex = hex_of(image_id)?;
+        let path = self.image_dir().join("imagedb/content/sha256").join(hex);
+        let bytes = read(&path)?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != format!("sha256:{hex}") {
+            return Err(DriverError::ConfigMismatch {
+                image: image_id.to_owned(),
+                expected: format!("sha256:{hex}"),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The exact tar of the last of `diff_ids` (the image's diff IDs from
+    /// the base up to the wanted layer), rebuilt from the layer store.
+    ///
+    /// Opening checks that the layer is there, that its `diff` file names
+    /// that diff ID and that its folder exists; reading then fails with an
+    /// [`io::Error`] when a file is missing, short or has the wrong
+    /// checksum. The bytes are not hashed here: the caller verifies the
+    /// whole against the diff ID.
+    pub fn layer_tar(&self, diff_ids: &[String]) -> Result<LayerTar, DriverError> {
+        let diff_id = diff_ids.last().cloned().unwrap_or_default();
+        let chain = chain_id(diff_ids);
+        let layer = self.layer_dir(&chain)?;
+        let not_there = || DriverError::LayerNotInStore {
+            diff_id: diff_id.clone(),
+            chain_id: chain.clone(),
+        };
+        if !layer.is_dir() {
+            return Err(not_there());
+        }
+        let recorded = read_text(&layer.join("diff"))?;
+        if recorded != diff_id {
+            return Err(not_there());
+        }
+        let cache_id = read_text(&layer.join("cache-id"))?;
+        if cache_id.is_empty() || cache_id.contains('/') || cache_id.starts_with('.') {
+            return Err(DriverError::DataRootFormat {
+                path: layer.join("cache-id"),
+                source: format!("bad cache id {cache_id:?}").into(),
+            });
+        }
+        let folder = match self.driver.as_str() {
+            "vfs" => self.root.join("vfs/dir").join(&cache_id),
+            driver => self.root.join(driver).join(&cache_id).join("diff"),
+        };
+        std::fs::read_dir(&folder).map_err(|source| DriverError::DataRootRead {
+            path: folder.clone(),
+            source,
+        })?;
+        let split = layer.join("tar-split.json.gz");
+        let file = File::open(&split).map_err(|source| DriverError::DataRootRead {
+            path: split,
+            source,
+        })?;
+        let lines = BufReader::with_capacity(
+            256 << 10,
+            flate2::read::GzDecoder::new(BufReader::new(file)),
+        );
+        tracing::debug!(%diff_id, %chain, folder = %folder.display(), "rebuilding a layer from the layer store");
+        Ok(LayerTar {
+            inner: tar_split::Assembler::new(lines, folder),
+        })
+    }
+
+    /// The `image/<driver>` folder.
+    pub(crate) fn image_dir(&self) -> PathBuf {
+        self.root.join("image").join(&self.driver)
+    }
+
+    /// The layer database folder of `chain_id`.
+    fn layer_dir(&self, chain_id: &str) -> Result<PathBuf, DriverError> {
+        Ok(self
+            .image_dir()
+            .join("layerdb/sha256")
+            .join(hex_of(chain_id)?))
+    }
+
+    /// The size the daemon records for the layer with this chain ID (its
+    /// files, as `docker history` shows it); 0 when unknown.
+    pub(crate) fn layer_size(&self, chain_id: &str) -> i64 {
+        self.layer_dir(chain_id)
+            .ok()
+            .and_then(|dir| read_text(&dir.join("size")).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Every image ID in the image database.
+    pub(crate) fn image_ids(&self) -> Result<Vec<String>, DriverError> {
+        let dir = self.image_dir().join("imagedb/content/sha256");
+        let entries = std::fs::read_dir(&dir).map_err(|source| DriverError::DataRootRead {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|hex| format!("sha256:{hex}"))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The parent image ID recorded for `image_id`, if any.
+    pub(crate) fn parent(&self, image_id: &str) -> Option<String> {
+        let hex = hex_of(image_id).ok()?;
+        let path = self
+            .image_dir()
+            .join("imagedb/metadata/sha256")
+            .join(hex)
+            .join("parent");
+        read_text(&path).ok().filter(|p| p.starts_with("sha256:"))
+    }
+
+    /// `repositories.json`: each reference (`name:tag`, `name@sha256:…`)
+    /// with its image ID. Empty when the file is absent.
+    pub(crate) fn references(&self) -> Result<BTreeMap<String, String>, DriverError> {
+        #[derive(serde::Deserialize)]
+        struct Repositories {
+            #[serde(rename = "Repositories", default)]
+            repositories: BTreeMap<String, BTreeMap<String, String>>,
+        }
+        let path = self.image_dir().join("repositories.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(source) => return Err(DriverError::DataRootRead { path, source }),
+        };
+        let repos: Repositories =
+            serde_json::from_slice(&bytes).map_err(|e| DriverError::DataRootFormat {
+                path,
+                source: Box::new(e),
+            })?;
+        Ok(repos.repositories.into_values().flatten().collect())
+    }
+}
+
+/// A layer's tar rebuilt from the layer store (see
+/// [`LayerStore::layer_tar`]).
+pub struct LayerTar {
+    inner: tar_split::Assembler<BufReader<flate2::read::GzDecoder<BufReader<File>>>>,
+}
+
+impl std::fmt::Debug for LayerTar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerTar").finish_non_exhaustive()
+    }
+}
+
+impl Read for LayerTar {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+/// The 64 hex digits of `sha256:<hex>` (or bare hex).
+fn hex_of(id: &str) -> Result<&str, DriverError> {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(DriverError::NoSuchImage {
+            reference: id.to_owned(),
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, DriverError> {
+    std::fs::read(path).map_err(|source| DriverError::DataRootRead {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, DriverError> {
+    let bytes = read(path)?;
+    Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
