@@ -1,6 +1,7 @@
 //! Where each format puts a layer, and the top-level files that describe
 //! the folder.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::error::io_err;
 use crate::pipeline::Streamed;
-use crate::{Format, ImageContext, WriteError, WriterOptions, fsx, v1};
+use crate::{Format, ImageContext, WriteError, WriterOptions, folder, fsx, v1};
 
 pub(crate) const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -67,14 +68,57 @@ pub(crate) fn layer_targets(
     }
 }
 
-/// Moves the streamed temporary file into the format's place.
+/// Whether the folder already holds layer `index` where `format` puts it:
+/// its tar is there and hashes to `diff_id`.
+pub(crate) fn holds_layer(
+    root: &Path,
+    format: Format,
+    image: &ImageContext,
+    diff_id: &Digest,
+    index: usize,
+) -> bool {
+    let tar = match format {
+        Format::Seed => match image.layer_ids.get(index) {
+            Some(id) => root.join(id).join("layer.tar"),
+            None => return false,
+        },
+        Format::Oci => oci_blob(root, diff_id),
+        Format::Registry => registry_blob(root, diff_id),
+    };
+    folder::file_holds(&tar, diff_id)
+}
+
+/// The files layer `index` occupies in `format`, relative to the root (for
+/// [`Format::Seed`] the tar last).
+pub(crate) fn layer_files(
+    root: &Path,
+    format: Format,
+    image: &ImageContext,
+    diff_id: &Digest,
+    index: usize,
+) -> Vec<PathBuf> {
+    match format {
+        Format::Seed => ["VERSION", "json", "layer.tar"]
+            .iter()
+            .map(|f| PathBuf::from(image.layer_ids.get(index).map_or("", String::as_str)).join(f))
+            .collect(),
+        _ => layer_targets(root, format, image, diff_id, index)
+            .iter()
+            .take(1)
+            .map(|p| rel(root, p))
+            .collect(),
+    }
+}
+
+/// Moves the streamed temporary file into the format's place; also says
+/// whether the place already held this very layer (then kept as it was).
 pub(crate) fn commit_layer(
     root: &Path,
     options: &WriterOptions,
     image: &ImageContext,
     index: usize,
     mut streamed: Streamed,
-) -> Result<Vec<PathBuf>, WriteError> {
+) -> Result<(Vec<PathBuf>, bool), WriteError> {
     // The compressed blob as received, beside the tar ([`Keep::TarAndRaw`]):
     // placed first, removed again if the layer itself cannot be placed.
     let mut raw_guard = fsx::RemoveOnDrop(None);
@@ -90,12 +134,21 @@ pub(crate) fn commit_layer(
         }
         raw_file = Some(rel(root, &target));
     }
+    let mut already_there = false;
     let mut files = match options.format {
-        Format::Seed => commit_seed(root, options.replace, image, index, streamed)?,
+        Format::Seed => {
+            let (files, there) = commit_seed(root, options.replace, image, index, streamed)?;
+            already_there = there;
+            files
+        }
         Format::Oci => {
             let target = oci_blob(root, &streamed.diff_id);
             fsx::mkdirs(target.parent().expect("blob path has a parent"))?;
-            fsx::finish(streamed.file, &target, options.replace)?;
+            if !options.replace && folder::file_holds(&target, &streamed.diff_id) {
+                already_there = true; // content-addressed: the same bytes
+            } else {
+                fsx::finish(streamed.file, &target, options.replace)?;
+            }
             vec![rel(root, &target)]
         }
         Format::Registry => {
@@ -106,7 +159,11 @@ pub(crate) fn commit_layer(
             };
             let target = registry_blob(root, &digest);
             fsx::mkdirs(target.parent().expect("blob path has a parent"))?;
-            fsx::finish(streamed.file, &target, options.replace)?;
+            if !options.replace && folder::file_holds(&target, &digest) {
+                already_there = true; // content-addressed: the same bytes
+            } else {
+                fsx::finish(streamed.file, &target, options.replace)?;
+            }
             let link = repo_dir(root, image)
                 .join("_layers/sha256")
                 .join(hex(&digest))
@@ -117,7 +174,7 @@ pub(crate) fn commit_layer(
     };
     raw_guard.disarm();
     files.extend(raw_file);
-    Ok(files)
+    Ok((files, already_there))
 }
 
 fn rel(root: &Path, p: &Path) -> PathBuf {
@@ -130,8 +187,20 @@ fn commit_seed(
     image: &ImageContext,
     index: usize,
     streamed: Streamed,
-) -> Result<Vec<PathBuf>, WriteError> {
+) -> Result<(Vec<PathBuf>, bool), WriteError> {
     let id = &image.layer_ids[index];
+    let files = ["VERSION", "json", "layer.tar"]
+        .iter()
+        .map(|f| PathBuf::from(id).join(f))
+        .collect();
+    let target = root.join(id);
+    // Another run wrote this very layer meanwhile: keep its folder.
+    if !replace
+        && target.exists()
+        && holds_layer(root, Format::Seed, image, &streamed.diff_id, index)
+    {
+        return Ok((files, true));
+    }
     let parent = index
         .checked_sub(1)
         .and_then(|p| image.layer_ids.get(p))
@@ -148,7 +217,6 @@ fn commit_seed(
     fsx::write_atomic(&tmp_dir.join("json"), &json)?;
     fsx::sync_dir(&tmp_dir)?;
 
-    let target = root.join(id);
     let mut old_guard = fsx::RemoveOnDrop(None);
     if target.exists() {
         if !replace {
@@ -162,16 +230,17 @@ fn commit_seed(
     guard.disarm();
     drop(old_guard);
     fsx::sync_dir(root)?;
-    Ok(["VERSION", "json", "layer.tar"]
-        .iter()
-        .map(|f| PathBuf::from(id).join(f))
-        .collect())
+    Ok((files, false))
 }
 
 /// Rewrites the top-level files of `format` from the folder's content.
+/// Call with the folder's [`folder::FolderLock`] held.
 pub(crate) fn refresh(root: &Path, format: Format, image: &ImageContext) -> Result<(), WriteError> {
     match format {
-        Format::Seed | Format::Oci => refresh_layout(root, format, image),
+        Format::Seed | Format::Oci => {
+            let images = folder::record(root, image)?;
+            refresh_layout(root, format, &images)
+        }
         Format::Registry => refresh_registry(root, image),
     }
 }
@@ -264,27 +333,156 @@ pub(crate) fn registry_path(name: &str) -> String {
     }
 }
 
-fn refresh_layout(root: &Path, format: Format, image: &ImageContext) -> Result<(), WriteError> {
-    let diff_ids = image.diff_ids()?;
-    let config_digest = image.config_digest();
-    let cfg_hex = hex(&config_digest).to_string();
+/// One image of the folder, as its top-level files describe it.
+struct Described<'a> {
+    image: &'a ImageContext,
+    config_digest: Digest,
+    /// `manifest.json`'s layer paths, base first.
+    docker_paths: Vec<String>,
+    layers: Vec<LayerDesc>,
+    /// The manifest `index.json` names: as pushed, or built here.
+    manifest: (String, Vec<u8>),
+    /// The layers (diff ID, tar path) that manifest names by diff ID.
+    by_diff_id: Vec<(Digest, PathBuf)>,
+}
 
-    // Layers: present in the folder, or referenced for a daemon that has them.
+impl Described<'_> {
+    fn complete(&self) -> bool {
+        self.layers.iter().all(|l| l.present)
+    }
+}
+
+fn refresh_layout(root: &Path, format: Format, images: &[ImageContext]) -> Result<(), WriteError> {
+    // Seed: where each layer's tar is, by diff ID, whichever image's folder holds it.
+    let mut tars: HashMap<Digest, PathBuf> = HashMap::new();
+    if format == Format::Seed {
+        for image in images {
+            for (id, d) in image.layer_ids.iter().zip(image.diff_ids()?) {
+                let path = root.join(id).join("layer.tar");
+                if !id.is_empty() && file_size(&path).is_some() {
+                    tars.entry(d).or_insert(path);
+                }
+            }
+        }
+    }
+    let mut described = images
+        .iter()
+        .map(|image| describe(root, format, image, &tars))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Images whose layers are all here first (a classic `docker load` stops
+    // at the first image it cannot load), base images before the images
+    // built on them, then by config digest: the same order whatever order
+    // the runs came in.
+    described.sort_by(|a, b| {
+        (!a.complete(), a.layers.len(), a.config_digest.to_string()).cmp(&(
+            !b.complete(),
+            b.layers.len(),
+            b.config_digest.to_string(),
+        ))
+    });
+    tracing::trace!(images = described.len(), "refreshing layout");
+
+    if format == Format::Seed {
+        link_diff_id_blobs(root, images, &described, &tars)?;
+    }
+
+    // Configs, under both names docker load may look for.
+    let mut docker = Vec::with_capacity(described.len());
+    for d in &described {
+        let cfg_hex = hex(&d.config_digest).to_string();
+        let cfg_blob = oci_blob(root, &d.config_digest);
+        if fs::read(&cfg_blob).ok().as_deref() != Some(&d.image.config_json[..]) {
+            fsx::write_atomic(&cfg_blob, &d.image.config_json)?;
+        }
+        let config_path = match format {
+            Format::Seed => {
+                let p = root.join(format!("{cfg_hex}.json"));
+                if !same_file(&cfg_blob, &p) {
+                    fsx::link_atomic(&cfg_blob, &p)?;
+                }
+                format!("{cfg_hex}.json")
+            }
+            _ => format!("blobs/sha256/{cfg_hex}"),
+        };
+        docker.push(
+            json!({"Config": config_path, "RepoTags": d.image.repo_tags, "Layers": d.docker_paths}),
+        );
+    }
+
+    // The OCI manifests and the index: one entry per tag, or one untagged.
+    let old_index = fs::read(root.join("index.json")).ok();
+    let mut entries = Vec::new();
+    let mut current = HashSet::new();
+    for d in &described {
+        let (manifest_type, manifest) = (&d.manifest.0, &d.manifest.1);
+        let manifest_digest = digest_of(manifest);
+        fsx::write_atomic(&oci_blob(root, &manifest_digest), manifest)?;
+        let entry = |annotations: Option<Value>| {
+            let mut e = descriptor(manifest_type, &manifest_digest, manifest.len() as u64);
+            if let Some(a) = annotations {
+                e["annotations"] = a;
+            }
+            e
+        };
+        let tags: Vec<(&String, String)> = d
+            .image
+            .repo_tags
+            .iter()
+            .filter_map(|t| split_tag(t).map(|(_, tag)| (t, tag)))
+            .collect();
+        if tags.is_empty() {
+            entries.push(entry(None));
+        }
+        for (t, tag) in tags {
+            entries.push(entry(Some(json!({
+                "io.containerd.image.name": normalized(t),
+                "org.opencontainers.image.ref.name": tag,
+            }))));
+        }
+        current.insert(manifest_digest);
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries});
+    fsx::write_atomic(
+        &root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    fsx::write_atomic(&root.join("index.json"), &to_vec(&index))?;
+    remove_stale_manifests(root, old_index.as_deref(), &current);
+
+    // Docker's manifest.json and repositories.
+    fsx::write_atomic(&root.join("manifest.json"), &to_vec(&Value::Array(docker)))?;
+    write_repositories(root, format, &described)
+}
+
+/// How the top-level files describe `image`: its layers present in the
+/// folder (by diff ID) or referenced for a daemon that has them, and the
+/// manifest `index.json` names.
+fn describe<'a>(
+    root: &Path,
+    format: Format,
+    image: &'a ImageContext,
+    tars: &HashMap<Digest, PathBuf>,
+) -> Result<Described<'a>, WriteError> {
+    let diff_ids = image.diff_ids()?;
     let mut layers = Vec::with_capacity(diff_ids.len());
     let mut docker_paths = Vec::with_capacity(diff_ids.len());
     let mut tar_paths = Vec::with_capacity(diff_ids.len());
     for (i, d) in diff_ids.iter().enumerate() {
-        let (path, rel_path) = match format {
+        let path = match format {
             Format::Seed => {
                 let id = image.layer_ids.get(i).ok_or(WriteError::NoSuchLayer {
                     index: i,
                     count: image.layer_ids.len(),
                 })?;
-                (root.join(id).join("layer.tar"), format!("{id}/layer.tar"))
+                let own = root.join(id).join("layer.tar");
+                match tars.get(d) {
+                    Some(found) if file_size(&own).is_none() => found.clone(),
+                    _ => own,
+                }
             }
-            _ => (oci_blob(root, d), format!("blobs/sha256/{}", hex(d))),
+            _ => oci_blob(root, d),
         };
-        docker_paths.push(rel_path);
+        docker_paths.push(rel(root, &path).to_string_lossy().into_owned());
         layers.push(match file_size(&path) {
             Some(size) => LayerDesc {
                 media_type: MT_OCI_TAR.into(),
@@ -306,95 +504,69 @@ fn refresh_layout(root: &Path, format: Format, image: &ImageContext) -> Result<(
             .enumerate()
             .all(|(i, (l, d))| !l.present || raw_blob_present(root, image, i, d))
     });
-    tracing::trace!(
-        present = layers.iter().filter(|l| l.present).count(),
-        pushed = pushed.is_some(),
-        "refreshing layout"
-    );
-
-    // Seed: the OCI blobs named by diff ID are hard links to the layer.tar
-    // files, needed only when the index names our own manifest (or when a
-    // compressed digest is the diff ID itself).
-    if format == Format::Seed {
-        for (i, d) in diff_ids.iter().enumerate() {
-            let blob = oci_blob(root, d);
-            let tar = &tar_paths[i];
-            let linked = layers[i].present
-                && (pushed.is_none()
-                    || matches!(image.compressed.get(i), Some(Some(c)) if &c.digest == d));
-            if linked {
-                if !same_file(tar, &blob) {
-                    fsx::link_atomic(tar, &blob)?;
-                }
-            } else if !layers[i].present || same_file(tar, &blob) {
-                // A stale link whose layer was removed, or one no longer needed.
-                let _ = fs::remove_file(&blob);
-            }
-        }
-    }
-
-    // The config, under both names docker load may look for.
-    let cfg_blob = oci_blob(root, &config_digest);
-    if fs::read(&cfg_blob).ok().as_deref() != Some(&image.config_json[..]) {
-        fsx::write_atomic(&cfg_blob, &image.config_json)?;
-    }
-    let config_path = match format {
-        Format::Seed => {
-            let p = root.join(format!("{cfg_hex}.json"));
-            if !same_file(&cfg_blob, &p) {
-                fsx::link_atomic(&cfg_blob, &p)?;
-            }
-            format!("{cfg_hex}.json")
-        }
-        _ => format!("blobs/sha256/{cfg_hex}"),
-    };
-
-    // The OCI manifest (as pushed, or our own) and the index.
-    let (manifest_type, manifest) = match &pushed {
-        Some((mt, bytes)) => (mt.as_str(), bytes.clone()),
-        None => (MT_OCI_MANIFEST, oci_manifest(image, &layers)),
-    };
-    let manifest_digest = digest_of(&manifest);
-    let old_index = fs::read(root.join("index.json")).ok();
-    fsx::write_atomic(&oci_blob(root, &manifest_digest), &manifest)?;
-    let tags: Vec<&String> = image
-        .repo_tags
+    // The layers the index's manifest names by diff ID (our own manifest,
+    // or a pushed one whose compressed digest is the diff ID itself).
+    let by_diff_id = layers
         .iter()
-        .filter(|t| split_tag(t).is_some())
+        .zip(&diff_ids)
+        .zip(tar_paths)
+        .enumerate()
+        .filter(|(i, ((l, d), _))| {
+            l.present
+                && (pushed.is_none()
+                    || matches!(image.compressed.get(*i), Some(Some(c)) if &c.digest == *d))
+        })
+        .map(|(_, ((_, d), p))| (d.clone(), p))
         .collect();
-    let entry = |annotations: Option<Value>| {
-        let mut d = descriptor(manifest_type, &manifest_digest, manifest.len() as u64);
-        if let Some(a) = annotations {
-            d["annotations"] = a;
-        }
-        d
+    let manifest = match pushed {
+        Some(m) => m.clone(),
+        None => (MT_OCI_MANIFEST.to_owned(), oci_manifest(image, &layers)),
     };
-    let manifests: Vec<Value> = if tags.is_empty() {
-        vec![entry(None)]
-    } else {
-        tags.iter()
-            .map(|t| {
-                let tag = split_tag(t).map(|(_, tag)| tag).unwrap_or_default();
-                entry(Some(json!({
-                    "io.containerd.image.name": normalized(t),
-                    "org.opencontainers.image.ref.name": tag,
-                })))
-            })
-            .collect()
-    };
-    let index = json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": manifests});
-    fsx::write_atomic(
-        &root.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    fsx::write_atomic(&root.join("index.json"), &to_vec(&index))?;
-    remove_stale_manifests(root, old_index.as_deref(), &manifest_digest);
+    Ok(Described {
+        image,
+        config_digest: image.config_digest(),
+        docker_paths,
+        layers,
+        manifest,
+        by_diff_id,
+    })
+}
 
-    // Docker's manifest.json and repositories.
-    let docker =
-        json!([{"Config": config_path, "RepoTags": image.repo_tags, "Layers": docker_paths}]);
-    fsx::write_atomic(&root.join("manifest.json"), &to_vec(&docker))?;
-    write_repositories(root, image, format, &diff_ids)
+/// Seed: the OCI blobs named by diff ID are hard links to `layer.tar`
+/// files, kept only where some manifest of the index names them.
+fn link_diff_id_blobs(
+    root: &Path,
+    images: &[ImageContext],
+    described: &[Described<'_>],
+    tars: &HashMap<Digest, PathBuf>,
+) -> Result<(), WriteError> {
+    let mut needed: HashMap<&Digest, &PathBuf> = HashMap::new();
+    for (d, path) in described.iter().flat_map(|x| &x.by_diff_id) {
+        needed.entry(d).or_insert(path);
+    }
+    for (d, tar) in &needed {
+        let blob = oci_blob(root, d);
+        if !same_file(tar, &blob) {
+            fsx::link_atomic(tar, &blob)?;
+        }
+    }
+    let mut seen = HashSet::new();
+    for image in images {
+        for d in image.diff_ids()? {
+            if needed.contains_key(&d) || !seen.insert(d.clone()) {
+                continue;
+            }
+            let blob = oci_blob(root, &d);
+            // A stale link whose layer was removed, or one no longer needed.
+            match tars.get(&d) {
+                Some(tar) if !same_file(tar, &blob) => {}
+                _ => {
+                    let _ = fs::remove_file(&blob);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`ImageContext::manifest`] when it is an image manifest (OCI or Docker
@@ -454,18 +626,23 @@ fn raw_blob_present(root: &Path, image: &ImageContext, index: usize, diff_id: &D
 
 fn write_repositories(
     root: &Path,
-    image: &ImageContext,
     format: Format,
-    diff_ids: &[Digest],
+    described: &[Described<'_>],
 ) -> Result<(), WriteError> {
-    let top = match format {
-        Format::Seed => image.layer_ids.last().cloned(),
-        _ => diff_ids.last().map(|d| hex(d).to_string()),
-    };
     let mut repos = serde_json::Map::new();
-    for (name, tag) in image.repo_tags.iter().filter_map(|t| split_tag(t)) {
-        let entry = repos.entry(name).or_insert_with(|| json!({}));
-        entry[tag] = json!(top.clone().unwrap_or_default());
+    for d in described {
+        let image = d.image;
+        let top = match format {
+            Format::Seed => image.layer_ids.last().cloned(),
+            _ => image
+                .diff_ids()
+                .ok()
+                .and_then(|ids| ids.last().map(|l| hex(l).to_string())),
+        };
+        for (name, tag) in image.repo_tags.iter().filter_map(|t| split_tag(t)) {
+            let entry = repos.entry(name).or_insert_with(|| json!({}));
+            entry[tag] = json!(top.clone().unwrap_or_default());
+        }
     }
     let path = root.join("repositories");
     if repos.is_empty() {
@@ -489,14 +666,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Deletes the manifest blobs the previous `index.json` named, if replaced.
-fn remove_stale_manifests(root: &Path, old_index: Option<&[u8]>, current: &Digest) {
+/// Deletes the manifest blobs the previous `index.json` named that the new one does not.
+fn remove_stale_manifests(root: &Path, old_index: Option<&[u8]>, current: &HashSet<Digest>) {
     let Some(old) = old_index.and_then(|b| serde_json::from_slice::<Value>(b).ok()) else {
         return;
     };
     for m in old["manifests"].as_array().into_iter().flatten() {
         if let Some(d) = m["digest"].as_str().and_then(|d| d.parse::<Digest>().ok())
-            && &d != current
+            && !current.contains(&d)
         {
             let _ = fs::remove_file(oci_blob(root, &d));
         }

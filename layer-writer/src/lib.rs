@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod folder;
 mod fsx;
 mod layout;
 mod pipeline;
@@ -202,8 +203,11 @@ pub struct WrittenLayer {
     pub diff_id: Digest,
     /// Size of the uncompressed tar.
     pub tar_size: u64,
-    /// The files of this layer written, relative to the root, in order.
+    /// The files of this layer, relative to the root, in order.
     pub files: Vec<PathBuf>,
+    /// The folder already held this very layer (verified against its diff
+    /// ID), so nothing of it was written again.
+    pub already_there: bool,
 }
 
 /// Writes verified layers under a root folder.
@@ -216,7 +220,8 @@ pub struct LayerWriter {
 struct Inner {
     root: PathBuf,
     options: WriterOptions,
-    /// Serialises the rewriting of the top-level files.
+    /// Serialises the rewriting of the top-level files between this
+    /// process's threads (a `flock` does it between processes).
     index_lock: Mutex<()>,
 }
 
@@ -289,7 +294,10 @@ impl LayerWriter {
         cancel: &AtomicBool,
     ) -> Result<WrittenLayer, WriteError> {
         let diff_ids = image.diff_ids()?;
-        let expected = self.check_target(image, &diff_ids, index)?;
+        let expected = match self.check_target(image, &diff_ids, index)? {
+            Slot::Free(expected) => expected,
+            Slot::Holds => return self.record_present(image, index),
+        };
         let streamed = self.stream(image, index, blob, cancel, true)?;
         if streamed.diff_id != expected {
             return Err(WriteError::DiffIdMismatch {
@@ -300,13 +308,14 @@ impl LayerWriter {
         self.commit(image, index, streamed, cancel)
     }
 
-    /// Checks the index and that the layer's target is free; returns the diff ID.
+    /// Checks the index, and that the layer's target is free or already
+    /// holds this very layer (read and hashed to be sure).
     pub(crate) fn check_target(
         &self,
         image: &ImageContext,
         diff_ids: &[Digest],
         index: usize,
-    ) -> Result<Digest, WriteError> {
+    ) -> Result<Slot, WriteError> {
         let count = diff_ids.len();
         let expected = diff_ids
             .get(index)
@@ -318,20 +327,68 @@ impl LayerWriter {
                 count: image.layer_ids.len(),
             });
         }
-        if !self.inner.options.replace {
-            for target in layout::layer_targets(
-                &self.inner.root,
-                self.inner.options.format,
-                image,
-                &expected,
-                index,
-            ) {
-                if target.exists() {
-                    return Err(WriteError::TargetExists { path: target });
-                }
-            }
+        if self.inner.options.replace {
+            return Ok(Slot::Free(expected));
         }
-        Ok(expected)
+        let format = self.inner.options.format;
+        let root = &self.inner.root;
+        let targets = layout::layer_targets(root, format, image, &expected, index);
+        let Some(existing) = targets.into_iter().find(|t| t.exists()) else {
+            return Ok(Slot::Free(expected));
+        };
+        // The registry layout also stores other blobs than the layer's tar:
+        // its commit keeps what is there, content-addressed.
+        if format == Format::Registry || layout::holds_layer(root, format, image, &expected, index)
+        {
+            tracing::debug!(index, path = %existing.display(), "layer already in the folder");
+            return Ok(if format == Format::Registry {
+                Slot::Free(expected)
+            } else {
+                Slot::Holds
+            });
+        }
+        Err(WriteError::TargetExists { path: existing })
+    }
+
+    /// Records the image of a layer the folder already holds and refreshes
+    /// the top-level files, writing nothing of the layer.
+    pub(crate) fn record_present(
+        &self,
+        image: &ImageContext,
+        index: usize,
+    ) -> Result<WrittenLayer, WriteError> {
+        let diff_id = image
+            .diff_ids()?
+            .get(index)
+            .cloned()
+            .ok_or(WriteError::NoSuchLayer {
+                index,
+                count: image.layer_ids.len(),
+            })?;
+        let root = &self.inner.root;
+        let format = self.inner.options.format;
+        let files = layout::layer_files(root, format, image, &diff_id, index);
+        let tar_size = files
+            .last()
+            .and_then(|f| std::fs::metadata(root.join(f)).ok())
+            .map_or(0, |m| m.len());
+        {
+            let _lock = folder::FolderLock::acquire(root, &self.inner.index_lock)?;
+            layout::refresh(root, format, image)?;
+        }
+        tracing::info!(index, %diff_id, root = %root.display(), "layer already there; image recorded");
+        Ok(WrittenLayer {
+            index,
+            id: image
+                .layer_ids
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| diff_id.digest().to_string()),
+            diff_id,
+            tar_size,
+            files,
+            already_there: true,
+        })
     }
 
     /// Streams one layer into temporary files. `as_pushed`: the input is
@@ -386,15 +443,13 @@ impl LayerWriter {
         }
         let root = &self.inner.root;
         let (diff_id, tar_size) = (streamed.diff_id.clone(), streamed.tar_size);
-        let files = layout::commit_layer(root, &self.inner.options, image, index, streamed)?;
-        {
-            let _guard = self
-                .inner
-                .index_lock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+        let (files, already_there) = {
+            let _lock = folder::FolderLock::acquire(root, &self.inner.index_lock)?;
+            let committed =
+                layout::commit_layer(root, &self.inner.options, image, index, streamed)?;
             layout::refresh(root, self.inner.options.format, image)?;
-        }
+            committed
+        };
         tracing::info!(index, %diff_id, root = %root.display(), "layer written");
         Ok(WrittenLayer {
             index,
@@ -406,23 +461,29 @@ impl LayerWriter {
             diff_id,
             tar_size,
             files,
+            already_there,
         })
     }
 
     /// Rewrites the top-level files from what the folder holds now.
     pub fn refresh_index(&self, image: &ImageContext) -> Result<(), WriteError> {
-        let _guard = self
-            .inner
-            .index_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
         fsx::mkdirs(&self.inner.root)?;
+        let _lock = folder::FolderLock::acquire(&self.inner.root, &self.inner.index_lock)?;
         layout::refresh(&self.inner.root, self.inner.options.format, image)
     }
 
     pub(crate) fn options(&self) -> &WriterOptions {
         &self.inner.options
     }
+}
+
+/// What [`LayerWriter::check_target`] found where a layer goes.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    /// Nothing (or nothing to keep): write the layer, whose diff ID this is.
+    Free(Digest),
+    /// This very layer (diff ID checked): record its image, write nothing.
+    Holds,
 }
 
 /// Tells the blocking worker to stop when the `write_layer` future is dropped.

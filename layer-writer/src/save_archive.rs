@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 use oci_spec::image::Digest;
 
 use crate::pipeline::{self, Keep};
-use crate::{CancelOnDrop, Format, ImageContext, LayerWriter, WriteError, WrittenLayer};
+use crate::{CancelOnDrop, Format, ImageContext, LayerWriter, Slot, WriteError, WrittenLayer};
 
 /// What [`LayerWriter::write_from_save`] extracted.
 #[derive(Debug, Clone)]
@@ -203,6 +203,8 @@ impl LayerWriter {
         let mut pending: BTreeSet<usize> = BTreeSet::new();
         // Layers whose name, hence target, is known only with the config.
         let mut unnamed: Vec<usize> = Vec::new();
+        // Layers the folder already holds: their image is recorded, no more.
+        let mut present: Vec<usize> = Vec::new();
         for &i in indexes {
             if target
                 .context
@@ -211,8 +213,9 @@ impl LayerWriter {
                 .is_some_and(String::is_empty)
             {
                 unnamed.push(i);
-            } else {
-                self.check_target(&target.context, &diff_ids, i)?;
+            } else if let Slot::Holds = self.check_target(&target.context, &diff_ids, i)? {
+                present.push(i);
+                continue;
             }
             pending.insert(i);
         }
@@ -250,7 +253,11 @@ impl LayerWriter {
                     tracing::debug!(entry = %name, "image config found in save stream");
                     // Named now: checked before anything is committed.
                     for i in unnamed.drain(..) {
-                        self.check_target(&target.context, &diff_ids, i)?;
+                        if let Slot::Holds = self.check_target(&target.context, &diff_ids, i)? {
+                            pending.remove(&i);
+                            waiting.retain(|(j, _)| *j != i);
+                            present.push(i);
+                        }
                     }
                     out.config_json = Some(target.context.config_json.clone());
                     for (i, streamed) in waiting.drain(..) {
@@ -297,6 +304,9 @@ impl LayerWriter {
             });
         }
         let image = &target.context;
+        for i in present {
+            out.layers.push(self.record_present(image, i)?);
+        }
 
         // Layers sharing a diff ID with one written (docker save keeps one copy).
         for i in pending.clone() {

@@ -371,25 +371,57 @@ async fn registry_format_synthesises_a_manifest() {
 }
 
 #[tokio::test]
-async fn target_exists_and_replace() {
+async fn the_same_layer_again_is_kept_another_refused_and_replace_rewrites() {
     let s = synthetic();
     let dir = tempfile::tempdir().unwrap();
     for format in [Format::Seed, Format::Oci, Format::Registry] {
         let root = dir.path().join(format!("{format:?}"));
         let w = writer(&root, opts(format));
-        w.write_layer(&s.image, 0, Cursor::new(s.tars[0].clone()))
-            .await
-            .unwrap();
-        let before = tree(&root, &s.image);
-        let err = w
+        let first = w
             .write_layer(&s.image, 0, Cursor::new(s.tars[0].clone()))
             .await
-            .unwrap_err();
-        assert!(
-            matches!(err, WriteError::TargetExists { .. }),
-            "{format:?}: {err:?}"
+            .unwrap();
+        assert!(!first.already_there, "{format:?}");
+        let tar = root.join(
+            first
+                .files
+                .iter()
+                .find(|f| !f.ends_with("VERSION") && !f.ends_with("json") && !f.ends_with("link"))
+                .unwrap(),
         );
-        assert_eq!(tree(&root, &s.image), before);
+        let written_at = std::fs::metadata(&tar).unwrap().modified().unwrap();
+        let before = tree(&root, &s.image);
+
+        // The same layer again: nothing rewritten, the same files reported.
+        let again = w
+            .write_layer(&s.image, 0, Cursor::new(gzip(&s.tars[0])))
+            .await
+            .unwrap();
+        assert!(
+            again.already_there || format == Format::Registry,
+            "{format:?}"
+        );
+        assert_eq!(again.files, first.files, "{format:?}");
+        assert_eq!(tree(&root, &s.image), before, "{format:?}");
+        assert_eq!(
+            std::fs::metadata(&tar).unwrap().modified().unwrap(),
+            written_at,
+            "{format:?}: the layer was rewritten"
+        );
+
+        // A target holding something else is not overwritten unasked.
+        if format != Format::Registry {
+            std::fs::write(&tar, b"not the layer").unwrap();
+            let err = w
+                .write_layer(&s.image, 0, Cursor::new(s.tars[0].clone()))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, WriteError::TargetExists { .. }),
+                "{format:?}: {err:?}"
+            );
+            assert_eq!(std::fs::read(&tar).unwrap(), b"not the layer");
+        }
         let w = writer(
             &root,
             WriterOptions {
@@ -401,5 +433,6 @@ async fn target_exists_and_replace() {
             .await
             .unwrap();
         assert_eq!(tree(&root, &s.image), before, "{format:?}");
+        assert_eq!(std::fs::read(&tar).unwrap(), s.tars[0], "{format:?}");
     }
 }

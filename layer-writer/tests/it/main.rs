@@ -2,6 +2,7 @@
 //! and `docker save` extraction.
 
 mod errors;
+mod folder;
 mod formats;
 mod pushed;
 mod save;

@@ -67,8 +67,9 @@ pub(crate) fn writer(root: &Path, options: WriterOptions) -> LayerWriter {
     LayerWriter::new(root, options)
 }
 
-/// All files under `root`, relative, sorted; `<cfg>`, `<id0>`… and
-/// `<diff0>`… stand for the config digest, layer ids and diff ids.
+/// All files under `root` but the writer's own bookkeeping (`.dlgrab/`),
+/// relative, sorted; `<cfg>`, `<id0>`… and `<diff0>`… stand for the config
+/// digest, layer ids and diff ids.
 pub(crate) fn tree(root: &Path, image: &ImageContext) -> Vec<String> {
     let mut subst: Vec<(String, String)> =
         vec![(image.config_digest().digest().to_string(), "<cfg>".into())];
@@ -105,6 +106,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     };
     for e in rd {
         let p = e.unwrap().path();
+        if p == root.join(".dlgrab") {
+            continue;
+        }
         if p.is_dir() {
             walk(root, &p, out);
         } else {
