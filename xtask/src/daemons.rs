@@ -1,5 +1,7 @@
-//! The test daemons: `a` the machine's own, `b` and `c` Debian 13's dockerd
-//! 26.x started beside it (classic store, containerd store).
+//! The test daemons: `a` the machine's own; `b` and `c` Debian 13's dockerd
+//! 26.x started beside it (classic store, containerd store); `d` and `e`
+//! Debian sid's dockerd 28.5 (the same two stores); `p` Debian 12's Podman
+//! 4.3 serving the Docker API (`podman system service`).
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -12,10 +14,91 @@ use anyhow::{Context, Result, bail};
 use testkit::{Daemon, Store};
 
 use crate::root;
-use crate::sh::{apt_install, capture, run, tail_file};
+use crate::sh::{apt_install, capture, dpkg_installed, run, tail_file};
 
 /// Every daemon of the matrix, in order.
-pub(crate) const NAMES: [&str; 3] = ["a", "b", "c"];
+pub(crate) const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "p"];
+
+/// What runs behind a daemon name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The machine's dockerd.
+    Machine,
+    /// A dockerd from a Debian suite fetched into a private apt root.
+    Dockerd {
+        suite: Suite,
+        /// The containerd image store (`containerd-snapshotter`).
+        containerd_store: bool,
+    },
+    /// `podman system service`.
+    Podman,
+}
+
+/// A Debian suite whose docker.io xtask unpacks (never installs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suite {
+    /// Debian 13: dockerd 26.x, containerd 1.7.
+    Trixie,
+    /// Debian sid: dockerd 28.5 (`docker.io` + `docker-cli`), containerd 2.1.
+    Sid,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::Trixie => "trixie",
+            Suite::Sid => "sid",
+        }
+    }
+
+    /// The packages to unpack (sid splits the CLI out of `docker.io`).
+    fn packages(self) -> &'static [&'static str] {
+        match self {
+            Suite::Trixie => &["docker.io", "containerd"],
+            Suite::Sid => &["docker.io", "docker-cli", "containerd"],
+        }
+    }
+
+    /// The private apt state and unpacked root (trixie keeps its old folder).
+    fn apt_dir(self) -> PathBuf {
+        match self {
+            Suite::Trixie => root().join("target/xtask/apt"),
+            Suite::Sid => root().join("target/xtask/apt-sid"),
+        }
+    }
+}
+
+fn kind(name: &str) -> Kind {
+    match name {
+        "a" => Kind::Machine,
+        "b" => Kind::Dockerd {
+            suite: Suite::Trixie,
+            containerd_store: false,
+        },
+        "c" => Kind::Dockerd {
+            suite: Suite::Trixie,
+            containerd_store: true,
+        },
+        "d" => Kind::Dockerd {
+            suite: Suite::Sid,
+            containerd_store: false,
+        },
+        "e" => Kind::Dockerd {
+            suite: Suite::Sid,
+            containerd_store: true,
+        },
+        "p" => Kind::Podman,
+        _ => unreachable!("daemon names come from NAMES"),
+    }
+}
+
+/// The process a pidfile of daemon `name` names (checked against its command line).
+fn process_name(name: &str) -> &'static str {
+    match kind(name) {
+        Kind::Podman => "podman",
+        _ => "dockerd",
+    }
+}
 
 /// The machine's daemon.
 const MACHINE_HOST: &str = "unix:///var/run/docker.sock";
@@ -53,9 +136,10 @@ pub(crate) fn up<'a>(names: &[&'a str]) -> Vec<(&'a str, Result<Daemon>)> {
 pub(crate) fn down_all() -> Result<()> {
     for name in NAMES {
         let pidfile = pidfile(name);
-        match read_pid(&pidfile, "dockerd") {
+        let what = process_name(name);
+        match read_pid(&pidfile, what) {
             Some(pid) => {
-                stop(pid, "dockerd")?;
+                stop(pid, what)?;
                 // A dockerd killed hard leaves its managed containerd behind.
                 let containerd = exec_root(name).join("containerd/containerd.pid");
                 if let Some(pid) = read_pid(&containerd, "containerd") {
@@ -118,12 +202,7 @@ fn state_dir(name: &str) -> PathBuf {
 }
 
 fn log_path(name: &str) -> PathBuf {
-    state_dir(name).join("dockerd.log")
-}
-
-/// The private apt root holding Debian 13's docker.io and containerd.
-fn apt_dir() -> PathBuf {
-    root().join("target/xtask/apt")
+    state_dir(name).join(format!("{}.log", process_name(name)))
 }
 
 fn up_one(name: &str) -> Result<Daemon> {
@@ -133,14 +212,19 @@ fn up_one(name: &str) -> Result<Daemon> {
     }
     fs::create_dir_all(RUN_DIR)?;
     fs::create_dir_all(state_dir(name))?;
-    if name == "a" {
-        return up_machine();
-    }
-    // b and c run the machine's runc (Debian 13's needs a newer glibc).
+    let (suite, containerd_store) = match kind(name) {
+        Kind::Machine => return up_machine(),
+        Kind::Podman => return up_podman(name),
+        Kind::Dockerd {
+            suite,
+            containerd_store,
+        } => (suite, containerd_store),
+    };
+    // The unpacked dockerds run the machine's runc (Debian 13's needs a newer glibc).
     if !Path::new("/usr/sbin/runc").exists() {
         apt_install(&["runc"])?;
     }
-    let sbin = unpacked_docker()?;
+    let sbin = unpacked_docker(suite)?;
     if let Some(pid) = read_pid(&pidfile(name), "dockerd") {
         // Started earlier and still coming up (or stuck): wait for it rather than start a second.
         println!("xtask: {name}: dockerd {pid} is running, waiting for it");
@@ -150,14 +234,14 @@ fn up_one(name: &str) -> Result<Daemon> {
     let _ = fs::remove_file(pidfile(name));
     let state = state_dir(name);
     let config = state.join("daemon.json");
-    let features = if name == "c" {
+    let features = if containerd_store {
         r#"{"features":{"containerd-snapshotter":true}}"#
     } else {
         "{}"
     };
     fs::write(&config, features)?;
     let log = fs::File::create(log_path(name))?;
-    let apt_root = apt_dir().join("root");
+    let apt_root = suite.apt_dir().join("root");
     let path = format!(
         "{0}/usr/bin:{0}/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
         apt_root.display()
@@ -184,6 +268,56 @@ fn up_one(name: &str) -> Result<Daemon> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {}", sbin.join("dockerd").display()))?;
+    wait_for(name, Some(child))
+}
+
+/// What `podman system service` reads through `CONTAINERS_CONF`: no default
+/// `nofile` ulimit for containers (the sandbox refuses Podman's), and no systemd.
+const PODMAN_CONF: &str = "\
+[containers]
+default_ulimits = []
+
+[engine]
+cgroup_manager = \"cgroupfs\"
+events_logger = \"file\"
+";
+
+/// Daemon `p`: Debian 12's Podman serving the Docker API on its own socket,
+/// with its own storage root and run root.
+fn up_podman(name: &str) -> Result<Daemon> {
+    if !dpkg_installed("podman") {
+        apt_install(&["podman"])?;
+    }
+    if let Some(pid) = read_pid(&pidfile(name), "podman") {
+        println!("xtask: {name}: podman {pid} is running, waiting for it");
+        return wait_for(name, None);
+    }
+    let state = state_dir(name);
+    let conf = state.join("containers.conf");
+    fs::write(&conf, PODMAN_CONF)?;
+    let socket = format!("{RUN_DIR}/{name}.sock");
+    // A socket left by a service that is gone would make the new one fail to bind.
+    let _ = fs::remove_file(&socket);
+    let log = fs::File::create(log_path(name))?;
+    println!(
+        "xtask: starting daemon {name} (podman; log: {})",
+        log_path(name).display()
+    );
+    let child = Command::new("podman")
+        .arg("--root")
+        .arg(state.join("storage"))
+        .arg("--runroot")
+        .arg(exec_root(name))
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{socket}"))
+        .env("CONTAINERS_CONF", &conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start podman")?;
+    fs::write(pidfile(name), child.id().to_string())?;
     wait_for(name, Some(child))
 }
 
@@ -255,10 +389,10 @@ fn wait_for(name: &str, mut child: Option<std::process::Child>) -> Result<Daemon
     }
 }
 
-/// Debian 13's docker.io and containerd, fetched with a private apt state
+/// A suite's docker.io and containerd, fetched with a private apt state
 /// (the system's sources and lists untouched) and unpacked; returns `usr/sbin`.
-fn unpacked_docker() -> Result<PathBuf> {
-    let apt = apt_dir();
+fn unpacked_docker(suite: Suite) -> Result<PathBuf> {
+    let apt = suite.apt_dir();
     let sbin = apt.join("root/usr/sbin");
     if sbin.join("dockerd").exists() && apt.join("root/usr/bin/containerd").exists() {
         return Ok(sbin);
@@ -275,12 +409,15 @@ fn unpacked_docker() -> Result<PathBuf> {
             })
         })
     };
-    if !have("docker.io_") || !have("containerd_") {
+    if suite.packages().iter().any(|p| !have(&format!("{p}_"))) {
         let sources = apt.join("sources.list");
         fs::write(
             &sources,
-            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-             http://deb.debian.org/debian trixie main\n",
+            format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+                 http://deb.debian.org/debian {} main\n",
+                suite.name()
+            ),
         )?;
         let opts = [
             format!("-o=Dir::Etc::SourceList={}", sources.display()),
@@ -293,13 +430,16 @@ fn unpacked_docker() -> Result<PathBuf> {
             "-o=APT::Sandbox::User=root".to_owned(),
         ];
         println!(
-            "xtask: fetching Debian 13's docker.io and containerd into {}",
+            "xtask: fetching Debian {}'s {} into {}",
+            suite.name(),
+            suite.packages().join(" "),
             debs.display()
         );
         run(Command::new("apt-get").args(&opts).args(["-q", "update"]))?;
         run(Command::new("apt-get")
             .args(&opts)
-            .args(["-q", "download", "docker.io", "containerd"])
+            .args(["-q", "download"])
+            .args(suite.packages())
             .current_dir(&debs))?;
     }
     for entry in fs::read_dir(&debs)? {

@@ -1,8 +1,8 @@
 //! `cargo xtask`: the project's developer commands (daemons, tests, demo).
 //!
 //! ```text
-//! cargo xtask daemons up|down|status   the test daemons a, b, c
-//! cargo xtask test [--daemon X] [--no-lint] [--no-unit]
+//! cargo xtask daemons up|down|status   the test daemons a, b, c, d, e, p
+//! cargo xtask test [--daemon X,Y] [--jobs N] [--no-lint] [--no-unit]
 //! cargo xtask demo                     build a demo image and export it with dlgrab
 //! cargo xtask bench registry|export    side-by-side benchmarks (see bench.rs)
 //! ```
@@ -29,9 +29,10 @@ use anyhow::{Result, bail};
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  daemons up|down|status   start, stop or show the test daemons a, b, c
-  test [--daemon a|b|c] [--no-lint] [--no-unit]
-                           fmt, clippy, unit tests, then the daemon tests per daemon
+  daemons up|down|status   start, stop or show the test daemons a, b, c, d, e, p
+  test [--daemon a,b,…] [--jobs N] [--no-lint] [--no-unit]
+                           fmt, clippy, unit tests, then the daemon tests per
+                           daemon, N daemons at a time (default 3)
   demo                     build dlgrab-demo:latest in daemon a and export it with dlgrab
   bench registry|export [options]
                            side-by-side benchmarks; `cargo xtask bench` lists them";

@@ -129,3 +129,39 @@ pub(crate) fn tail_file(path: &std::path::Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Runs `cmd` with stdin closed and stdout and stderr into the file `log`,
+/// killing it after `limit`; returns its status (`None` when killed) and
+/// the log's lines.
+pub(crate) fn run_logged(
+    cmd: &mut Command,
+    log: &std::path::Path,
+    limit: Duration,
+) -> Result<(Option<ExitStatus>, Vec<String>)> {
+    let file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read(log).with_context(|| format!("cannot read {}", log.display()))?;
+    let lines = String::from_utf8_lossy(&text)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    Ok((status, lines))
+}

@@ -1,11 +1,30 @@
-//! `cargo xtask test`: lints, unit tests, then the daemon tests once per daemon.
+//! `cargo xtask test`: lints, unit tests, then the daemon tests once per
+//! daemon, several daemons side by side (they share no state: each has its
+//! own data root, and the tests pick free ports and unique names).
 
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
 use crate::daemons::{self, NAMES, describe};
-use crate::sh::{apt_install, stream};
+use crate::root;
+use crate::sh::{apt_install, run_logged, stream};
+
+/// The daemons `cargo xtask test` runs by default: those the whole suite
+/// passes on; the others run with `--daemon`.
+const DEFAULT_DAEMONS: [&str; 3] = ["a", "b", "c"];
+
+/// How many daemons' suites run at once by default (2 cores: the suites
+/// mostly wait on the daemons, 3 keeps both cores busy).
+const DEFAULT_JOBS: usize = 3;
+
+/// A daemon's suite is stopped after this long (a hung push must not hang CI).
+const DAEMON_LIMIT: Duration = Duration::from_secs(40 * 60);
 
 /// Debian packages the daemon tests use.
 const PREREQUISITES: [&str; 3] = ["busybox-static", "skopeo", "docker-registry"];
@@ -18,6 +37,8 @@ struct Step {
     passed: u64,
     failed: u64,
     skipped: u64,
+    /// Wall time of the step.
+    time: Duration,
     /// Names of failed tests, or why the step failed.
     notes: Vec<String>,
 }
@@ -25,13 +46,18 @@ struct Step {
 /// Options of `cargo xtask test`.
 struct Options {
     daemons: Vec<&'static str>,
+    jobs: usize,
     lint: bool,
     unit: bool,
 }
 
+const USAGE: &str =
+    "usage: cargo xtask test [--daemon a,b,c,d,e,p] [--jobs N] [--no-lint] [--no-unit]";
+
 fn parse(args: &[&str]) -> Result<Options> {
     let mut opts = Options {
         daemons: Vec::new(),
+        jobs: DEFAULT_JOBS,
         lint: true,
         unit: true,
     };
@@ -42,22 +68,29 @@ fn parse(args: &[&str]) -> Result<Options> {
             "--no-unit" => opts.unit = false,
             "--daemon" => {
                 let Some(&want) = args.next() else {
-                    bail!("--daemon needs one of a, b, c");
+                    bail!("--daemon needs names among {}", NAMES.join(", "));
                 };
                 for name in want.split(',') {
                     let Some(&known) = NAMES.iter().find(|&&n| n == name) else {
-                        bail!("unknown daemon {name:?}: one of a, b, c");
+                        bail!("unknown daemon {name:?}: one of {}", NAMES.join(", "));
                     };
-                    opts.daemons.push(known);
+                    if !opts.daemons.contains(&known) {
+                        opts.daemons.push(known);
+                    }
                 }
             }
-            _ => bail!(
-                "unknown argument {arg:?}; usage: cargo xtask test [--daemon a|b|c] [--no-lint] [--no-unit]"
-            ),
+            "--jobs" => {
+                let jobs = args.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0);
+                let Some(jobs) = jobs else {
+                    bail!("--jobs needs a number above 0");
+                };
+                opts.jobs = jobs;
+            }
+            _ => bail!("unknown argument {arg:?}; {USAGE}"),
         }
     }
     if opts.daemons.is_empty() {
-        opts.daemons = NAMES.to_vec();
+        opts.daemons = DEFAULT_DAEMONS.to_vec();
     }
     Ok(opts)
 }
@@ -101,11 +134,24 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     // beside the test binary in the same target folder); each daemon run
     // below reuses both.
     let bin = cargo_step("build dlgrab", &["build", "-p", "dlgrab"], &[]);
-    let build = cargo_step(
+    let (mut build, lines) = cargo_step_lines(
         "build it",
         &["test", "-p", "dlgrab-tests", "--test", "it", "--no-run"],
         &[],
     );
+    // `cargo test --no-run` names the test binary it built; the daemon
+    // runs below start it directly, side by side, without cargo's lock.
+    let it_exe = lines
+        .iter()
+        .rev()
+        .find_map(|l| executable(l))
+        .map(PathBuf::from);
+    if build.ok && it_exe.is_none() {
+        build.ok = false;
+        build
+            .notes
+            .push("cargo named no test executable".to_owned());
+    }
     let built = bin.ok && build.ok;
     steps.push(bin);
     steps.push(build);
@@ -126,23 +172,96 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             }
         }
     }
-    if built {
-        for (name, host) in hosts {
-            let Some(host) = host else { continue };
-            println!("\n==== daemon {name}: DOCKER_HOST={host}");
-            steps.push(cargo_step(
-                &format!("daemon {name}"),
-                &["test", "-p", "dlgrab-tests", "--test", "it"],
-                &[
-                    ("DOCKER_HOST", host.as_str()),
-                    ("DLGRAB_TEST_DAEMON", name),
-                    ("DLGRAB_REQUIRE_DAEMON", "1"),
-                ],
-            ));
-        }
+    if let (true, Some(exe)) = (built, it_exe) {
+        let up: Vec<(&str, String)> = hosts
+            .into_iter()
+            .filter_map(|(name, host)| Some((name, host?)))
+            .collect();
+        steps.extend(daemon_steps(&exe, up, opts.jobs));
     }
 
     summary(&steps)
+}
+
+/// Runs the integration tests once per daemon, up to `jobs` daemons at a
+/// time, each into its own log; returns one step per daemon, in matrix order.
+fn daemon_steps(exe: &Path, daemons: Vec<(&'static str, String)>, jobs: usize) -> Vec<Step> {
+    let logs = root().join("target/xtask/test-logs");
+    if let Err(e) = std::fs::create_dir_all(&logs) {
+        return vec![failed_step("daemon logs", format!("{e:#}"))];
+    }
+    let order: Vec<&str> = daemons.iter().map(|(n, _)| *n).collect();
+    let jobs = jobs.min(daemons.len()).max(1);
+    println!(
+        "\n==== daemon tests: {} ({jobs} at a time; logs in {})",
+        order.join(", "),
+        logs.display()
+    );
+    let queue = Arc::new(Mutex::new(VecDeque::from(daemons)));
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (queue, done, logs) = (Arc::clone(&queue), Arc::clone(&done), logs.clone());
+            let exe = exe.to_path_buf();
+            thread::spawn(move || {
+                loop {
+                    let next = queue.lock().expect("no panics while locked").pop_front();
+                    let Some((name, host)) = next else { break };
+                    let step = daemon_step(&exe, name, &host, &logs.join(format!("{name}.log")));
+                    done.lock().expect("no panics while locked").push(step);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    let mut steps = std::mem::take(&mut *done.lock().expect("no panics while locked"));
+    steps.sort_by_key(|s| order.iter().position(|&n| s.name == format!("daemon {n}")));
+    steps
+}
+
+/// One daemon's run of the integration-test binary, its output in `log`.
+fn daemon_step(exe: &Path, name: &str, host: &str, log: &Path) -> Step {
+    let step_name = format!("daemon {name}");
+    println!("==== {step_name}: started, DOCKER_HOST={host}");
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(root().join("tests"))
+        .env("CARGO_MANIFEST_DIR", root().join("tests"))
+        .env("DOCKER_HOST", host)
+        .env("DLGRAB_TEST_DAEMON", name)
+        .env("DLGRAB_REQUIRE_DAEMON", "1");
+    let started = Instant::now();
+    let (status, lines) = match run_logged(&mut cmd, log, DAEMON_LIMIT) {
+        Ok(done) => done,
+        Err(e) => return failed_step(&step_name, format!("{e:#}")),
+    };
+    let mut step = read_step(&step_name, status.is_some_and(|s| s.success()), &lines);
+    step.time = started.elapsed();
+    if status.is_none() {
+        step.notes
+            .push(format!("stopped after {} min", DAEMON_LIMIT.as_secs() / 60));
+    }
+    let result = if step.ok { "ok" } else { "FAILED" };
+    println!(
+        "==== {step_name}: {result}, {} passed, {} failed, {} skipped in {:.0} s (log: {})",
+        step.passed,
+        step.failed,
+        step.skipped,
+        step.time.as_secs_f64(),
+        log.display()
+    );
+    if !step.ok {
+        // The failures' own output, as libtest prints it at the end.
+        let from = lines
+            .iter()
+            .position(|l| l == "failures:")
+            .unwrap_or(lines.len().saturating_sub(40));
+        for line in lines[from..].iter().take(400) {
+            println!("[{name}] {line}");
+        }
+    }
+    step
 }
 
 fn failed_step(name: &str, why: String) -> Step {
@@ -155,20 +274,42 @@ fn failed_step(name: &str, why: String) -> Step {
 
 /// Runs `cargo <args>` with `env`, streamed, and reads libtest's counts from its output.
 fn cargo_step(name: &str, args: &[&str], env: &[(&str, &str)]) -> Step {
+    cargo_step_lines(name, args, env).0
+}
+
+/// [`cargo_step`], also returning every line cargo printed.
+fn cargo_step_lines(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Step, Vec<String>) {
     println!("\n==== {name}: cargo {}", args.join(" "));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.args(args).envs(env.iter().copied());
+    let started = Instant::now();
     let (status, lines) = match stream(&mut cmd) {
         Ok(done) => done,
-        Err(e) => return failed_step(name, format!("{e:#}")),
+        Err(e) => return (failed_step(name, format!("{e:#}")), Vec::new()),
     };
+    let mut step = read_step(name, status.success(), &lines);
+    step.time = started.elapsed();
+    if !step.ok && step.notes.is_empty() {
+        step.notes.push(format!("cargo exited with {status}"));
+    }
+    (step, lines)
+}
+
+/// `  Executable tests/it.rs (target/debug/deps/it-0123abcd)` → the path.
+fn executable(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix("Executable ")?;
+    rest.rsplit_once('(')?.1.strip_suffix(')')
+}
+
+/// A step's outcome read from libtest's output lines.
+fn read_step(name: &str, ok: bool, lines: &[String]) -> Step {
     let mut step = Step {
         name: name.to_owned(),
-        ok: status.success(),
+        ok,
         ..Step::default()
     };
-    for line in &lines {
+    for line in lines {
         if let Some(counts) = line.strip_prefix("test result: ") {
             let (passed, failed, ignored) = parse_counts(counts);
             step.passed += passed;
@@ -184,7 +325,7 @@ fn cargo_step(name: &str, args: &[&str], env: &[(&str, &str)]) -> Step {
         }
     }
     if !step.ok && step.notes.is_empty() {
-        step.notes.push(format!("cargo exited with {status}"));
+        step.notes.push("exited with a failure".to_owned());
     }
     step
 }
@@ -214,14 +355,21 @@ fn parse_counts(text: &str) -> (u64, u64, u64) {
 fn summary(steps: &[Step]) -> Result<()> {
     println!("\n==== summary");
     println!(
-        "{:<14} {:<6} {:>7} {:>7} {:>8}",
-        "step", "result", "passed", "failed", "skipped"
+        "{:<14} {:<6} {:>7} {:>7} {:>8} {:>8}",
+        "step", "result", "passed", "failed", "skipped", "time"
     );
     for s in steps {
         let result = if s.ok { "ok" } else { "FAILED" };
+        let secs = s.time.as_secs();
         println!(
-            "{:<14} {:<6} {:>7} {:>7} {:>8}",
-            s.name, result, s.passed, s.failed, s.skipped
+            "{:<14} {:<6} {:>7} {:>7} {:>8} {:>4}m{:02}s",
+            s.name,
+            result,
+            s.passed,
+            s.failed,
+            s.skipped,
+            secs / 60,
+            secs % 60
         );
         if !s.ok {
             for note in &s.notes {
@@ -245,7 +393,16 @@ fn summary(steps: &[Step]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_counts;
+    use super::{executable, parse_counts};
+
+    #[test]
+    fn reads_the_test_executable() {
+        assert_eq!(
+            executable("  Executable tests/it/main.rs (target/debug/deps/it-0123abcd)"),
+            Some("target/debug/deps/it-0123abcd")
+        );
+        assert_eq!(executable("   Compiling dlgrab v0.1.0"), None);
+    }
 
     #[test]
     fn reads_libtest_counts() {
