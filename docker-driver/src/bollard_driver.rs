@@ -86,12 +86,12 @@ impl BollardDriver {
 
     /// Connects to the daemon at `host` (`unix:///path`, `tcp://host:port`,
     /// `http://host:port`) and negotiates the API version: the daemon's
-    /// (from `/_ping`, else `/version`) when it is below bollard's.
+    /// (from `/version`, else `/_ping`) when it is below bollard's, never
+    /// below the daemon's minimum.
     pub async fn connect_with(host: &str) -> Result<Self, DriverError> {
         let transport = Transport::new(host)?;
         let server = negotiate(&transport).await?;
-        let ours = *bollard::API_DEFAULT_VERSION;
-        let version = if server < ours { server } else { ours };
+        let version = choose_version(&server, *bollard::API_DEFAULT_VERSION);
         if version < MIN_API {
             warn!(
                 api_version = %version_string(&version),
@@ -630,43 +630,82 @@ impl DockerDriver for BollardDriver {
     }
 }
 
-/// The daemon's API version: the `API-Version` header of `/_ping`, else
-/// `ApiVersion` of an unversioned `/version`.
-async fn negotiate(transport: &Transport) -> Result<ClientVersion, DriverError> {
+/// The API versions a daemon speaks: its newest and, when it says, its oldest.
+#[derive(Debug, Clone, Copy)]
+struct ServerApi {
+    newest: ClientVersion,
+    /// `MinAPIVersion` of `/version` (Docker 29.0-29.2 refuse anything below 1.44).
+    oldest: Option<ClientVersion>,
+}
+
+/// The version requests use: the daemon's newest or ours, whichever is
+/// lower, yet never below the oldest the daemon accepts (a daemon refuses
+/// requests pinned below its minimum, whatever bollard was built with).
+fn choose_version(server: &ServerApi, ours: ClientVersion) -> ClientVersion {
+    let version = if server.newest < ours {
+        server.newest
+    } else {
+        ours
+    };
+    match server.oldest {
+        Some(oldest) if version < oldest => oldest,
+        _ => version,
+    }
+}
+
+/// The daemon's API versions: `ApiVersion` and `MinAPIVersion` of an
+/// unversioned `/version`, else the `API-Version` header of `/_ping`.
+async fn negotiate(transport: &Transport) -> Result<ServerApi, DriverError> {
     let operation = "negotiating the API version";
-    let (_, headers, _) = transport
-        .get(operation, &transport.uri(None, "/_ping"), SHORT)
-        .await?;
-    let from_ping = headers
-        .get("api-version")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_version);
-    if let Some(version) = from_ping {
-        return Ok(version);
-    }
-    let (status, _, body) = transport
-        .get(operation, &transport.uri(None, "/version"), SHORT)
-        .await?;
-    if !status.is_success() {
-        return Err(DriverError::Api {
-            operation,
-            status: status.as_u16(),
-            message: transport::error_message(&body),
-        });
-    }
     #[derive(serde::Deserialize)]
     struct Version {
         #[serde(rename = "ApiVersion")]
         api_version: String,
+        #[serde(rename = "MinAPIVersion", default)]
+        min_api_version: String,
     }
-    let version: Version = serde_json::from_slice(&body).map_err(|e| DriverError::Protocol {
-        operation,
-        source: Box::new(e),
-    })?;
-    parse_version(&version.api_version).ok_or_else(|| DriverError::Protocol {
-        operation,
-        source: format!("bad API version {:?}", version.api_version).into(),
-    })
+    let (status, _, body) = transport
+        .get(operation, &transport.uri(None, "/version"), SHORT)
+        .await?;
+    let from_version = status
+        .is_success()
+        .then(|| serde_json::from_slice::<Version>(&body).ok())
+        .flatten()
+        .and_then(|v| {
+            Some(ServerApi {
+                newest: parse_version(&v.api_version)?,
+                oldest: parse_version(&v.min_api_version),
+            })
+        });
+    if let Some(server) = from_version {
+        return Ok(server);
+    }
+    let (ping_status, headers, ping_body) = transport
+        .get(operation, &transport.uri(None, "/_ping"), SHORT)
+        .await?;
+    let newest = headers
+        .get("api-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_version);
+    match newest {
+        Some(newest) => Ok(ServerApi {
+            newest,
+            oldest: None,
+        }),
+        None if !status.is_success() => Err(DriverError::Api {
+            operation,
+            status: status.as_u16(),
+            message: transport::error_message(&body),
+        }),
+        None => Err(DriverError::Protocol {
+            operation,
+            source: format!(
+                "no API version in /version nor in /_ping ({ping_status}: {})",
+                transport::error_message(&ping_body)
+            )
+            .into(),
+        }),
+    }
 }
 
 fn parse_version(text: &str) -> Option<ClientVersion> {
@@ -772,6 +811,29 @@ mod tests {
         assert_eq!((v.major_version, v.minor_version), (1, 41));
         assert!(parse_version("x").is_none());
         assert_eq!(encode("127.0.0.1:5000/x y"), "127.0.0.1:5000/x%20y");
+    }
+
+    #[track_caller]
+    fn check_version(newest: &str, oldest: Option<&str>, ours: &str, expected: &str) {
+        let v = |t: &str| parse_version(t).unwrap();
+        let server = ServerApi {
+            newest: v(newest),
+            oldest: oldest.map(v),
+        };
+        assert_eq!(version_string(&choose_version(&server, v(ours))), expected);
+    }
+
+    #[test]
+    fn chooses_an_api_version_the_daemon_accepts() {
+        // 20.10 and Podman 4.3: their newest, below ours.
+        check_version("1.41", Some("1.12"), "1.53", "1.41");
+        check_version("1.41", None, "1.53", "1.41");
+        // 28.5: ours would be higher, so theirs.
+        check_version("1.51", Some("1.24"), "1.53", "1.51");
+        // 29.0: newer than ours, minimum 1.44: ours.
+        check_version("1.52", Some("1.44"), "1.49", "1.49");
+        // A daemon whose minimum is above ours: never pin below it.
+        check_version("1.60", Some("1.55"), "1.53", "1.55");
     }
 
     #[tokio::test]
