@@ -20,6 +20,7 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use tracing::{debug, warn};
 
+use crate::context::{DaemonEndpoint, DaemonSelection};
 use crate::driver::{BoxStream, DockerDriver};
 use crate::error::DriverError;
 use crate::history::{self, ApiRow};
@@ -31,8 +32,6 @@ use crate::reference::{self, Typed};
 use crate::transport::{self, Transport};
 use crate::{config, wire};
 
-/// The socket used when `DOCKER_HOST` is unset.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// For calls that answer at once (ping, inspect, tag, list, …).
 const SHORT: Duration = Duration::from_secs(120);
 /// Until the first response byte of save, load and build: the daemon may
@@ -73,23 +72,27 @@ impl std::fmt::Debug for BollardDriver {
 }
 
 impl BollardDriver {
-    /// Connects to the daemon `DOCKER_HOST` names (`unix://…`, `tcp://…`,
-    /// `http://…`), else to `unix:///var/run/docker.sock`, and negotiates the
-    /// API version.
+    /// Connects to the daemon the Docker CLI would use with no options
+    /// (`DOCKER_HOST`, `DOCKER_CONTEXT`, the current context, else
+    /// `unix:///var/run/docker.sock`; see [`DaemonSelection`]) and
+    /// negotiates the API version.
     pub async fn connect() -> Result<Self, DriverError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
-        Self::connect_with(&host).await
+        Self::connect_to(&DaemonSelection::default().resolve()?).await
     }
 
     /// Connects to the daemon at `host` (`unix:///path`, `tcp://host:port`,
-    /// `http://host:port`) and negotiates the API version: the daemon's
-    /// (from `/version`, else `/_ping`) when it is below bollard's, never
-    /// below the daemon's minimum.
+    /// `http://host:port`), without TLS, and negotiates the API version.
     pub async fn connect_with(host: &str) -> Result<Self, DriverError> {
-        let transport = Transport::new(host)?;
+        Self::connect_to(&DaemonEndpoint::plain(host)).await
+    }
+
+    /// Connects to `daemon` (TLS when it has TLS material and a `tcp://`
+    /// host) and negotiates the API version: the daemon's (from `/version`,
+    /// else `/_ping`) when it is below bollard's, never below the daemon's
+    /// minimum.
+    pub async fn connect_to(daemon: &DaemonEndpoint) -> Result<Self, DriverError> {
+        let host = daemon.host.as_str();
+        let transport = Transport::new(daemon)?;
         let server = negotiate(&transport).await?;
         let version = choose_version(&server, *bollard::API_DEFAULT_VERSION);
         if version < MIN_API {
@@ -98,7 +101,7 @@ impl BollardDriver {
                 "the daemon's API is older than 1.41, which dlgrab is not tested with"
             );
         }
-        debug!(host, api_version = %version_string(&version), "connected to the docker daemon");
+        debug!(host, context = %daemon.context, tls = daemon.tls.is_some(), api_version = %version_string(&version), "connected to the docker daemon");
         let api = transport.bollard(SHORT, &version)?;
         let long = transport.bollard(LONG, &version)?;
         Ok(BollardDriver {

@@ -14,6 +14,61 @@ pub enum DriverError {
         /// The host as given.
         host: String,
     },
+    /// Both a context and a host were given (`--context` with `--host`).
+    #[error("conflicting options: a docker context and a docker host cannot both be given")]
+    ConflictingDaemonOptions,
+    /// The Docker CLI's `config.json` cannot be read.
+    #[error("cannot read the docker cli config {}", file.display())]
+    DockerConfig {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: Source,
+    },
+    /// The context store has no such context.
+    #[error("docker context {context:?} not found: {} does not exist", file.display())]
+    ContextNotFound {
+        /// The context's name.
+        context: String,
+        /// Its `meta.json`, which is missing.
+        file: std::path::PathBuf,
+    },
+    /// A context's `meta.json` cannot be read.
+    #[error("cannot read docker context {context:?} from {}", file.display())]
+    ContextUnreadable {
+        /// The context's name.
+        context: String,
+        /// Its `meta.json`.
+        file: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: Source,
+    },
+    /// A context names no docker host, or one dlgrab cannot reach.
+    #[error(
+        "docker context {context:?} ({}) has docker host {host:?}: expected unix://, tcp:// or http://",
+        file.display()
+    )]
+    ContextHost {
+        /// The context's name.
+        context: String,
+        /// Its `meta.json`.
+        file: std::path::PathBuf,
+        /// The host it names (empty when none).
+        host: String,
+    },
+    /// The TLS material of a context (or of `DOCKER_CERT_PATH`) is unusable.
+    #[error("cannot use the tls material of docker context {context:?}: {}", file.display())]
+    TlsMaterial {
+        /// The context's name (`default` for `DOCKER_CERT_PATH`).
+        context: String,
+        /// The file (or folder) at fault.
+        file: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: Source,
+    },
     /// Nothing answers at the daemon's address.
     #[error("cannot connect to the docker daemon at {host}")]
     Unreachable {

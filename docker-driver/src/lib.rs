@@ -25,14 +25,17 @@
 //!   [`DriverError::PushRefused`]; dropping the stream closes the request,
 //!   which makes the daemon cancel the push.
 //!
-//! Connection: [`BollardDriver::connect`] reads `DOCKER_HOST` (`unix://`,
-//! `tcp://`, `http://`) or uses `/var/run/docker.sock`, and negotiates the API
-//! version down to what the daemon speaks (daemons from API 1.41 on are
-//! supported).
+//! Connection: [`BollardDriver::connect`] finds the daemon as the Docker CLI
+//! does ([`DaemonSelection`]: `--context`/`--host`, `DOCKER_HOST`,
+//! `DOCKER_CONTEXT`, the CLI's current context, else
+//! `/var/run/docker.sock`; `unix://`, `tcp://` with or without TLS,
+//! `http://`), and negotiates the API version down to what the daemon speaks
+//! (daemons from API 1.41 on are supported).
 #![warn(missing_docs)]
 
 mod bollard_driver;
 mod config;
+mod context;
 mod data_root;
 mod driver;
 mod error;
@@ -40,10 +43,12 @@ mod history;
 pub mod layer_store;
 mod model;
 mod reference;
+mod tls;
 mod transport;
 mod wire;
 
 pub use bollard_driver::BollardDriver;
+pub use context::{DEFAULT_CONTEXT, DEFAULT_HOST, DaemonEndpoint, DaemonSelection, TlsFiles};
 pub use data_root::DataRootDriver;
 #[cfg(any(test, feature = "mock"))]
 pub use driver::MockDockerDriver;

@@ -20,7 +20,10 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
+use crate::context::DaemonEndpoint;
 use crate::error::DriverError;
 
 /// The request body type bollard sends.
@@ -86,6 +89,7 @@ impl Endpoint {
 /// A connection to the daemon.
 pub(crate) enum Conn {
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -97,6 +101,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -110,6 +115,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -117,6 +123,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
             Conn::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -124,6 +131,7 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
@@ -137,7 +145,13 @@ impl Connection for Conn {
 
 /// Dials the endpoint whatever the request URI says.
 #[derive(Clone)]
-pub(crate) struct Connector(Arc<Endpoint>);
+pub(crate) struct Connector(Arc<Dial>);
+
+/// Where to connect, and the TLS handshake to make over TCP.
+struct Dial {
+    endpoint: Endpoint,
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
 
 impl tower_service::Service<Uri> for Connector {
     type Response = TokioIo<Conn>;
@@ -149,14 +163,19 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let endpoint = Arc::clone(&self.0);
+        let dial = Arc::clone(&self.0);
         Box::pin(async move {
-            let conn = match &*endpoint {
+            let conn = match &dial.endpoint {
                 Endpoint::Unix(path) => Conn::Unix(UnixStream::connect(path).await?),
                 Endpoint::Tcp(authority) => {
                     let stream = TcpStream::connect(authority.as_str()).await?;
                     stream.set_nodelay(true)?;
-                    Conn::Tcp(stream)
+                    match &dial.tls {
+                        Some((tls, name)) => {
+                            Conn::Tls(Box::new(tls.connect(name.clone(), stream).await?))
+                        }
+                        None => Conn::Tcp(stream),
+                    }
                 }
             };
             Ok(TokioIo::new(conn))
@@ -174,14 +193,27 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(host: &str) -> Result<Self, DriverError> {
+    /// A client for `daemon`; TLS is used for a `tcp://` host with TLS
+    /// material (as the Docker CLI does, never for `unix://` or `http://`).
+    pub(crate) fn new(daemon: &DaemonEndpoint) -> Result<Self, DriverError> {
+        let host = daemon.host.as_str();
         let endpoint = Endpoint::parse(host)?;
         let base_url = endpoint.base_url();
+        let tls = match (&endpoint, &daemon.tls) {
+            (Endpoint::Tcp(authority), Some(files)) if host.starts_with("tcp://") => {
+                let config = crate::tls::client_config(&daemon.context, files)?;
+                Some((
+                    TlsConnector::from(config),
+                    crate::tls::server_name(authority)?,
+                ))
+            }
+            _ => None,
+        };
         // No idle connections are kept: every request has its own connection,
         // so dropping a response closes it (the daemon cancels a push then).
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
-            .build(Connector(Arc::new(endpoint)));
+            .build(Connector(Arc::new(Dial { endpoint, tls })));
         Ok(Transport {
             client,
             base_url,
