@@ -82,9 +82,15 @@ pub(crate) struct Args {
     pub(crate) force: bool,
 
     /// How to get the layer out of the daemon: by a push into the temporary
-    /// registry, from a `docker save` stream, or whichever is cheaper.
+    /// registry, from a `docker save` stream, from the daemon's layer store
+    /// on disk, or whichever is cheapest.
     #[arg(long, value_enum, default_value_t = Via::Auto)]
     pub(crate) via: Via,
+
+    /// Export from this Docker data root (e.g. a copy of /var/lib/docker
+    /// with a classic image store) without any daemon; read-only.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_root: Option<PathBuf>,
 }
 
 /// Output formats of `--format`.
@@ -101,12 +107,15 @@ pub(crate) enum FormatArg {
 /// Ways of getting a layer out of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Via {
-    /// The cheaper of the two for this daemon and image.
+    /// The cheapest for this daemon and image.
     Auto,
     /// A push into the temporary registry.
     Push,
     /// A `docker save` stream.
     Save,
+    /// The layer's tar rebuilt from the daemon's classic layer store (its
+    /// data root must be readable: a local daemon, dlgrab run as root).
+    Store,
 }
 
 impl Args {

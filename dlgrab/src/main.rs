@@ -13,6 +13,7 @@ mod export;
 mod list;
 mod plan;
 mod report;
+mod route;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -97,11 +98,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.target()?
     };
-    let driver: Arc<dyn DockerDriver> = Arc::new(
-        BollardDriver::connect()
-            .await
-            .context("cannot connect to the Docker daemon")?,
-    );
+    let driver: Arc<dyn DockerDriver> = match &args.data_root {
+        Some(root) => route::store::offline_driver(root)?,
+        None => Arc::new(
+            BollardDriver::connect()
+                .await
+                .context("cannot connect to the Docker daemon")?,
+        ),
+    };
 
     if let Some(image) = &args.list {
         let details = driver.inspect_image(image).await?;

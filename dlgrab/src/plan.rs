@@ -22,48 +22,95 @@ pub(crate) enum Route {
     Push,
     /// A `docker save` stream, read through once, keeping the wanted layers.
     Save,
+    /// The layer's tar rebuilt from the classic layer store's files
+    /// (tar-split metadata and the layer folder), read-only.
+    Store,
 }
 
-/// Picks the route, with the reason for the debug log.
+impl Route {
+    /// The route's name in `--json` and messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Route::Push => "push",
+            Route::Save => "save",
+            Route::Store => "store",
+        }
+    }
+}
+
+/// Whether the store route can read the daemon's layer store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreAccess {
+    /// The data root's classic layer store can be read.
+    Readable,
+    /// It cannot, for this reason.
+    Unavailable(String),
+}
+
+/// Picks the route by expected cost, with the reason for `--debug` and
+/// `--json`; fails only when the route asked for cannot be taken at all.
 ///
-/// The push route only pays when the daemon asks before it uploads: the
-/// containerd image store always does; a classic store does only for layers
-/// it has pushed or pulled before (the image then has repo digests). A
-/// classic store uploads every other layer unasked, compressing each, which
-/// costs more than `docker save`. An image with no name at all is never
-/// pushed: the temporary tag would be its only reference, and removing it
-/// could delete the image.
+/// - The store route costs the layer's own bytes (read from disk, hashed,
+///   written): it wins wherever the classic layer store is readable.
+/// - The push route only pays when the daemon asks before it uploads: the
+///   containerd image store always does; a classic store does only for
+///   layers it has pushed or pulled before (the image then has repo
+///   digests). A classic store uploads every other layer unasked,
+///   compressing each, which costs more than `docker save`.
+/// - An image with no name at all is never pushed: the temporary tag would
+///   be its only reference, and removing it could delete the image.
 pub(crate) fn choose_route(
     info: &DaemonInfo,
     image: &ImageDetails,
     via: Via,
-) -> (Route, &'static str) {
+    store: &StoreAccess,
+) -> anyhow::Result<(Route, String)> {
     let named = !image.repo_tags.is_empty() || !image.repo_digests.is_empty();
-    match via {
-        Via::Push if named => (Route::Push, "asked for with --via push"),
-        Via::Push => (
-            Route::Save,
-            "the image has no name, so it is never tagged and pushed",
+    let unnamed = "the image has no name, so it is never tagged and pushed";
+    let classic = matches!(info.image_store, ImageStore::Classic { .. });
+    let (route, why) = match (via, store) {
+        (Via::Store, _) if !classic => bail!(
+            "--via store needs a classic image store; this daemon uses the containerd image store"
         ),
-        Via::Save => (Route::Save, "asked for with --via save"),
-        Via::Auto if !named => (
-            Route::Save,
-            "the image has no name, so it is never tagged and pushed",
+        (Via::Store, StoreAccess::Unavailable(why)) => {
+            bail!("--via store: the layer store cannot be read: {why}")
+        }
+        (Via::Store, StoreAccess::Readable) => (Route::Store, "asked for with --via store".into()),
+        (Via::Push, _) if named => (Route::Push, "asked for with --via push".into()),
+        (Via::Push, _) => (Route::Save, unnamed.into()),
+        (Via::Save, _) => (Route::Save, "asked for with --via save".into()),
+        (Via::Auto, StoreAccess::Readable) if classic => (
+            Route::Store,
+            "the classic layer store is readable: the layer is rebuilt from its own files".into(),
         ),
-        Via::Auto => match info.image_store {
-            ImageStore::Containerd => {
-                (Route::Push, "the containerd store asks before every upload")
-            }
-            ImageStore::Classic { .. } if !image.repo_digests.is_empty() => (
+        (Via::Auto, _) if !named => (Route::Save, unnamed.into()),
+        (Via::Auto, store) => match (&info.image_store, store) {
+            (ImageStore::Containerd, _) => (
                 Route::Push,
-                "the classic store knows this image's digests and asks before uploading",
+                "the containerd store asks before every upload".into(),
             ),
-            ImageStore::Classic { .. } => (
+            (ImageStore::Classic { .. }, StoreAccess::Unavailable(why))
+                if !image.repo_digests.is_empty() =>
+            {
+                (
+                    Route::Push,
+                    format!(
+                        "the classic store knows this image's digests and asks before uploading (layer store: {why})"
+                    ),
+                )
+            }
+            (ImageStore::Classic { .. }, StoreAccess::Unavailable(why)) => (
                 Route::Save,
-                "a classic store would upload and compress every layer of this never-pushed image",
+                format!(
+                    "a classic store would upload and compress every layer of this never-pushed image (layer store: {why})"
+                ),
             ),
+            (ImageStore::Classic { .. }, StoreAccess::Readable) => {
+                (Route::Store, "the classic layer store is readable".into())
+            }
         },
-    }
+    };
+    Ok((route, why))
 }
 
 /// The folder name (64 hex digits) of each layer of `image`, base first.
@@ -251,7 +298,9 @@ mod tests {
 
     #[track_caller]
     fn check_route(store: ImageStore, tags: &[&str], digests: &[&str], via: Via, expected: Route) {
-        let (route, _) = choose_route(&info(store), &image(tags, digests, 2), via);
+        let unreadable = StoreAccess::Unavailable("not readable".into());
+        let (route, _) =
+            choose_route(&info(store), &image(tags, digests, 2), via, &unreadable).unwrap();
         assert_eq!(route, expected);
     }
 
@@ -283,6 +332,37 @@ mod tests {
             Via::Save,
             Route::Save,
         );
+    }
+
+    #[test]
+    fn the_store_route_wins_where_the_layer_store_is_readable() {
+        let choose = |store: ImageStore, tags: &[&str], via: Via, access: &StoreAccess| {
+            choose_route(&info(store), &image(tags, &[], 2), via, access)
+        };
+        let readable = StoreAccess::Readable;
+        let unreadable = StoreAccess::Unavailable("permission denied".into());
+        for tags in [&["x:1"][..], &[]] {
+            let (route, why) = choose(classic(), tags, Via::Auto, &readable).unwrap();
+            assert_eq!(route, Route::Store);
+            assert!(why.contains("layer store"), "{why}");
+            let (route, _) = choose(classic(), tags, Via::Store, &readable).unwrap();
+            assert_eq!(route, Route::Store);
+        }
+        let (route, why) = choose(classic(), &["x:1"], Via::Auto, &unreadable).unwrap();
+        assert_eq!(route, Route::Save);
+        assert!(why.contains("permission denied"), "{why}");
+        // Forced routes stay forced.
+        let (route, _) = choose(classic(), &["x:1"], Via::Save, &readable).unwrap();
+        assert_eq!(route, Route::Save);
+        let (route, _) = choose(classic(), &["x:1"], Via::Push, &readable).unwrap();
+        assert_eq!(route, Route::Push);
+        // The containerd store has no classic layer store to read.
+        let (route, _) = choose(ImageStore::Containerd, &["x:1"], Via::Auto, &unreadable).unwrap();
+        assert_eq!(route, Route::Push);
+        let e = choose(ImageStore::Containerd, &["x:1"], Via::Store, &unreadable).unwrap_err();
+        assert!(e.to_string().contains("containerd image store"), "{e}");
+        let e = choose(classic(), &["x:1"], Via::Store, &unreadable).unwrap_err();
+        assert!(e.to_string().contains("permission denied"), "{e}");
     }
 
     fn digest(c: char) -> Digest {

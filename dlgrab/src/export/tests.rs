@@ -12,6 +12,7 @@ use docker_driver::{
     BoxStream, DaemonInfo, DriverError, HistoryRow, ImageDetails, ImageStore, LayerSelector,
     MockDockerDriver, PushEvent, ResolvedLayer,
 };
+use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
 use super::*;

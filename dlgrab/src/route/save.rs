@@ -1,0 +1,99 @@
+//! The save route: one `docker save` stream, read through once, keeping
+//! only the wanted layers (and, on a classic store, the config met on the
+//! way).
+
+use anyhow::Context;
+use docker_driver::{DaemonInfo, ImageDetails, ImageStore};
+use futures::StreamExt;
+use layer_writer::SaveImage;
+use shim_registry::oci_spec::image::Digest;
+
+use crate::export::{Exporter, Wanted, output_already_there};
+
+impl Exporter {
+    /// The save route: the image config first (the folder names depend on
+    /// it), then one pass over a `docker save` stream.
+    pub(crate) async fn by_save(
+        &self,
+        info: &DaemonInfo,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+    ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+        let stream = || {
+            let stream = self.driver.export_images(std::slice::from_ref(&image.id));
+            tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)))
+        };
+        let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
+        let config_digest = match info.image_store {
+            ImageStore::Classic { .. } => image.id.parse::<Digest>().ok(),
+            ImageStore::Containerd => None,
+        };
+        let Some(config_digest) = config_digest else {
+            // The image ID is not the config's digest (containerd store):
+            // the config is looked up in a first stream.
+            self.reporter.phase("reading the image config");
+            let config_json = self
+                .driver
+                .image_config(&image.id)
+                .await
+                .context("cannot read the image config")?;
+            let context = self.context(image, wanted, config_json, None)?;
+            self.reporter
+                .phase("reading the layers out of a docker save stream");
+            let extract = self
+                .writer()
+                .write_from_save(&context, &indexes, stream())
+                .await
+                .map_err(save_error)?;
+            for layer in &extract.layers {
+                self.announce(layer);
+            }
+            return Ok(extract.layers);
+        };
+
+        // Classic store: the config digest is the image ID, so the config is
+        // recognised in the one save stream read for the layers. Only the
+        // top layer's v1 id needs it; history usually names that layer.
+        let diff_ids = image
+            .diff_ids
+            .iter()
+            .map(|d| d.parse::<Digest>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("image {} reports a malformed diff ID", image.id))?;
+        let mut stable = layer_writer::v1_layer_ids_below_top(&diff_ids);
+        stable.push(String::new());
+        let layer_ids = self.name_layers(image, wanted, &stable)?;
+        let unnamed: Vec<usize> = indexes
+            .iter()
+            .copied()
+            .filter(|&i| layer_ids[i].is_empty())
+            .collect();
+        let save_image = SaveImage {
+            context: self.make_context(image, layer_ids, Vec::new(), None),
+            config_digest,
+            diff_ids,
+        };
+        self.reporter
+            .phase("reading the layers out of a docker save stream");
+        let extract = self
+            .writer()
+            .write_from_save_reading_config(save_image, &indexes, stream())
+            .await
+            .map_err(save_error)?;
+        for layer in &extract.layers {
+            if unnamed.contains(&layer.index) {
+                self.announce_folder(&layer.id);
+            }
+            self.announce(layer);
+        }
+        Ok(extract.layers)
+    }
+}
+
+/// The user-facing error of a failed save-route extraction.
+fn save_error(e: layer_writer::WriteError) -> anyhow::Error {
+    match e {
+        layer_writer::WriteError::TargetExists { path } => output_already_there(&path),
+        e => anyhow::Error::new(e).context("cannot export from the docker save stream"),
+    }
+}
