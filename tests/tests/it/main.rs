@@ -9,4 +9,5 @@ mod driver;
 mod export;
 mod kit;
 mod registry;
+mod store;
 mod writer;

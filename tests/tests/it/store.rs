@@ -1,0 +1,373 @@
+//! The store route and `--data-root`: layers rebuilt from a classic layer
+//! store on disk, byte for byte what `docker save` gives, with and without
+//! a daemon, never writing into the data root.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, unique_name};
+
+/// Removes a tag when dropped, whatever the test's outcome.
+struct Untag<'a> {
+    daemon: &'a Daemon,
+    tag: String,
+}
+
+impl Drop for Untag<'_> {
+    fn drop(&mut self) {
+        self.daemon.remove_image(&self.tag);
+    }
+}
+
+/// The image: busybox, a 1 MiB incompressible file, hard link, symlink,
+/// a deleted file (whiteout), an opaque directory, a metadata-only row.
+fn image(daemon: &Daemon, prefix: &str) -> BuiltImage {
+    ImageBuilder::new(&format!("{}:1", unique_name(prefix)))
+        .busybox()
+        .random_file("/data/blob", 1 << 20, 14)
+        .file("/etc/greeting", "hello\n")
+        .hardlink("/etc/greeting-again", "/etc/greeting")
+        .symlink("/etc/hi", "greeting")
+        .delete("/etc/greeting-again")
+        .env("STAGE", "store")
+        .opaque_dir("/data")
+        .file("/top.txt", "top\n")
+        .build(daemon)
+}
+
+/// The daemon's data root when its classic layer store can be read here,
+/// else why not (printed as a skip).
+fn readable_store(daemon: &Daemon) -> Result<PathBuf, String> {
+    if daemon.store != Store::Classic {
+        return Err(format!("daemon {} has no classic image store", daemon.name));
+    }
+    let root = PathBuf::from(
+        daemon
+            .docker_stdout(["info", "--format", "{{.DockerRootDir}}"])
+            .trim(),
+    );
+    let layers = root
+        .join("image")
+        .join(&daemon.driver)
+        .join("layerdb/sha256");
+    match std::fs::read_dir(&layers) {
+        Ok(_) => Ok(root),
+        Err(e) => Err(format!("{} is not readable here: {e}", layers.display())),
+    }
+}
+
+#[track_caller]
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dlgrab failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The one layer a `--json` run reports.
+#[track_caller]
+fn one_layer(stdout: &str) -> serde_json::Value {
+    let value: serde_json::Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
+    let layers = value.as_array().expect("an array of exported layers");
+    assert_eq!(layers.len(), 1, "{stdout}");
+    layers[0].clone()
+}
+
+/// The `layer.tar` a seed export wrote.
+#[track_caller]
+fn layer_tar(layer: &serde_json::Value) -> PathBuf {
+    layer["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with("/layer.tar"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no layer.tar in {layer}"))
+}
+
+fn sha256_file(path: &Path) -> String {
+    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn store_route_gives_what_save_gives() {
+    let Some(d) = daemon_or_skip("store_route_gives_what_save_gives") else {
+        return;
+    };
+    if let Err(why) = readable_store(&d) {
+        println!("SKIP store_route_gives_what_save_gives: {why}");
+        return;
+    }
+    let img = image(&d, "dlgrab-e2e/store");
+    let _untag = Untag {
+        daemon: &d,
+        tag: img.tag.clone(),
+    };
+    let out = tempfile::tempdir().expect("tempdir");
+    for index in 0..img.layer_diff_ids.len() {
+        let index_arg = index.to_string();
+        let mut tars = Vec::new();
+        for via in ["store", "save"] {
+            let dir = out.path().join(format!("{via}-{index}"));
+            let stdout = succeeded(&d.dlgrab(&[
+                &img.tag,
+                "--index",
+                &index_arg,
+                "--via",
+                via,
+                "--json",
+                "-o",
+                path_str(&dir),
+            ]));
+            let layer = one_layer(&stdout);
+            assert_eq!(layer["route"], via, "{layer}");
+            assert_eq!(layer["diff_id"], img.layer_diff_ids[index], "{layer}");
+            tars.push(std::fs::read(layer_tar(&layer)).expect("layer.tar"));
+        }
+        assert!(
+            tars[0] == tars[1],
+            "layer {index}: the store route's tar differs from docker save's"
+        );
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&tars[0]))),
+            img.layer_diff_ids[index]
+        );
+    }
+
+    // Auto takes the store route here, and says why.
+    let stdout =
+        succeeded(&d.dlgrab(&[&img.tag, "--json", "-o", path_str(&out.path().join("auto"))]));
+    let layer = one_layer(&stdout);
+    assert_eq!(layer["route"], "store", "{layer}");
+    assert!(
+        layer["route_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("layer store")),
+        "{layer}"
+    );
+}
+
+/// Paths under the data root that hold `img` (its configs, layer database
+/// entries and layer folders), each with its size and modification time.
+fn snapshot(root: &Path, driver: &str, img: &BuiltImage) -> BTreeMap<PathBuf, (u64, SystemTime)> {
+    let image_dir = root.join("image").join(driver);
+    let mut roots = vec![
+        image_dir
+            .join("imagedb/content/sha256")
+            .join(hex_of(&img.id)),
+    ];
+    let mut chain = String::new();
+    for diff_id in &img.layer_diff_ids {
+        chain = if chain.is_empty() {
+            diff_id.clone()
+        } else {
+            format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{chain} {diff_id}")))
+            )
+        };
+        let layer = image_dir.join("layerdb/sha256").join(hex_of(&chain));
+        let cache_id = std::fs::read_to_string(layer.join("cache-id")).expect("cache-id");
+        roots.push(layer);
+        roots.push(match driver {
+            "vfs" => root.join("vfs/dir").join(cache_id.trim()),
+            _ => root.join(driver).join(cache_id.trim()),
+        });
+    }
+    let mut seen = BTreeMap::new();
+    for path in roots {
+        walk(&path, &mut seen);
+    }
+    assert!(seen.len() > img.layer_diff_ids.len() * 3, "{seen:?}");
+    seen
+}
+
+fn walk(path: &Path, seen: &mut BTreeMap<PathBuf, (u64, SystemTime)>) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    seen.insert(
+        path.to_owned(),
+        (meta.len(), meta.modified().expect("mtime")),
+    );
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            walk(&entry.expect("entry").path(), seen);
+        }
+    }
+}
+
+fn hex_of(id: &str) -> &str {
+    id.split_once(':').map_or(id, |(_, h)| h)
+}
+
+#[test]
+fn data_root_exports_without_a_daemon() {
+    let Some(d) = daemon_or_skip("data_root_exports_without_a_daemon") else {
+        return;
+    };
+    let root = match readable_store(&d) {
+        Ok(root) => root,
+        Err(why) => {
+            println!("SKIP data_root_exports_without_a_daemon: {why}");
+            return;
+        }
+    };
+    let img = image(&d, "dlgrab-e2e/offline");
+    let _untag = Untag {
+        daemon: &d,
+        tag: img.tag.clone(),
+    };
+    let before = snapshot(&root, &d.driver, &img);
+    let out = tempfile::tempdir().expect("tempdir");
+    let top = img.layer_diff_ids.len() - 1;
+    let short = hex_of(&img.id)[..12].to_owned();
+    let cases: Vec<(Vec<String>, usize)> = vec![
+        (vec![img.tag.clone()], top),
+        (vec![img.id.clone()], top),
+        (vec![short.clone()], top),
+        (vec![img.layer_diff_ids[1].clone()], 1),
+        (vec![img.tag.clone(), "--index".into(), "0".into()], 0),
+    ];
+    let mut run = 0;
+    for format in ["seed", "oci", "registry"] {
+        for (what, index) in &cases {
+            run += 1;
+            let dir = out.path().join(format!("{format}-{run}"));
+            let mut args: Vec<&str> = what.iter().map(String::as_str).collect();
+            args.extend([
+                "--data-root",
+                path_str(&root),
+                "--format",
+                format,
+                "--json",
+                "-o",
+                path_str(&dir),
+            ]);
+            // No daemon answers here: everything comes from the data root.
+            let output = d
+                .dlgrab_command(&args)
+                .env("DOCKER_HOST", "unix:///nonexistent/dlgrab-no-daemon.sock")
+                .output()
+                .expect("dlgrab runs");
+            let layer = one_layer(&succeeded(&output));
+            assert_eq!(layer["route"], "store", "{args:?}: {layer}");
+            assert_eq!(layer["index"], *index, "{args:?}: {layer}");
+            assert_eq!(
+                layer["diff_id"], img.layer_diff_ids[*index],
+                "{args:?}: {layer}"
+            );
+            match format {
+                "seed" => assert_eq!(sha256_file(&layer_tar(&layer)), img.layer_diff_ids[*index]),
+                "oci" => {
+                    let blob = dir
+                        .join("blobs/sha256")
+                        .join(hex_of(&img.layer_diff_ids[*index]));
+                    assert_eq!(sha256_file(&blob), img.layer_diff_ids[*index]);
+                }
+                _ => assert!(
+                    dir.join("docker/registry/v2").is_dir(),
+                    "{:?}",
+                    layer["files"]
+                ),
+            }
+        }
+    }
+
+    // --list reads the same history as the daemon's.
+    let output = d
+        .dlgrab_command(&["--data-root", path_str(&root), "--list", &img.tag, "--json"])
+        .env("DOCKER_HOST", "unix:///nonexistent/dlgrab-no-daemon.sock")
+        .output()
+        .expect("dlgrab runs");
+    let listed = succeeded(&output);
+    for diff_id in &img.layer_diff_ids {
+        assert!(listed.contains(diff_id.as_str()), "{listed}");
+    }
+
+    // Routes that need a daemon say so.
+    let output = d
+        .dlgrab_command(&[
+            "--data-root",
+            path_str(&root),
+            &img.tag,
+            "--via",
+            "save",
+            "-o",
+            path_str(&out.path().join("save")),
+        ])
+        .env("DOCKER_HOST", "unix:///nonexistent/dlgrab-no-daemon.sock")
+        .output()
+        .expect("dlgrab runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs a running docker daemon"), "{stderr}");
+
+    assert_eq!(
+        snapshot(&root, &d.driver, &img),
+        before,
+        "the data root changed under dlgrab"
+    );
+}
+
+#[test]
+fn containerd_store_never_takes_the_store_route() {
+    let Some(d) = daemon_or_skip("containerd_store_never_takes_the_store_route") else {
+        return;
+    };
+    if d.store != Store::Containerd {
+        println!(
+            "SKIP containerd_store_never_takes_the_store_route: daemon {} has a classic store",
+            d.name
+        );
+        return;
+    }
+    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/nostore")))
+        .busybox()
+        .file("/x.txt", "x\n")
+        .build(&d);
+    let _untag = Untag {
+        daemon: &d,
+        tag: img.tag.clone(),
+    };
+    let out = tempfile::tempdir().expect("tempdir");
+    let forced = d.dlgrab(&[
+        &img.tag,
+        "--via",
+        "store",
+        "-o",
+        path_str(&out.path().join("forced")),
+    ]);
+    assert!(!forced.status.success());
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(stderr.contains("containerd image store"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let auto =
+        succeeded(&d.dlgrab(&[&img.tag, "--json", "-o", path_str(&out.path().join("auto"))]));
+    let layer = one_layer(&auto);
+    assert_ne!(layer["route"], "store", "{layer}");
+}
