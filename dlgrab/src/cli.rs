@@ -17,7 +17,7 @@ pub(crate) struct Args {
     /// Layer to export: a layer or image ID (short or full, including the
     /// intermediate image IDs `docker history` shows), a diff ID, or an image
     /// name (meaning its top layer). Several may be given.
-    #[arg(value_name = "LAYER", required_unless_present = "list")]
+    #[arg(value_name = "LAYER", required_unless_present_any = ["list", "generate"])]
     pub(crate) layers: Vec<String>,
 
     /// Folder the layers are written into; `-` writes the one layer's tar to
@@ -81,6 +81,16 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) force: bool,
 
+    /// Docker context whose daemon to use, as `docker --context` (beats
+    /// DOCKER_HOST, DOCKER_CONTEXT and `docker context use`).
+    #[arg(short = 'c', long, value_name = "NAME", conflicts_with = "data_root")]
+    pub(crate) context: Option<String>,
+
+    /// Print a shell completion script (bash, zsh, fish) or the man page
+    /// (man) on stdout and exit; `cargo xtask dist` writes them all.
+    #[arg(long, value_enum, value_name = "WHAT", hide = true, exclusive = true)]
+    pub(crate) generate: Option<Generate>,
+
     /// How to get the layer out of the daemon: by a push into the temporary
     /// registry, from a `docker save` stream, from the daemon's layer store
     /// on disk, or whichever is cheapest.
@@ -102,6 +112,19 @@ pub(crate) enum FormatArg {
     Oci,
     /// The storage layout of the CNCF distribution registry.
     Registry,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Generate {
+    /// Bash completions.
+    Bash,
+    /// Zsh completions.
+    Zsh,
+    /// Fish completions.
+    Fish,
+    /// The man page (roff).
+    Man,
 }
 
 /// Ways of getting a layer out of the daemon.
@@ -223,6 +246,22 @@ mod tests {
         );
         assert!(parse(&["a", "b", "-o", "-"]).target().is_err());
         assert!(parse(&["a", "-o", "-"]).target().is_ok());
+    }
+
+    #[test]
+    fn context_flag_and_generate() {
+        assert_eq!(
+            parse(&["-c", "remote", "x"]).context.as_deref(),
+            Some("remote")
+        );
+        assert_eq!(
+            parse(&["--context", "remote", "x"]).context.as_deref(),
+            Some("remote")
+        );
+        assert_eq!(parse(&["x"]).context, None);
+        assert_eq!(parse(&["--generate", "zsh"]).generate, Some(Generate::Zsh));
+        assert!(Args::try_parse_from(["dlgrab", "--generate", "man", "x"]).is_err());
+        assert!(Args::try_parse_from(["dlgrab", "-c", "r", "--data-root", "/d", "x"]).is_err());
     }
 
     #[test]

@@ -10,18 +10,21 @@ mod cleanup;
 mod cli;
 mod delta;
 mod export;
+mod generate;
 mod list;
 mod plan;
+mod plugin;
 mod report;
 mod route;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
-use docker_driver::{BollardDriver, DockerDriver};
+use clap::{CommandFactory, FromArgMatches};
+use docker_driver::{BollardDriver, DaemonSelection, DockerDriver};
 
 use crate::cleanup::Cleanup;
 use crate::cli::Args;
@@ -33,7 +36,17 @@ use crate::report::Reporter;
 const INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let (args, docker) = match parse_args() {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => return fail(&e),
+    };
+    if let Some(what) = args.generate {
+        return match generate::write(what, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     init_tracing(args.debug);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,7 +55,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
     };
-    let code = match runtime.block_on(run(args)) {
+    let code = match runtime.block_on(run(args, docker)) {
         Ok(code) => code,
         // The reader of `-o -` went away (`dlgrab IMAGE -o - | head`):
         // cleanup has run; end as a process killed by SIGPIPE would.
@@ -71,6 +84,32 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// The arguments, of plain `dlgrab` or of the `docker dlgrab` plugin, with
+/// the Docker CLI's global options given before `dlgrab`; `None` once the
+/// plugin's metadata is printed. Exits on a usage error, as clap does.
+fn parse_args() -> anyhow::Result<Option<(Args, DaemonSelection)>> {
+    match plugin::invocation(std::env::args_os().collect())? {
+        plugin::Invocation::Metadata => {
+            writeln!(std::io::stdout(), "{}", plugin::metadata())?;
+            Ok(None)
+        }
+        plugin::Invocation::Run {
+            plugin,
+            args,
+            docker,
+        } => {
+            let mut command = Args::command();
+            if plugin {
+                command = command.bin_name("docker dlgrab");
+            }
+            let argv = std::iter::once(OsString::from("dlgrab")).chain(args);
+            let matches = command.get_matches_from(argv);
+            let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+            Ok(Some((args, docker)))
+        }
+    }
+}
+
 fn fail(error: &anyhow::Error) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "dlgrab: error: {error:#}");
     ExitCode::FAILURE
@@ -91,7 +130,7 @@ fn init_tracing(debug: bool) {
         .init();
 }
 
-async fn run(args: Args) -> anyhow::Result<ExitCode> {
+async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
     // Flag combinations are refused before the daemon is asked anything.
     let target = if args.list.is_some() {
         delta::Target::Folder
@@ -100,11 +139,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let driver: Arc<dyn DockerDriver> = match &args.data_root {
         Some(root) => route::store::offline_driver(root)?,
-        None => Arc::new(
-            BollardDriver::connect()
-                .await
-                .context("cannot connect to the Docker daemon")?,
-        ),
+        None => Arc::new(connect(&args, docker).await?),
     };
 
     if let Some(image) = &args.list {
@@ -169,6 +204,26 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Connects to the daemon the Docker CLI would use: `--context` beats a
+/// context given to `docker` before `dlgrab`, then as [`DaemonSelection`]
+/// says.
+async fn connect(args: &Args, docker: DaemonSelection) -> anyhow::Result<BollardDriver> {
+    let selection = DaemonSelection {
+        context: args.context.clone().or(docker.context),
+        ..docker
+    };
+    let daemon = selection
+        .resolve()
+        .context("cannot tell which Docker daemon to use")?;
+    tracing::debug!(context = %daemon.context, host = %daemon.host, "docker daemon chosen");
+    BollardDriver::connect_to(&daemon)
+        .await
+        .with_context(|| match daemon.context.as_str() {
+            docker_driver::DEFAULT_CONTEXT => "cannot connect to the Docker daemon".to_owned(),
+            context => format!("cannot connect to the Docker daemon of context {context:?}"),
+        })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
