@@ -418,11 +418,17 @@ impl DockerDriver for BollardDriver {
     async fn untag(&self, reference: &str) -> Result<(), DriverError> {
         let image = self.inspect_raw(reference).await?;
         let tag = reference::with_default_tag(reference);
-        if !image.repo_tags.contains(&tag) {
+        // Podman keeps a short name as `localhost/<name>`.
+        let podman_tag = format!("localhost/{tag}");
+        let tag = if image.repo_tags.contains(&tag) {
+            tag
+        } else if image.repo_tags.contains(&podman_tag) {
+            podman_tag
+        } else {
             return Err(DriverError::NotATag {
                 reference: reference.to_owned(),
             });
-        }
+        };
         let store = self.store().await?;
         let has_children = match store {
             ImageStore::Classic { .. } => self
@@ -473,8 +479,16 @@ impl DockerDriver for BollardDriver {
     fn push(&self, repo: &str, tag: &str) -> BoxStream<Result<PushEvent, DriverError>> {
         let operation = "pushing an image";
         let reference = format!("{repo}:{tag}");
+        // Podman's compat API verifies TLS for every registry unless told
+        // (it does not count loopback as insecure, unlike dockerd);
+        // dockerd ignores the parameter.
+        let tls = if loopback_registry(repo) {
+            "&tlsVerify=false"
+        } else {
+            ""
+        };
         let uri = self.uri(&format!(
-            "/images/{}/push?tag={}",
+            "/images/{}/push?tag={}{tls}",
             encode(repo),
             encode(tag)
         ));
@@ -711,6 +725,24 @@ async fn negotiate(transport: &Transport) -> Result<ServerApi, DriverError> {
     }
 }
 
+/// Whether `repo` names a registry on this machine's loopback
+/// (`127.0.0.1:PORT/…`, `localhost:PORT/…`, `[::1]:PORT/…`).
+fn loopback_registry(repo: &str) -> bool {
+    let Some((host, _)) = repo.split_once('/') else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name == "localhost"
+        || name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn parse_version(text: &str) -> Option<ClientVersion> {
     let (major, minor) = text.trim().split_once('.')?;
     Some(ClientVersion {
@@ -814,6 +846,17 @@ mod tests {
         assert_eq!((v.major_version, v.minor_version), (1, 41));
         assert!(parse_version("x").is_none());
         assert_eq!(encode("127.0.0.1:5000/x y"), "127.0.0.1:5000/x%20y");
+    }
+
+    #[test]
+    fn loopback_registries() {
+        assert!(loopback_registry("127.0.0.1:5000/dlgrab-x"));
+        assert!(loopback_registry("localhost:5000/a/b"));
+        assert!(loopback_registry("[::1]:5000/x"));
+        assert!(loopback_registry("127.0.0.2/x"));
+        assert!(!loopback_registry("registry.example:5000/x"));
+        assert!(!loopback_registry("10.0.0.1:5000/x"));
+        assert!(!loopback_registry("dlgrab-x"));
     }
 
     #[track_caller]
