@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo xtask bench registry [--size-mib 1024] [--rounds 3]
-//! cargo xtask bench export [--base-mib 512] [--rounds 3] [--scenarios S1,S2,S3a]
+//! cargo xtask bench export [--base-mib 512] [--rounds 3] [--scenarios S1,S2,S3a] [--daemon X]
 //! ```
 //!
 //! This module holds what both share: option parsing, statistics, timed
@@ -32,11 +32,13 @@ usage: cargo xtask bench <name> [options]
       one incompressible blob uploaded with curl into the shim's example server
       and into Debian's docker-registry, monolithic PUT and streamed PATCH:
       MB/s, ratio shim/registry, the shim's peak RSS
-  export [--base-mib 512] [--rounds 3] [--scenarios S1,S2,S3a[,S3b]]
+  export [--base-mib 512] [--rounds 3] [--scenarios S1,S2,S3a[,S3b]] [--daemon X]
       top and middle layer of a busybox + <base-mib> image out of the test
       daemons: dlgrab vs `docker save | tar -x` vs `skopeo copy` vs `cat` (floor)
       S1 containerd store (c), S2 classic pulled image (b),
-      S3a classic never-pushed (a), S3b the same on b";
+      S3a classic never-pushed (a), S3b the same on b;
+      --daemon X (any of a, b, c, d, e, p) runs the scenarios its store can
+      play on X instead (S1 on a containerd store, else S2 and S3)";
 
 /// `cargo xtask bench …`.
 pub(crate) fn run(args: &[&str]) -> Result<()> {

@@ -42,6 +42,7 @@ enum Kind {
     NeverPushed,
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Spec {
     key: &'static str,
     daemon: &'static str,
@@ -70,6 +71,41 @@ const SPECS: [Spec; 4] = [
         kind: Kind::NeverPushed,
     },
 ];
+
+/// The scenarios moved onto daemon `name` (`--daemon`): those its store
+/// can play (S1 on a containerd store; S2 and S3 on a classic one, S3a and
+/// S3b then being one), all of them unless `--scenarios` chose.
+fn on_daemon(name: &str, wanted: Vec<Spec>, chosen: bool) -> Result<Vec<Spec>> {
+    let Some(&daemon) = daemons::NAMES.iter().find(|&&n| n == name) else {
+        bail!(
+            "unknown daemon {name:?}: one of {}",
+            daemons::NAMES.join(", ")
+        );
+    };
+    let store = match daemons::up(&[daemon]).pop() {
+        Some((_, Ok(d))) => d.store,
+        Some((_, Err(e))) => return Err(e.context(format!("daemon {name} did not come up"))),
+        None => bail!("daemon {name} did not come up"),
+    };
+    let fits = |kind: Kind| (kind == Kind::Containerd) == (store == testkit::Store::Containerd);
+    let candidates = if chosen { wanted } else { SPECS.to_vec() };
+    let mut specs: Vec<Spec> = Vec::new();
+    for spec in candidates {
+        if !fits(spec.kind) {
+            if chosen {
+                bail!(
+                    "scenario {} needs another image store than daemon {name}'s",
+                    spec.key
+                );
+            }
+            continue;
+        }
+        if !specs.iter().any(|s| s.kind == spec.kind) {
+            specs.push(Spec { daemon, ..spec });
+        }
+    }
+    Ok(specs)
+}
 
 /// A scenario ready to measure.
 struct Scenario {
@@ -125,21 +161,25 @@ enum Tool {
 
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     let started = Instant::now();
-    let opts = parse_opts(args, &["base-mib", "rounds", "scenarios"])?;
+    let opts = parse_opts(args, &["base-mib", "rounds", "scenarios", "daemon"])?;
     let base_mib = opt_u64(&opts, "base-mib", 512)?;
     let rounds = opt_u64(&opts, "rounds", 3)?;
-    let wanted: Vec<&Spec> = match opts.get("scenarios") {
-        None => SPECS[..3].iter().collect(),
+    let mut wanted: Vec<Spec> = match opts.get("scenarios") {
+        None => SPECS[..3].to_vec(),
         Some(list) => list
             .split(',')
             .map(|k| {
                 SPECS
                     .iter()
                     .find(|s| s.key.eq_ignore_ascii_case(k.trim()))
+                    .copied()
                     .with_context(|| format!("unknown scenario {k:?}: S1, S2, S3a, S3b"))
             })
             .collect::<Result<_>>()?,
     };
+    if let Some(name) = opts.get("daemon") {
+        wanted = on_daemon(name, wanted, opts.contains_key("scenarios"))?;
+    }
     apt_install(&[
         "busybox-static",
         "docker-registry",

@@ -282,6 +282,21 @@ cgroup_manager = \"cgroupfs\"
 events_logger = \"file\"
 ";
 
+/// What Podman reads through `CONTAINERS_REGISTRIES_CONF`: registries on
+/// loopback are insecure (plain HTTP or unverified TLS), as dockerd treats
+/// 127.0.0.0/8, so that the tests' own `docker push` to a local registry
+/// works (dlgrab's pushes say `tlsVerify=false` themselves). Podman matches
+/// a location without a port against every port of that host.
+const PODMAN_REGISTRIES: &str = "\
+[[registry]]
+location = \"127.0.0.1\"
+insecure = true
+
+[[registry]]
+location = \"localhost\"
+insecure = true
+";
+
 /// Daemon `p`: Debian 12's Podman serving the Docker API on its own socket,
 /// with its own storage root and run root.
 fn up_podman(name: &str) -> Result<Daemon> {
@@ -295,6 +310,8 @@ fn up_podman(name: &str) -> Result<Daemon> {
     let state = state_dir(name);
     let conf = state.join("containers.conf");
     fs::write(&conf, PODMAN_CONF)?;
+    let registries = state.join("registries.conf");
+    fs::write(&registries, PODMAN_REGISTRIES)?;
     let socket = format!("{RUN_DIR}/{name}.sock");
     // A socket left by a service that is gone would make the new one fail to bind.
     let _ = fs::remove_file(&socket);
@@ -311,6 +328,7 @@ fn up_podman(name: &str) -> Result<Daemon> {
         .args(["system", "service", "--time=0"])
         .arg(format!("unix://{socket}"))
         .env("CONTAINERS_CONF", &conf)
+        .env("CONTAINERS_REGISTRIES_CONF", &registries)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -16,8 +16,10 @@ use crate::root;
 use crate::sh::{apt_install, run_logged, stream};
 
 /// The daemons `cargo xtask test` runs by default: those the whole suite
-/// passes on; the others run with `--daemon`.
-const DEFAULT_DAEMONS: [&str; 3] = ["a", "b", "c"];
+/// passes on; the others run with `--daemon` (`d` fails the registry-format
+/// test as `b` does at the time of writing; `p` fails the save route, see
+/// README's daemon table).
+const DEFAULT_DAEMONS: [&str; 4] = ["a", "b", "c", "e"];
 
 /// How many daemons' suites run at once by default (2 cores: the suites
 /// mostly wait on the daemons, 3 keeps both cores busy).
