@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use docker_driver::{DaemonInfo, DockerDriver, ImageDetails, LayerSelector};
 use layer_writer::{Format, ImageContext, LayerWriter, WriterOptions};
@@ -157,6 +157,7 @@ impl Exporter {
         let (route, why) = plan::choose_route(info, image, self.options.via, &access)?;
         tracing::info!(image = %image.id, route = route.name(), why, "route chosen");
         let mut done: Vec<(layer_writer::WrittenLayer, Route, String)> = Vec::new();
+        let mut store_failed = None;
         let left: Vec<Wanted> = match (route, store) {
             (Route::Store, Some(store)) => match self.by_store(&store, image, wanted).await {
                 Ok(written) => {
@@ -166,6 +167,7 @@ impl Exporter {
                 Err(failure) if failure.retry && self.options.via != Via::Store => {
                     let error = format!("{:#}", failure.error);
                     tracing::debug!(image = %image.id, error, "the store route failed; taking another");
+                    store_failed = Some(error);
                     let written: Vec<usize> = failure.written.iter().map(|w| w.index).collect();
                     done.extend(failure.written.into_iter().map(|w| (w, route, why.clone())));
                     wanted
@@ -188,9 +190,22 @@ impl Exporter {
                 (route, why)
             };
             let written = match route {
-                Route::Push => self.by_push(image, &left).await?,
-                Route::Save => self.by_save(info, image, &left).await?,
-                Route::Store => bail!("the store route cannot be taken for image {}", image.id),
+                Route::Push => self.by_push(image, &left).await,
+                Route::Save => self.by_save(info, image, &left).await,
+                Route::Store => Err(anyhow::anyhow!(
+                    "the store route cannot be taken for image {}",
+                    image.id
+                )),
+            };
+            let written = match (written, store_failed) {
+                (Ok(written), _) => written,
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(store)) => {
+                    return Err(e.context(format!(
+                        "the {} route taken after the store route failed ({store})",
+                        route.name()
+                    )));
+                }
             };
             done.extend(written.into_iter().map(|w| (w, route, why.clone())));
         }
