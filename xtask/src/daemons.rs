@@ -173,6 +173,7 @@ pub(crate) fn status_all() -> Result<()> {
 /// `a DOCKER_HOST=unix:///var/run/docker.sock (20.10.24+dfsg1, classic overlay2)`.
 pub(crate) fn describe(d: &Daemon) -> String {
     let store = match d.store {
+        Store::Classic if d.name == "p" => format!("podman, {}", d.driver),
         Store::Classic => format!("classic {}", d.driver),
         Store::Containerd => format!("containerd store, {}", d.driver),
     };
