@@ -4,6 +4,7 @@
 //! cargo xtask daemons up|down|status   the test daemons a, b, c, d, e, p
 //! cargo xtask test [--daemon X,Y] [--jobs N] [--no-lint] [--no-unit]
 //! cargo xtask demo                     build a demo image and export it with dlgrab
+//! cargo xtask dist [completions|man]   completions and man page into target/dist
 //! cargo xtask bench registry|export    side-by-side benchmarks (see bench.rs)
 //! ```
 
@@ -18,6 +19,7 @@ mod bench_export;
 mod bench_registry;
 mod daemons;
 mod demo;
+mod dist;
 mod sh;
 mod test;
 
@@ -34,6 +36,7 @@ usage: cargo xtask <command>
                            fmt, clippy, unit tests, then the daemon tests per
                            daemon, N daemons at a time (default 3)
   demo                     build dlgrab-demo:latest in daemon a and export it with dlgrab
+  dist [completions|man]   shell completions and the man page into target/dist
   bench registry|export [options]
                            side-by-side benchmarks; `cargo xtask bench` lists them";
 
@@ -57,6 +60,7 @@ fn run() -> Result<()> {
         ["daemons", "status"] => daemons::status_all(),
         ["test", rest @ ..] => test::run(rest),
         ["demo"] => demo::run(),
+        ["dist", rest @ ..] => dist::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
