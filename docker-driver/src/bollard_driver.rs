@@ -418,13 +418,13 @@ impl DockerDriver for BollardDriver {
     async fn untag(&self, reference: &str) -> Result<(), DriverError> {
         let image = self.inspect_raw(reference).await?;
         let tag = reference::with_default_tag(reference);
-        // Podman keeps a short name as `localhost/<name>`.
-        let podman_tag = format!("localhost/{tag}");
-        let tag = if image.repo_tags.contains(&tag) {
-            tag
-        } else if image.repo_tags.contains(&podman_tag) {
-            podman_tag
-        } else {
+        // Podman lists a short name fully qualified, as its compat API's
+        // builds and tags name it (`docker.io/library/x:1`) or as its own
+        // do (`localhost/x:1`).
+        let Some(tag) = tag_spellings(&tag)
+            .into_iter()
+            .find(|t| image.repo_tags.contains(t))
+        else {
             return Err(DriverError::NotATag {
                 reference: reference.to_owned(),
             });
@@ -725,6 +725,25 @@ async fn negotiate(transport: &Transport) -> Result<ServerApi, DriverError> {
     }
 }
 
+/// The ways a daemon may list the tag `tag`: as given, then, for a name
+/// without a registry, as Podman lists it (`docker.io/library/x:1` or
+/// `docker.io/a/x:1` after its compat API, `localhost/a/x:1` after its own).
+fn tag_spellings(tag: &str) -> Vec<String> {
+    let mut spellings = vec![tag.to_owned()];
+    let first = tag.split('/').next().unwrap_or(tag);
+    let has_registry =
+        tag.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if !has_registry {
+        if tag.contains('/') {
+            spellings.push(format!("docker.io/{tag}"));
+        } else {
+            spellings.push(format!("docker.io/library/{tag}"));
+        }
+        spellings.push(format!("localhost/{tag}"));
+    }
+    spellings
+}
+
 /// Whether `repo` names a registry on this machine's loopback
 /// (`127.0.0.1:PORT/…`, `localhost:PORT/…`, `[::1]:PORT/…`).
 fn loopback_registry(repo: &str) -> bool {
@@ -846,6 +865,20 @@ mod tests {
         assert_eq!((v.major_version, v.minor_version), (1, 41));
         assert!(parse_version("x").is_none());
         assert_eq!(encode("127.0.0.1:5000/x y"), "127.0.0.1:5000/x%20y");
+    }
+
+    #[test]
+    fn tag_spellings_of_short_names() {
+        assert_eq!(
+            tag_spellings("a/x:1"),
+            ["a/x:1", "docker.io/a/x:1", "localhost/a/x:1"]
+        );
+        assert_eq!(
+            tag_spellings("x:1"),
+            ["x:1", "docker.io/library/x:1", "localhost/x:1"]
+        );
+        assert_eq!(tag_spellings("127.0.0.1:5000/x:1"), ["127.0.0.1:5000/x:1"]);
+        assert_eq!(tag_spellings("localhost/x:1"), ["localhost/x:1"]);
     }
 
     #[test]
