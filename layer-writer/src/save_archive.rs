@@ -229,11 +229,20 @@ impl LayerWriter {
         };
         // Wanted layers streamed and verified before the config was read.
         let mut waiting: Vec<(usize, pipeline::Streamed)> = Vec::new();
+        // An OCI-layout stream (Docker 25+) holds the image's manifest and
+        // its layer blobs as the daemon stores them: with Seed and Oci and
+        // no manifest known, both are kept, so that `index.json` names that
+        // very manifest (on the containerd store, the image ID).
+        let want_manifest = matches!(self.options().format, Format::Seed | Format::Oci)
+            && crate::layout::pushed_manifest(&target.context).is_none();
+        let mut oci_layout = false;
+        let mut manifest: Option<(String, Vec<u8>)> = None;
 
         let mut archive = tar::Archive::new(save_stream);
         let entries = archive.entries().map_err(WriteError::SaveArchive)?;
         for entry in entries {
-            if pending.is_empty() && out.config_json.is_some() {
+            let manifest_missing = want_manifest && oci_layout && manifest.is_none();
+            if pending.is_empty() && out.config_json.is_some() && !manifest_missing {
                 break;
             }
             let mut entry = entry.map_err(WriteError::SaveArchive)?;
@@ -242,6 +251,7 @@ impl LayerWriter {
             }
             let path = entry.path().map_err(WriteError::SaveArchive)?;
             let name = path.to_string_lossy().trim_start_matches("./").to_string();
+            oci_layout |= name.starts_with("blobs/");
 
             if config_names.contains(&name) {
                 let mut bytes = Vec::new();
@@ -267,7 +277,26 @@ impl LayerWriter {
                 }
                 continue;
             }
-            let index = match identify(&name, &target.context, &target.v1_ids, &diff_ids) {
+            let identified = identify(&name, &target.context, &target.v1_ids, &diff_ids);
+            // A blob no name identifies may be the manifest: JSON is never a layer.
+            let mut head = [0u8; 1];
+            let mut n = 0;
+            if want_manifest
+                && manifest.is_none()
+                && name.starts_with("blobs/sha256/")
+                && matches!(identified, Identified::Unknown)
+            {
+                n = entry.read(&mut head).map_err(WriteError::SaveArchive)?;
+                if n == 1 && head[0] == b'{' {
+                    manifest = read_manifest(&name, &mut entry, &target.config_digest)?;
+                    if manifest.is_some() {
+                        tracing::debug!(entry = %name, "image manifest found in save stream");
+                    }
+                    continue;
+                }
+            }
+            let mut entry = std::io::Cursor::new(head).take(n as u64).chain(entry);
+            let index = match identified {
                 Identified::Layer(i) => Some(i),
                 Identified::Other => continue,
                 Identified::Unknown => None,
@@ -286,7 +315,27 @@ impl LayerWriter {
                 }
                 Some(_) => None, // known and unwanted: read through by the iterator
                 None if pending.is_empty() => None,
-                None => self.hash_unknown(&name, &mut entry, &pending, &diff_ids, cancel)?,
+                None => {
+                    let keep = if want_manifest && name.starts_with("blobs/") {
+                        Keep::TarAndRaw
+                    } else {
+                        Keep::Tar
+                    };
+                    let hit =
+                        self.hash_unknown(&name, &mut entry, &pending, &diff_ids, keep, cancel)?;
+                    // The blob as stored, to be kept beside the layer.
+                    if let Some((i, streamed)) = &hit
+                        && streamed.raw_copy.is_some()
+                        && let Some(slot) = target.context.compressed.get_mut(*i)
+                    {
+                        *slot = Some(crate::BlobRef {
+                            digest: streamed.raw_digest.clone(),
+                            size: streamed.raw_size,
+                            media_type: compressed_media_type(streamed.compression),
+                        });
+                    }
+                    hit
+                }
             };
             if let Some((i, streamed)) = found {
                 pending.remove(&i);
@@ -302,6 +351,9 @@ impl LayerWriter {
             return Err(WriteError::ConfigMissingFromSave {
                 config: target.config_digest,
             });
+        }
+        if let Some(m) = manifest {
+            adopt_manifest(&mut target.context, m);
         }
         let image = &target.context;
         for i in present {
@@ -332,6 +384,10 @@ impl LayerWriter {
                 .push(self.write_layer_sync(image, i, file, cancel)?);
             pending.remove(&i);
         }
+        if image.manifest.is_some() && !out.layers.is_empty() {
+            // Layers committed before the manifest was read: name it now.
+            self.refresh_index(image)?;
+        }
         Ok(out)
     }
 
@@ -344,6 +400,7 @@ impl LayerWriter {
         entry: &mut impl Read,
         pending: &BTreeSet<usize>,
         diff_ids: &[Digest],
+        keep: Keep,
         cancel: &AtomicBool,
     ) -> Result<Option<(usize, pipeline::Streamed)>, WriteError> {
         let mut head = [0u8; 1];
@@ -352,7 +409,7 @@ impl LayerWriter {
             return Ok(None); // JSON: a manifest, index or v1 json
         }
         let reader = std::io::Cursor::new(head).take(n as u64).chain(entry);
-        let streamed = match pipeline::stream_layer(reader, self.root(), Keep::Tar, cancel) {
+        let streamed = match pipeline::stream_layer(reader, self.root(), keep, cancel) {
             Ok(s) => s,
             Err(WriteError::Read(e)) => return Err(WriteError::SaveArchive(e)),
             Err(e @ (WriteError::Io { .. } | WriteError::Cancelled)) => return Err(e),
@@ -370,6 +427,77 @@ impl LayerWriter {
         }
         Ok(hit.map(|i| (i, streamed)))
     }
+}
+
+/// Reads the rest of a JSON blob (its `{` read already) of an OCI-layout
+/// stream: `Some` when it is the image manifest of `config` (its bytes
+/// hashing to the blob's name).
+fn read_manifest(
+    name: &str,
+    entry: &mut impl Read,
+    config: &Digest,
+) -> Result<Option<(String, Vec<u8>)>, WriteError> {
+    let Some(hex) = name.strip_prefix("blobs/sha256/") else {
+        return Ok(None);
+    };
+    let mut bytes = b"{".to_vec();
+    entry
+        .take(MAX_JSON)
+        .read_to_end(&mut bytes)
+        .map_err(WriteError::SaveArchive)?;
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(None);
+    };
+    use sha2::Digest as _;
+    let digest = pipeline::to_digest(sha2::Sha256::new_with_prefix(&bytes));
+    let media_type = value["mediaType"].as_str().unwrap_or_default().to_owned();
+    let is_manifest = media_type == crate::layout::MT_OCI_MANIFEST
+        || media_type == crate::layout::MT_DOCKER_MANIFEST;
+    Ok((is_manifest
+        && digest.digest() == hex
+        && value["config"]["digest"].as_str() == Some(config.as_ref()))
+    .then_some((media_type, bytes)))
+}
+
+/// Takes a manifest found in the stream as the image's, with the layer
+/// descriptors it names (where they agree with the blobs seen).
+fn adopt_manifest(image: &mut ImageContext, (media_type, bytes): (String, Vec<u8>)) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return;
+    };
+    let layers: Vec<Option<crate::BlobRef>> = value["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            Some(crate::BlobRef {
+                digest: l["digest"].as_str()?.parse().ok()?,
+                size: l["size"].as_u64()?,
+                media_type: l["mediaType"].as_str()?.to_owned(),
+            })
+        })
+        .collect();
+    if layers.len() != image.compressed.len() {
+        return;
+    }
+    for (known, named) in image.compressed.iter_mut().zip(layers) {
+        match (known.as_ref(), named) {
+            (Some(k), Some(n)) if k.digest != n.digest => return,
+            (_, Some(n)) => *known = Some(n),
+            _ => {}
+        }
+    }
+    image.manifest = Some((media_type, bytes));
+}
+
+/// The OCI media type of a layer blob compressed as detected.
+fn compressed_media_type(c: pipeline::Compression) -> String {
+    match c {
+        pipeline::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        pipeline::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        pipeline::Compression::None => crate::layout::MT_OCI_TAR,
+    }
+    .to_owned()
 }
 
 enum Identified {
@@ -397,6 +525,13 @@ fn identify(
             .or_else(|| v1_ids.iter().position(|x| x == id))
             .filter(|_| !id.is_empty());
         return pos.map_or(Identified::Unknown, Identified::Layer);
+    }
+    // Podman's archives: `<hex>.tar` at the top, named by diff ID.
+    if let Some(hex) = name.strip_suffix(".tar").filter(|h| !h.contains('/')) {
+        return diff_ids
+            .iter()
+            .position(|d| d.digest() == hex)
+            .map_or(Identified::Unknown, Identified::Layer);
     }
     if let Some(hex) = name.strip_prefix("blobs/sha256/") {
         if let Some(i) = diff_ids.iter().position(|d| d.digest() == hex) {
