@@ -50,7 +50,8 @@ pub fn default_host() -> String {
 ///
 /// Without a reachable daemon it prints `SKIP <test_name>: <reason>` to
 /// stderr and returns `None`; with `DLGRAB_REQUIRE_DAEMON=1` it panics instead.
-/// The tests of one process that call it run one at a time (see `hold_daemon`).
+/// The tests of one process that call it run one at a time, and what each
+/// made is removed when it ends (see the `cleanup` module).
 #[track_caller]
 #[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
 pub fn daemon_or_skip(test_name: &str) -> Option<Daemon> {
@@ -64,7 +65,11 @@ pub fn daemon_or_skip(test_name: &str) -> Option<Daemon> {
     });
     match probed {
         Ok(daemon) => {
-            hold_daemon();
+            // Serialises the tests of one process on the daemon (images one
+            // test builds or removes would race another's build cache and its
+            // "the image list is unchanged" checks) and removes what the test
+            // made when it ends, even by a panic.
+            crate::cleanup::enter(daemon);
             Some(daemon.clone())
         }
         Err(reason) if std::env::var(ENV_REQUIRE_DAEMON).as_deref() == Ok("1") => {
@@ -75,27 +80,6 @@ pub fn daemon_or_skip(test_name: &str) -> Option<Daemon> {
             None
         }
     }
-}
-
-/// Serialises the tests of one process on the daemon: images one test
-/// builds or removes would otherwise race another's build cache and its
-/// "the image list is unchanged" checks. The lock is taken by the test's
-/// thread (libtest runs each test on a thread of its own) and released when
-/// that thread ends, so no test has to hold a guard itself.
-fn hold_daemon() {
-    use std::cell::RefCell;
-    use std::sync::{Mutex, MutexGuard};
-    static DAEMON: Mutex<()> = Mutex::new(());
-    thread_local! {
-        static HELD: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
-    }
-    HELD.with(|held| {
-        let mut held = held.borrow_mut();
-        if held.is_none() {
-            // A test that panicked while holding it poisons nothing we keep.
-            *held = Some(DAEMON.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-    });
 }
 
 impl Daemon {

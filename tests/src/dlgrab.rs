@@ -2,29 +2,72 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use crate::Daemon;
 
-/// The dlgrab binary: `DLGRAB_BIN` when set, else the one cargo built beside
-/// the running test binary (`cargo build -p dlgrab`; `cargo xtask test`
-/// builds it). Panics with what to run when it is missing.
+/// The dlgrab binary: `DLGRAB_BIN` when set, else the one cargo builds
+/// beside the running test binary. The first call in a process runs `cargo
+/// build -p dlgrab` with the test binary's profile and target folder (a
+/// no-op when it is fresh), so a plain `cargo test` tests the current code.
+/// Panics with cargo's output when that build fails.
 #[track_caller]
 pub fn dlgrab_bin() -> PathBuf {
     if let Ok(path) = std::env::var("DLGRAB_BIN") {
         return path.into();
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(build) {
+        Ok(bin) => bin.clone(),
+        Err(why) => panic!("cannot build the dlgrab binary: {why}"),
+    }
+}
+
+/// `cargo build -p dlgrab` into the target folder of the running test binary
+/// (`<target>/<profile>/deps/<test>`).
+fn build() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("test binary path: {e}"))?;
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("target dir")
-        .join("dlgrab");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p dlgrab` first (cargo xtask test does)",
-        bin.display()
-    );
-    bin
+        .ok_or("the test binary is not in <target>/<profile>/deps")?;
+    let target = profile_dir.parent().ok_or("no target folder")?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("no profile folder")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--quiet", "-p", "dlgrab", "--bin", "dlgrab"])
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(Stdio::null());
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo build -p dlgrab` failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let bin = profile_dir.join("dlgrab");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("{} is missing after the build", bin.display()))
+    }
 }
 
 impl Daemon {

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod cleanup;
 mod daemon;
 mod dlgrab;
 mod error;

@@ -8,14 +8,17 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A repository name `<prefix>-<pid>-<n>-<time>` that no other call in any
 /// run returns: process ID, a per-process counter and the start time in
 /// hexadecimal. `prefix` must itself be a valid lowercase repository name,
-/// e.g. `dlgrab-test/export`.
+/// e.g. `dlgrab-test/export`. Images tagged under it (or under
+/// `<name>-…`) on the daemon under test are removed when the test ends.
 pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    format!("{prefix}-{}-{n}-{t:x}", std::process::id())
+    let name = format!("{prefix}-{}-{n}-{t:x}", std::process::id());
+    crate::cleanup::note_repository(&name);
+    name
 }
 
 #[cfg(test)]
