@@ -250,7 +250,7 @@ fn scratch_left(dir: &std::path::Path) -> Vec<String> {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".dlgrab"))
+                .filter(|n| n.starts_with(".dlgrab-"))
                 .collect()
         })
         .unwrap_or_default()

@@ -70,7 +70,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".dlgrab"))
+        .filter(|n| n.starts_with(".dlgrab-"))
         .collect()
 }
 

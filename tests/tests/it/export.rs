@@ -165,7 +165,9 @@ fn one_history_row_is_exported_alone() {
         ["b.txt"]
     );
     assert!(
-        !listing(out.path()).iter().any(|n| n.starts_with(".dlgrab")),
+        !listing(out.path())
+            .iter()
+            .any(|n| n.starts_with(".dlgrab-")),
         "scratch left behind"
     );
     assert_eq!(d.image_refs(), before, "the image list changed");
@@ -522,20 +524,37 @@ fn errors_are_clear_and_exit_non_zero() {
         "no such image",
     );
 
-    // Output already there: the first export stays whole.
+    // The same layer again: kept as it is, nothing rewritten.
     let img = three_row_image(&d, "dlgrab-e2e/errors");
+    let top_diff = &img.layer_diff_ids[img.layer_diff_ids.len() - 1];
     let first = exported(&succeeded(&dlgrab(&d, &[&img.tag, "--json", "-o", dir])));
     let tar = out
         .path()
         .join(first[0]["id"].as_str().expect("id"))
         .join("layer.tar");
-    failed_with(&dlgrab(&d, &[&img.tag, "-o", dir]), "already");
+    let written_at = std::fs::metadata(&tar)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let manifest = std::fs::read(out.path().join("manifest.json")).expect("manifest.json");
+    let again = succeeded(&dlgrab(&d, &[&img.tag, "-o", dir]));
+    assert!(again.contains("Already there"), "{again}");
     assert_eq!(
-        sha256_file(&tar),
-        img.layer_diff_ids[img.layer_diff_ids.len() - 1]
+        std::fs::metadata(&tar)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+        written_at
     );
+    assert_eq!(
+        std::fs::read(out.path().join("manifest.json")).expect("manifest.json"),
+        manifest
+    );
+    // A folder holding something else is refused and left as it is…
+    std::fs::write(&tar, b"not the layer").expect("overwrite");
+    failed_with(&dlgrab(&d, &[&img.tag, "-o", dir]), "already there");
+    assert_eq!(std::fs::read(&tar).expect("tar"), b"not the layer");
     // …and --force replaces it.
     succeeded(&dlgrab(&d, &[&img.tag, "--force", "-q", "-o", dir]));
+    assert_eq!(&sha256_file(&tar), top_diff);
 
     // Port taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -559,7 +578,7 @@ fn errors_are_clear_and_exit_non_zero() {
     assert!(
         listing(other.path())
             .iter()
-            .all(|n| !n.starts_with(".dlgrab")),
+            .all(|n| !n.starts_with(".dlgrab-")),
         "{:?}",
         listing(other.path())
     );

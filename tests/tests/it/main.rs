@@ -10,5 +10,6 @@ mod driver;
 mod export;
 mod kit;
 mod registry;
+mod seed;
 mod store;
 mod writer;
