@@ -27,6 +27,19 @@ async fn negotiates_from_ping() {
         fake.request_lines().await,
         ["GET /v1.41/version", "GET /v1.41/info"]
     );
+    // The version is negotiated before any versioned call.
+    let first = fake.requests().await;
+    assert!(
+        matches!(
+            first.first().map(|r| r.url.path()),
+            Some("/version" | "/_ping")
+        ),
+        "{:?}",
+        first
+            .iter()
+            .map(|r| r.url.path().to_owned())
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

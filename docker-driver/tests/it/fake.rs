@@ -113,12 +113,13 @@ impl Fake {
         self.server.received_requests().await.unwrap_or_default()
     }
 
-    /// The requests as `METHOD path?query`, without the ping.
+    /// The requests as `METHOD path?query`, without the version
+    /// negotiation (`/_ping`, the unversioned `/version`).
     pub(crate) async fn request_lines(&self) -> Vec<String> {
         self.requests()
             .await
             .iter()
-            .filter(|r| r.url.path() != "/_ping")
+            .filter(|r| r.url.path() != "/_ping" && r.url.path() != "/version")
             .map(|r| match r.url.query() {
                 Some(q) => format!("{} {}?{}", r.method, r.url.path(), q),
                 None => format!("{} {}", r.method, r.url.path()),

@@ -128,6 +128,16 @@ async fn dropping_the_stream_closes_the_request() {
                 head.extend_from_slice(&buf[..n]);
             }
             let head = String::from_utf8_lossy(&head).into_owned();
+            if head.starts_with("GET /version") {
+                let body = br#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12"}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.unwrap();
+                conn.write_all(body).await.unwrap();
+                continue;
+            }
             if head.starts_with("GET /_ping") {
                 conn.write_all(
                     b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK",
