@@ -406,7 +406,14 @@ fn registry_format_is_served_by_the_cncf_registry() {
         );
         return;
     };
-    let img = three_row_image(&d, "dlgrab-e2e/regfmt");
+    // Content of its own: the registry layout is named after the image's
+    // first tag, which must be this test's.
+    let tag = format!("{}:1", unique_name("dlgrab-e2e/regfmt"));
+    let img = ImageBuilder::new(&tag)
+        .busybox()
+        .file("/a.txt", format!("{tag}\n"))
+        .run("echo beta > /b.txt")
+        .build(&d);
     let out = tempfile::tempdir().expect("tempdir");
     let root = out.path().join("storage");
     succeeded(&dlgrab(
