@@ -147,7 +147,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         .iter()
         .rev()
         .find_map(|l| executable(l))
-        .map(PathBuf::from);
+        // Relative to the workspace root; the runs start in `tests/`.
+        .map(|p| root().join(p));
     if build.ok && it_exe.is_none() {
         build.ok = false;
         build
