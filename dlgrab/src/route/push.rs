@@ -17,7 +17,7 @@ use shim_registry::storage::{FsStorage, Storage};
 use shim_registry::{ChannelSink, Registry, RegistryEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::export::{Exporter, Wanted};
+use crate::export::{Exporter, Wanted, output_already_there};
 use crate::plan::{CapturePolicy, PushedManifest};
 
 impl Exporter {
@@ -121,7 +121,10 @@ impl Exporter {
             let layer = writer
                 .write_layer(&context, w.index, reader)
                 .await
-                .with_context(|| format!("cannot write layer {}", w.index))?;
+                .map_err(|e| match e {
+                    layer_writer::WriteError::TargetExists { path } => output_already_there(&path),
+                    e => anyhow::Error::new(e).context(format!("cannot write layer {}", w.index)),
+                })?;
             self.announce(&layer);
             written.push(layer);
         }
