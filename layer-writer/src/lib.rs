@@ -210,6 +210,30 @@ pub struct WrittenLayer {
     pub already_there: bool,
 }
 
+impl WrittenLayer {
+    fn new(
+        image: &ImageContext,
+        index: usize,
+        diff_id: Digest,
+        tar_size: u64,
+        files: Vec<PathBuf>,
+        already_there: bool,
+    ) -> Self {
+        Self {
+            index,
+            id: image
+                .layer_ids
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| diff_id.digest().to_string()),
+            diff_id,
+            tar_size,
+            files,
+            already_there,
+        }
+    }
+}
+
 /// Writes verified layers under a root folder.
 #[derive(Debug, Clone)]
 pub struct LayerWriter {
@@ -377,18 +401,9 @@ impl LayerWriter {
             layout::refresh(root, format, image)?;
         }
         tracing::info!(index, %diff_id, root = %root.display(), "layer already there; image recorded");
-        Ok(WrittenLayer {
-            index,
-            id: image
-                .layer_ids
-                .get(index)
-                .cloned()
-                .unwrap_or_else(|| diff_id.digest().to_string()),
-            diff_id,
-            tar_size,
-            files,
-            already_there: true,
-        })
+        Ok(WrittenLayer::new(
+            image, index, diff_id, tar_size, files, true,
+        ))
     }
 
     /// Streams one layer into temporary files. `as_pushed`: the input is
@@ -451,18 +466,14 @@ impl LayerWriter {
             committed
         };
         tracing::info!(index, %diff_id, root = %root.display(), "layer written");
-        Ok(WrittenLayer {
+        Ok(WrittenLayer::new(
+            image,
             index,
-            id: image
-                .layer_ids
-                .get(index)
-                .cloned()
-                .unwrap_or_else(|| diff_id.digest().to_string()),
             diff_id,
             tar_size,
             files,
             already_there,
-        })
+        ))
     }
 
     /// Rewrites the top-level files from what the folder holds now.
