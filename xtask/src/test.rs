@@ -16,10 +16,8 @@ use crate::root;
 use crate::sh::{apt_install, run_logged, stream};
 
 /// The daemons `cargo xtask test` runs by default: those the whole suite
-/// passes on; the others run with `--daemon` (`d` fails the registry-format
-/// test as `b` does at the time of writing; `p` fails the save route, see
-/// README's daemon table).
-const DEFAULT_DAEMONS: [&str; 4] = ["a", "b", "c", "e"];
+/// passes on; the others run with `--daemon` (`p`: see README's Tests).
+const DEFAULT_DAEMONS: [&str; 5] = ["a", "b", "c", "d", "e"];
 
 /// How many daemons' suites run at once by default (2 cores: the suites
 /// mostly wait on the daemons, 3 keeps both cores busy).
