@@ -3,7 +3,7 @@
 //! own data root, and the tests pick free ports and unique names).
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
