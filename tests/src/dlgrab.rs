@@ -70,6 +70,20 @@ fn build() -> Result<PathBuf, String> {
     }
 }
 
+/// Asserts that a dlgrab run succeeded (its status, stdout and stderr in
+/// the message otherwise) and returns its stdout.
+#[track_caller]
+pub fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dlgrab failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 impl Daemon {
     /// `dlgrab ARGS` talking to this daemon (`DOCKER_HOST` set, no `RUST_LOG`,
     /// no standard input), ready to run.

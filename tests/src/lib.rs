@@ -28,7 +28,7 @@ mod random;
 mod tar;
 
 pub use daemon::{Daemon, Store, daemon_or_skip, default_host};
-pub use dlgrab::dlgrab_bin;
+pub use dlgrab::{dlgrab_bin, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
 pub use names::unique_name;

@@ -9,7 +9,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use testkit::{BuiltImage, Daemon, ImageBuilder, daemon_or_skip, tar_paths, unique_name};
+use testkit::{
+    BuiltImage, Daemon, ImageBuilder, daemon_or_skip, succeeded, tar_paths, unique_name,
+};
 
 fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
     daemon.dlgrab(args)
@@ -17,18 +19,6 @@ fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
 
 fn dlgrab_command(daemon: &Daemon, args: &[&str]) -> Command {
     daemon.dlgrab_command(args)
-}
-
-#[track_caller]
-fn succeeded(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "dlgrab failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[track_caller]

@@ -6,19 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use testkit::{BuiltImage, Daemon, ImageBuilder, daemon_or_skip, unique_name};
-
-#[track_caller]
-fn succeeded(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "dlgrab failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use testkit::{BuiltImage, Daemon, ImageBuilder, daemon_or_skip, succeeded, unique_name};
 
 /// An image of four layers or more and an empty-layer row, its content
 /// unique to this call from the first layer on (no other image shares a

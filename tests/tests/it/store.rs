@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
-use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, unique_name};
+use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, succeeded, unique_name};
 
 /// Removes a tag when dropped, whatever the test's outcome.
 struct Untag<'a> {
@@ -64,18 +63,6 @@ fn readable_store(daemon: &Daemon) -> Result<PathBuf, String> {
 #[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
 fn skip(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why}");
-}
-
-#[track_caller]
-fn succeeded(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "dlgrab failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// The one layer a `--json` run reports.
