@@ -189,10 +189,7 @@ fn commit_seed(
     streamed: Streamed,
 ) -> Result<(Vec<PathBuf>, bool), WriteError> {
     let id = &image.layer_ids[index];
-    let files = ["VERSION", "json", "layer.tar"]
-        .iter()
-        .map(|f| PathBuf::from(id).join(f))
-        .collect();
+    let files = layer_files(root, Format::Seed, image, &streamed.diff_id, index);
     let target = root.join(id);
     // Another run wrote this very layer meanwhile: keep its folder.
     if !replace
@@ -337,6 +334,7 @@ pub(crate) fn registry_path(name: &str) -> String {
 struct Described<'a> {
     image: &'a ImageContext,
     config_digest: Digest,
+    diff_ids: Vec<Digest>,
     /// `manifest.json`'s layer paths, base first.
     docker_paths: Vec<String>,
     layers: Vec<LayerDesc>,
@@ -383,17 +381,15 @@ fn refresh_layout(root: &Path, format: Format, images: &[ImageContext]) -> Resul
     tracing::trace!(images = described.len(), "refreshing layout");
 
     if format == Format::Seed {
-        link_diff_id_blobs(root, images, &described, &tars)?;
+        link_diff_id_blobs(root, &described, &tars)?;
     }
 
-    // Configs, under both names docker load may look for.
+    // Configs, under both names docker load may look for: the blob is
+    // there already (`folder::record` wrote or read back every one).
     let mut docker = Vec::with_capacity(described.len());
     for d in &described {
         let cfg_hex = hex(&d.config_digest).to_string();
         let cfg_blob = oci_blob(root, &d.config_digest);
-        if fs::read(&cfg_blob).ok().as_deref() != Some(&d.image.config_json[..]) {
-            fsx::write_atomic(&cfg_blob, &d.image.config_json)?;
-        }
         let config_path = match format {
             Format::Seed => {
                 let p = root.join(format!("{cfg_hex}.json"));
@@ -525,6 +521,7 @@ fn describe<'a>(
     Ok(Described {
         image,
         config_digest: image.config_digest(),
+        diff_ids,
         docker_paths,
         layers,
         manifest,
@@ -536,7 +533,6 @@ fn describe<'a>(
 /// files, kept only where some manifest of the index names them.
 fn link_diff_id_blobs(
     root: &Path,
-    images: &[ImageContext],
     described: &[Described<'_>],
     tars: &HashMap<Digest, PathBuf>,
 ) -> Result<(), WriteError> {
@@ -551,18 +547,16 @@ fn link_diff_id_blobs(
         }
     }
     let mut seen = HashSet::new();
-    for image in images {
-        for d in image.diff_ids()? {
-            if needed.contains_key(&d) || !seen.insert(d.clone()) {
-                continue;
-            }
-            let blob = oci_blob(root, &d);
-            // A stale link whose layer was removed, or one no longer needed.
-            match tars.get(&d) {
-                Some(tar) if !same_file(tar, &blob) => {}
-                _ => {
-                    let _ = fs::remove_file(&blob);
-                }
+    for d in described.iter().flat_map(|x| &x.diff_ids) {
+        if needed.contains_key(d) || !seen.insert(d) {
+            continue;
+        }
+        let blob = oci_blob(root, d);
+        // A stale link whose layer was removed, or one no longer needed.
+        match tars.get(d) {
+            Some(tar) if !same_file(tar, &blob) => {}
+            _ => {
+                let _ = fs::remove_file(&blob);
             }
         }
     }
@@ -634,10 +628,7 @@ fn write_repositories(
         let image = d.image;
         let top = match format {
             Format::Seed => image.layer_ids.last().cloned(),
-            _ => image
-                .diff_ids()
-                .ok()
-                .and_then(|ids| ids.last().map(|l| hex(l).to_string())),
+            _ => d.diff_ids.last().map(|l| hex(l).to_string()),
         };
         for (name, tag) in image.repo_tags.iter().filter_map(|t| split_tag(t)) {
             let entry = repos.entry(name).or_insert_with(|| json!({}));

@@ -47,7 +47,8 @@ fn exported(stdout: &str) -> Vec<serde_json::Value> {
         .expect("an array of exported layers")
 }
 
-fn sha256_file(path: &Path) -> String {
+/// `sha256:<hex>` of a file's bytes.
+pub(crate) fn sha256_file(path: &Path) -> String {
     let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut hasher = Sha256::new();
     let mut buf = vec![0; 1 << 20];

@@ -91,9 +91,19 @@ fn remove_all(d: &Daemon, images: &[&BuiltImage]) {
     }
 }
 
-#[track_caller]
 fn load(d: &Daemon, archive: &Path) -> Output {
     d.docker(["load", "-i", archive.to_str().expect("utf-8")])
+}
+
+/// `docker load -i archive`, which must succeed.
+#[track_caller]
+fn load_ok(d: &Daemon, archive: &Path, what: &str) {
+    let out = load(d, archive);
+    assert!(
+        out.status.success(),
+        "{what}docker load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The image is back with its ID and tag, and runs.
@@ -136,12 +146,7 @@ fn rows_in_any_order_load_back_as_the_image() {
         export_rows(&d, &img, &order, &dir);
         let archive = tar_folder(&dir, tmp.path());
         remove_all(&d, &[&img]);
-        let out = load(&d, &archive);
-        assert!(
-            out.status.success(),
-            "{name}: docker load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        load_ok(&d, &archive, &format!("{name}: "));
         assert_back(&d, &img);
         // Every row with an image ID of its own came back as that image.
         for id in img.history.iter().filter_map(|r| r.id.as_ref()) {
@@ -196,12 +201,7 @@ fn images_sharing_a_base_and_one_row_of_another_load_together() {
 
     let archive = tar_folder(&dir, tmp.path());
     remove_all(&d, &[&second, &first]);
-    let out = load(&d, &archive);
-    assert!(
-        out.status.success(),
-        "docker load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    load_ok(&d, &archive, "");
     assert_back(&d, &first);
     let inspect = d.try_inspect(&second.tag).expect("second image back");
     assert_eq!(inspect["Id"].as_str(), Some(second.id.as_str()));
@@ -269,12 +269,7 @@ fn two_runs_at_once_into_one_folder() {
     assert_eq!(entries.as_array().map(Vec::len), Some(2), "{entries}");
     let archive = tar_folder(&dir, tmp.path());
     remove_all(&d, &[&one, &two]);
-    let out = load(&d, &archive);
-    assert!(
-        out.status.success(),
-        "docker load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    load_ok(&d, &archive, "");
     assert_back(&d, &one);
     assert_back(&d, &two);
 }

@@ -3,11 +3,12 @@
 //! a daemon, never writing into the data root.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
+
+use crate::export::sha256_file;
 use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, succeeded, unique_name};
 
 /// Removes a tag when dropped, whatever the test's outcome.
@@ -86,20 +87,6 @@ fn layer_tar(layer: &serde_json::Value) -> PathBuf {
         .find(|f| f.ends_with("/layer.tar"))
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("no layer.tar in {layer}"))
-}
-
-fn sha256_file(path: &Path) -> String {
-    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).expect("read");
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 fn path_str(p: &Path) -> &str {
