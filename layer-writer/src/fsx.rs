@@ -25,8 +25,15 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), WriteError> {
 pub(crate) fn temp_beside(target: &Path) -> Result<NamedTempFile, WriteError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     mkdirs(dir)?;
+    temp_in(dir)
+}
+
+/// A fresh temporary file in `dir`, named after this run
+/// (`.dlgrab-tmp-run-…-`, see [`crate::run`]) so a later run can sweep it
+/// should this one die before removing it.
+pub(crate) fn temp_in(dir: &Path) -> Result<NamedTempFile, WriteError> {
     tempfile::Builder::new()
-        .prefix(".dlgrab-tmp-")
+        .prefix(&format!(".dlgrab-tmp-{}-", unique()))
         .tempfile_in(dir)
         .map_err(io_err(dir))
 }
@@ -87,19 +94,10 @@ pub(crate) fn link_atomic(source: &Path, target: &Path) -> Result<(), WriteError
     Ok(())
 }
 
-/// A name part unique within this process and time.
+/// A name part unique within this process, starting with its run ID
+/// (see [`crate::run`]).
 pub(crate) fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}-{}-{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    crate::run::unique_name_part()
 }
 
 /// Deletes a path (file or folder) when dropped, unless disarmed.

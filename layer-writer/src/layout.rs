@@ -205,7 +205,7 @@ fn commit_seed(
     let count = image.layer_ids.len().max(index + 1);
     let json = v1::v1_layer_json(&image.config_json, index, count, id, parent)?;
 
-    let tmp_dir = root.join(format!(".dlgrab-tmp-{id}-{}", fsx::unique()));
+    let tmp_dir = root.join(format!(".dlgrab-tmp-{}-{id}", fsx::unique()));
     fs::create_dir(&tmp_dir).map_err(io_err(&tmp_dir))?;
     let mut guard = fsx::RemoveOnDrop(Some(tmp_dir.clone()));
     let tar_path = tmp_dir.join("layer.tar");
@@ -219,7 +219,7 @@ fn commit_seed(
         if !replace {
             return Err(WriteError::TargetExists { path: target });
         }
-        let old = root.join(format!(".dlgrab-old-{id}-{}", fsx::unique()));
+        let old = root.join(format!(".dlgrab-old-{}-{id}", fsx::unique()));
         fs::rename(&target, &old).map_err(io_err(&target))?;
         old_guard.0 = Some(old);
     }

@@ -66,6 +66,7 @@ mod fsx;
 mod layout;
 mod pipeline;
 mod readahead;
+pub mod run;
 pub mod save_archive;
 mod v1;
 

@@ -151,10 +151,7 @@ pub(crate) fn stream_layer(
 }
 
 fn temp_in(dir: &Path) -> Result<NamedTempFile, WriteError> {
-    tempfile::Builder::new()
-        .prefix(".dlgrab-tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))
+    crate::fsx::temp_in(dir)
 }
 
 /// Flushes and fsyncs a temporary file once every reader holding it is gone.
