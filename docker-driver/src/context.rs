@@ -450,11 +450,11 @@ mod tests {
     #[test]
     fn unsupported_hosts_name_the_context() {
         let setup = Setup::new();
-        setup.context("remote", "ssh://me@far", false, &[]);
+        setup.context("remote", "npipe:////./pipe/far", false, &[]);
         let err = setup.resolve(&select(Some("remote"), None)).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("\"remote\""), "{message}");
-        assert!(message.contains("ssh://me@far"), "{message}");
+        assert!(message.contains("npipe:////./pipe/far"), "{message}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum DriverError {
     /// `DOCKER_HOST` (or the host given) is not a `unix://`, `tcp://` or
     /// `http://` address.
-    #[error("unsupported docker host {host:?}: expected unix://, tcp:// or http://")]
+    #[error(
+        "unsupported docker host {host:?}: expected unix://, tcp://, http:// or ssh://[user@]host[:port]"
+    )]
     InvalidHost {
         /// The host as given.
         host: String,
@@ -246,5 +248,16 @@ pub enum DriverError {
         /// The cause.
         #[source]
         source: Source,
+    },
+    /// The daemon sent nothing for longer than the caller allows (a push or
+    /// save stream that hangs).
+    #[error(
+        "{operation}: the docker daemon sent nothing for {seconds} s (a hung daemon or push; --timeout sets the limit)"
+    )]
+    Stalled {
+        /// What was being done.
+        operation: &'static str,
+        /// The limit, in seconds.
+        seconds: u64,
     },
 }

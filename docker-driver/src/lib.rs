@@ -29,7 +29,8 @@
 //! does ([`DaemonSelection`]: `--context`/`--host`, `DOCKER_HOST`,
 //! `DOCKER_CONTEXT`, the CLI's current context, else
 //! `/var/run/docker.sock`; `unix://`, `tcp://` with or without TLS,
-//! `http://`), and negotiates the API version down to what the daemon speaks
+//! `http://`, and `ssh://` as the CLI dials it: `ssh … docker system
+//! dial-stdio`), and negotiates the API version down to what the daemon speaks
 //! (daemons from API 1.41 on are supported).
 #![warn(missing_docs)]
 
@@ -43,6 +44,7 @@ mod history;
 pub mod layer_store;
 mod model;
 mod reference;
+mod ssh;
 mod tls;
 mod transport;
 mod wire;

@@ -44,6 +44,8 @@ pub(crate) enum Endpoint {
     Unix(PathBuf),
     /// `host:port`.
     Tcp(String),
+    /// `ssh://…`: `ssh … docker system dial-stdio` per connection.
+    Ssh(crate::ssh::SshTarget),
 }
 
 impl Endpoint {
@@ -51,6 +53,9 @@ impl Endpoint {
         let invalid = || DriverError::InvalidHost {
             host: host.to_owned(),
         };
+        if host.starts_with("ssh://") {
+            return crate::ssh::SshTarget::parse(host).map(Endpoint::Ssh);
+        }
         if let Some(path) = host.strip_prefix("unix://") {
             if path.is_empty() {
                 return Err(invalid());
@@ -82,6 +87,8 @@ impl Endpoint {
             // Any host will do: the connector dials the socket.
             Endpoint::Unix(_) => "http://localhost".to_owned(),
             Endpoint::Tcp(authority) => format!("http://{authority}"),
+            // As the Docker CLI names it: the remote `docker` dials its daemon.
+            Endpoint::Ssh(_) => "http://docker.example.com".to_owned(),
         }
     }
 }
@@ -91,6 +98,7 @@ pub(crate) enum Conn {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
+    Ssh(Box<crate::ssh::SshStream>),
 }
 
 impl AsyncRead for Conn {
@@ -103,6 +111,7 @@ impl AsyncRead for Conn {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Ssh(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -117,6 +126,7 @@ impl AsyncWrite for Conn {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Ssh(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -125,6 +135,7 @@ impl AsyncWrite for Conn {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s).poll_flush(cx),
             Conn::Unix(s) => Pin::new(s).poll_flush(cx),
+            Conn::Ssh(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -133,6 +144,7 @@ impl AsyncWrite for Conn {
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Ssh(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
@@ -167,6 +179,7 @@ impl tower_service::Service<Uri> for Connector {
         Box::pin(async move {
             let conn = match &dial.endpoint {
                 Endpoint::Unix(path) => Conn::Unix(UnixStream::connect(path).await?),
+                Endpoint::Ssh(target) => Conn::Ssh(Box::new(target.dial()?)),
                 Endpoint::Tcp(authority) => {
                     let stream = TcpStream::connect(authority.as_str()).await?;
                     stream.set_nodelay(true)?;
@@ -447,7 +460,17 @@ mod tests {
         );
         check("http://[::1]:80/", Some(Endpoint::Tcp("[::1]:80".into())));
         check("http://[::1]", Some(Endpoint::Tcp("[::1]:2375".into())));
-        check("ssh://me@host", None);
+        check(
+            "ssh://me@host:2222",
+            Some(Endpoint::Ssh(crate::ssh::SshTarget {
+                user: Some("me".into()),
+                host: "host".into(),
+                port: Some(2222),
+                socket: None,
+            })),
+        );
+        check("ssh://me:pw@host", None);
+        check("npipe:////./pipe/docker_engine", None);
         check("unix://", None);
         check("/var/run/docker.sock", None);
     }
