@@ -247,8 +247,11 @@ impl AsyncWrite for SshStream {
 mod tests {
     use super::*;
 
+    /// Host, user, port, socket.
+    type Parts<'a> = (&'a str, Option<&'a str>, Option<u16>, Option<&'a str>);
+
     #[track_caller]
-    fn check(url: &str, expected: Option<(&str, Option<&str>, Option<u16>, Option<&str>)>) {
+    fn check(url: &str, expected: Option<Parts<'_>>) {
         let got = SshTarget::parse(url).ok();
         let expected = expected.map(|(host, user, port, socket)| SshTarget {
             user: user.map(str::to_owned),
