@@ -291,6 +291,12 @@ impl DockerDriver for BollardDriver {
         self.details(inspect).await
     }
 
+    async fn image_diff_ids(&self, reference: &str) -> Result<(String, Vec<String>), DriverError> {
+        let inspect = self.inspect_raw(reference).await?;
+        let diff_ids = inspect.diff_ids();
+        Ok((inspect.id, diff_ids))
+    }
+
     async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError> {
         let id = self.inspect_raw(reference).await?.id;
         let save = self

@@ -49,6 +49,14 @@ pub trait DockerDriver: Send + Sync {
         selector: LayerSelector,
     ) -> Result<ResolvedLayer, DriverError>;
 
+    /// An image's ID and its layers' diff IDs (base first), from one
+    /// inspect: cheaper than [`DockerDriver::inspect_image`], which also
+    /// maps the history.
+    async fn image_diff_ids(&self, reference: &str) -> Result<(String, Vec<String>), DriverError> {
+        let details = self.inspect_image(reference).await?;
+        Ok((details.id, details.diff_ids))
+    }
+
     /// All images, intermediate ones included (`all=true`).
     async fn list_images(&self) -> Result<Vec<ImageSummary>, DriverError>;
 
