@@ -154,7 +154,13 @@ impl Exporter {
         wanted: &[Wanted],
     ) -> anyhow::Result<Vec<Exported>> {
         let (access, store) = route::store::access(info);
-        let (route, why) = plan::choose_route(info, image, self.options.via, &access)?;
+        let (route, why) = plan::choose_route(info, image, self.options.via, &access, None)?;
+        // The push can be dropped once the wanted layers are in only when
+        // the config comes from elsewhere: a classic daemon sends it last.
+        let config_at_hand = match (&store, route) {
+            (Some(store), Route::Push) => store.image_config(&image.id).ok(),
+            _ => None,
+        };
         tracing::info!(image = %image.id, route = route.name(), why, "route chosen");
         let mut done: Vec<(layer_writer::WrittenLayer, Route, String)> = Vec::new();
         let mut store_failed = None;
@@ -185,17 +191,37 @@ impl Exporter {
                 (route, why)
             } else {
                 let failed = StoreAccess::Unavailable("the store route failed".into());
-                let (route, why) = plan::choose_route(info, image, Via::Auto, &failed)?;
+                let (route, why) = plan::choose_route(info, image, Via::Auto, &failed, None)?;
                 tracing::info!(image = %image.id, route = route.name(), why, "fallback route chosen");
                 (route, why)
             };
-            let written = match route {
-                Route::Push => self.by_push(image, &left).await,
-                Route::Save => self.by_save(info, image, &left).await,
-                Route::Store => Err(anyhow::anyhow!(
-                    "the store route cannot be taken for image {}",
-                    image.id
-                )),
+            let (route, why, written) = match route {
+                Route::Push => match self.by_push(info, image, &left, config_at_hand).await {
+                    Err(e) if e.downcast_ref::<route::push::GaveUp>().is_some() => {
+                        let survey = e
+                            .downcast_ref::<route::push::GaveUp>()
+                            .map(|g| g.0.clone())
+                            .unwrap_or_default();
+                        let (route, why) =
+                            plan::choose_route(info, image, Via::Auto, &access, Some(&survey))?;
+                        tracing::info!(image = %image.id, route = route.name(), why, "route chosen after the survey");
+                        let written = match route {
+                            Route::Save => self.by_save(info, image, &left).await,
+                            _ => Err(e),
+                        };
+                        (route, why, written)
+                    }
+                    written => (route, why, written),
+                },
+                Route::Save => (route, why, self.by_save(info, image, &left).await),
+                Route::Store => (
+                    route,
+                    why,
+                    Err(anyhow::anyhow!(
+                        "the store route cannot be taken for image {}",
+                        image.id
+                    )),
+                ),
             };
             let written = match (written, store_failed) {
                 (Ok(written), _) => written,

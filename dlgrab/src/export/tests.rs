@@ -213,6 +213,122 @@ fn fake_push(
     }))
 }
 
+/// A push as a classic store makes it: the layers in `unasked` (never
+/// pushed nor pulled) are announced `Pushing`, top first, and uploaded
+/// without a HEAD; the others are asked about first. Progress names each
+/// layer by its diff ID's first 12 hex digits. Stops when the stream is
+/// dropped (as the daemon cancels).
+fn fake_classic_push(
+    f: Arc<Fixture>,
+    uploads: Uploads,
+    unasked: Vec<usize>,
+    repo: &str,
+    tag: &str,
+) -> BoxStream<Result<PushEvent, DriverError>> {
+    let (host, name) = repo.split_once('/').expect("host/name");
+    let base = format!("http://{host}/v2/{name}");
+    let host = host.to_owned();
+    let tag = tag.to_owned();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<PushEvent, DriverError>>(1);
+    let ids: Vec<String> = f.tars.iter().map(|t| sha(t)[7..19].to_owned()).collect();
+    let layer = move |i: usize, status: &str| {
+        Ok(PushEvent::Layer {
+            id: ids[i].clone(),
+            status: status.to_owned(),
+            current: None,
+            total: None,
+        })
+    };
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut sent = Vec::new();
+        let n = f.blobs.len();
+        for &i in unasked.iter().rev() {
+            if tx.send(layer(i, "Pushing")).await.is_err() {
+                return;
+            }
+        }
+        for i in (0..n).rev() {
+            let (digest, body) = f.blobs[i].clone();
+            let asked = !unasked.contains(&i);
+            if asked {
+                let head = client
+                    .head(format!("{base}/blobs/{digest}"))
+                    .send()
+                    .await
+                    .expect("HEAD");
+                if head.status() == reqwest::StatusCode::OK {
+                    if tx.send(layer(i, "Layer already exists")).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let post = client
+                .post(format!("{base}/blobs/uploads/"))
+                .send()
+                .await
+                .expect("POST");
+            let location = post.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned();
+            let url = format!(
+                "http://{host}{location}{}digest={digest}",
+                if location.contains('?') { '&' } else { '?' }
+            );
+            let put = client.put(url).body(body).send().await.expect("PUT");
+            assert_eq!(put.status(), reqwest::StatusCode::CREATED);
+            sent.push(digest);
+            if tx.send(layer(i, "Pushed")).await.is_err() {
+                return;
+            }
+        }
+        let (digest, body) = f.config.clone();
+        let head = client
+            .head(format!("{base}/blobs/{digest}"))
+            .send()
+            .await
+            .expect("HEAD");
+        if head.status() != reqwest::StatusCode::OK {
+            let post = client
+                .post(format!("{base}/blobs/uploads/"))
+                .send()
+                .await
+                .expect("POST");
+            let location = post.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned();
+            let url = format!(
+                "http://{host}{location}{}digest={digest}",
+                if location.contains('?') { '&' } else { '?' }
+            );
+            client.put(url).body(body).send().await.expect("PUT");
+            sent.push(digest);
+        }
+        let put = client
+            .put(format!("{base}/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(f.manifest.clone())
+            .send()
+            .await
+            .expect("PUT manifest");
+        assert_eq!(put.status(), reqwest::StatusCode::CREATED);
+        uploads.lock().expect("uploads").push(sent);
+        let _ = tx
+            .send(Ok(PushEvent::Pushed {
+                tag,
+                digest: sha(&f.manifest),
+                size: Some(f.manifest.len() as u64),
+            }))
+            .await;
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
 fn exporter(
     mock: MockDockerDriver,
     outdir: &std::path::Path,
@@ -413,9 +529,9 @@ fn expect_save(mock: &mut MockDockerDriver, save: Bytes) {
     });
 }
 
-/// A classic store holding the fixture as a never-pushed image; the config
-/// must come from the one save stream, not from a first one.
-fn never_pushed_on_a_classic_store(f: &Arc<Fixture>) -> MockDockerDriver {
+/// A classic store holding the fixture; the config must come from the one
+/// save stream, not from a first one.
+fn on_a_classic_store(f: &Arc<Fixture>) -> MockDockerDriver {
     let mut mock = driver(
         f,
         ImageStore::Classic {
@@ -427,22 +543,48 @@ fn never_pushed_on_a_classic_store(f: &Arc<Fixture>) -> MockDockerDriver {
     mock
 }
 
+/// A classic store holding the fixture as a never-pushed image: its survey
+/// push announces every layer uploaded unasked (and is dropped before the
+/// end: the uploads stay empty).
+fn never_pushed_on_a_classic_store(f: &Arc<Fixture>) -> (MockDockerDriver, Uploads) {
+    let mut mock = on_a_classic_store(f);
+    mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
+    let uploads: Uploads = Arc::default();
+    let (fx, up) = (f.clone(), uploads.clone());
+    mock.expect_push().times(1).returning(move |repo, tag| {
+        fake_classic_push(fx.clone(), up.clone(), vec![0, 1, 2], repo, tag)
+    });
+    mock.expect_untag().times(1).returning(|_| Ok(()));
+    (mock, uploads)
+}
+
 #[tokio::test]
 async fn a_never_pushed_image_on_a_classic_store_goes_through_one_docker_save() {
     let f = fixture();
     let out = tempfile::tempdir().expect("tempdir");
-    let mut mock = never_pushed_on_a_classic_store(&f);
-    mock.expect_tag().never();
-    mock.expect_push().never();
-    mock.expect_untag().never();
+    // The survey push sees the daemon uploading every layer unasked and
+    // gives way to docker save before anything is written.
+    let (mut mock, uploads) = never_pushed_on_a_classic_store(&f);
     expect_save(&mut mock, save_stream(&f, true));
-    let (exporter, _cleanup) = exporter(mock, out.path(), Via::Auto);
+    let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
 
     let written = exporter
         .run(&["demo:1".into()], LayerSelector::Index(1))
         .await
         .expect("export");
+    assert!(cleanup.run().await.is_empty());
     assert_eq!(written[0].route, "save");
+    assert!(
+        written[0].route_reason.contains("survey push showed")
+            && written[0].route_reason.contains("unasked"),
+        "{}",
+        written[0].route_reason
+    );
+    assert!(
+        uploads.lock().expect("uploads").is_empty(),
+        "the survey was dropped before its end"
+    );
+    assert!(scratch_left(out.path()).is_empty());
     let folder = out.path().join(&written[0].id);
     assert_eq!(
         std::fs::read(folder.join("layer.tar")).expect("layer.tar"),
@@ -461,7 +603,7 @@ async fn a_never_pushed_image_on_a_classic_store_goes_through_one_docker_save() 
 async fn a_save_stream_without_the_config_fails_and_writes_nothing() {
     let f = fixture();
     let out = tempfile::tempdir().expect("tempdir");
-    let mut mock = never_pushed_on_a_classic_store(&f);
+    let (mut mock, _uploads) = never_pushed_on_a_classic_store(&f);
     expect_save(&mut mock, save_stream(&f, false));
     let (exporter, _cleanup) = exporter(mock, out.path(), Via::Auto);
 
@@ -552,5 +694,105 @@ async fn an_interrupted_push_is_cancelled_and_cleaned_up() {
         scratch_left(out.path()).is_empty(),
         "{:?}",
         scratch_left(out.path())
+    );
+}
+
+#[tokio::test]
+async fn a_retagged_pulled_image_on_a_classic_store_goes_by_push() {
+    // Pulled, then retagged and its pulled name removed: no repo digest
+    // left, but the daemon asks about every layer before uploading.
+    let f = fixture();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut mock = on_a_classic_store(&f);
+    mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
+    let uploads: Uploads = Arc::default();
+    let (fx, up) = (f.clone(), uploads.clone());
+    mock.expect_push().times(2).returning(move |repo, tag| {
+        fake_classic_push(fx.clone(), up.clone(), Vec::new(), repo, tag)
+    });
+    mock.expect_untag().times(1).returning(|_| Ok(()));
+    mock.expect_export_images().never();
+    let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
+
+    let written = exporter
+        .run(&["demo:1".into()], LayerSelector::Index(1))
+        .await
+        .expect("export");
+    assert!(cleanup.run().await.is_empty());
+    assert_eq!(written[0].route, "push");
+    assert!(
+        written[0].route_reason.contains("survey"),
+        "{}",
+        written[0].route_reason
+    );
+    let uploads = uploads.lock().expect("uploads").clone();
+    assert_eq!(uploads.len(), 2, "a survey and a capture push");
+    assert!(uploads[0].is_empty(), "{:?}", uploads[0]);
+    assert_eq!(uploads[1], [f.blobs[1].0.clone(), f.config.0.clone()]);
+    assert_eq!(
+        std::fs::read(out.path().join(&written[0].id).join("layer.tar")).expect("layer.tar"),
+        f.tars[1]
+    );
+}
+
+#[tokio::test]
+async fn a_small_unasked_top_layer_is_kept_from_the_survey_without_a_second_upload() {
+    // An app image on a pulled base: the base is asked about, the two
+    // layers above it are uploaded unasked in the survey; small next to
+    // the image, they are kept, and the capture push brings only the
+    // config.
+    let f = fixture();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut mock = MockDockerDriver::new();
+    mock.expect_info().returning(|| {
+        Ok(DaemonInfo {
+            server_version: "28.5.2".into(),
+            api_version: "1.51".into(),
+            image_store: ImageStore::Classic {
+                driver: "overlay2".into(),
+            },
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            root_dir: None,
+        })
+    });
+    let mut image = details(&f, &[]);
+    image.history[0].size = 100_000;
+    mock.expect_resolve().returning(move |_, _| {
+        Ok(ResolvedLayer {
+            image: image.clone(),
+            layer_index: 2,
+            requested_id: None,
+        })
+    });
+    mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
+    let uploads: Uploads = Arc::default();
+    let (fx, up) = (f.clone(), uploads.clone());
+    // Once pushed, the daemon has recorded their digests and asks.
+    let pushes = Arc::new(AtomicUsize::new(0));
+    mock.expect_push().times(2).returning(move |repo, tag| {
+        let unasked = match pushes.fetch_add(1, Ordering::SeqCst) {
+            0 => vec![1, 2],
+            _ => Vec::new(),
+        };
+        fake_classic_push(fx.clone(), up.clone(), unasked, repo, tag)
+    });
+    mock.expect_untag().times(1).returning(|_| Ok(()));
+    let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
+
+    let written = exporter
+        .run(&["demo:1".into()], LayerSelector::Top)
+        .await
+        .expect("export");
+    assert!(cleanup.run().await.is_empty());
+    assert_eq!(written[0].route, "push");
+    let uploads = uploads.lock().expect("uploads").clone();
+    assert_eq!(uploads[0], [f.blobs[2].0.clone(), f.blobs[1].0.clone()]);
+    // The second push: the daemon now asks about those two, finds them,
+    // and uploads only the config.
+    assert_eq!(uploads[1], [f.config.0.clone()]);
+    assert_eq!(
+        std::fs::read(out.path().join(&written[0].id).join("layer.tar")).expect("layer.tar"),
+        f.tars[2]
     );
 }

@@ -1,7 +1,11 @@
 //! The push route: the daemon pushes the image into a temporary registry
-//! on 127.0.0.1, twice: a survey push learns each layer's blob digest
-//! without any layer data crossing, a capture push uploads only the wanted
-//! layers (and the config).
+//! on 127.0.0.1. A survey push, in which every blob is claimed present,
+//! learns each layer's blob digest and shows what the daemon does per
+//! layer: ask first (`HEAD`; nothing crosses) or upload unasked (the survey
+//! keeps those: it is their capture). The survey is dropped as soon as the
+//! wanted layers are in when the config is at hand (capture and cancel),
+//! or given up for `docker save` when it would cost more; a capture push
+//! then uploads only the wanted layers still missing (and the config).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -10,23 +14,59 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use docker_driver::ImageDetails;
+use docker_driver::{DaemonInfo, ImageDetails, PushEvent};
 use futures::StreamExt;
 use shim_registry::oci_spec::image::Digest;
 use shim_registry::storage::{FsStorage, Storage};
 use shim_registry::{ChannelSink, Registry, RegistryEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::cli::Via;
 use crate::export::{Exporter, Wanted, output_already_there};
-use crate::plan::{CapturePolicy, PushedManifest};
+use crate::plan::{self, CapturePolicy, PushedManifest, Survey, SurveyStep};
+
+/// The survey push showed that pushing would cost more than `docker save`:
+/// the reason, for [`crate::plan::choose_route`]. Nothing was written.
+#[derive(Debug)]
+pub(crate) struct GaveUp(pub(crate) String);
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the survey push was given up: {}", self.0)
+    }
+}
+
+impl std::error::Error for GaveUp {}
+
+/// How the survey push ended.
+struct SurveyEnd {
+    /// The manifest the daemon put, when the push ran to its end.
+    manifest: Option<(String, Bytes)>,
+    /// True when it was dropped because the wanted layers were in.
+    cancelled: bool,
+    /// The blob each layer uploaded unasked was stored as, where known.
+    uploaded: HashMap<usize, Digest>,
+    /// Blobs stored but not yet matched to a layer.
+    unmatched: Vec<Digest>,
+}
 
 impl Exporter {
-    /// The push route: a survey push learns the layers' blob digests, a
-    /// capture push uploads only the wanted ones.
+    /// The push route: a survey push in which every blob is claimed present
+    /// shows which layers the daemon asks about and which it uploads
+    /// unasked (those are kept: the survey is their capture). When the
+    /// wanted layers are all uploaded unasked and the image config is at
+    /// hand (`config`, from the layer store), the push is dropped as soon as
+    /// they are in (capture and cancel). Otherwise the survey runs to its
+    /// end and, when a wanted layer or the config is still missing, a
+    /// capture push uploads only those. Unless forced (`--via push`), the
+    /// survey gives up with [`GaveUp`] as soon as it would cost more than
+    /// `docker save` ([`plan::survey_step`]).
     pub(crate) async fn by_push(
         &self,
+        info: &DaemonInfo,
         image: &ImageDetails,
         wanted: &[Wanted],
+        config: Option<Vec<u8>>,
     ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
         let scratch = scratch_dir(&self.options.outdir);
         self.cleanup.add_dir(scratch.clone());
@@ -36,10 +76,11 @@ impl Exporter {
             })?);
         let policy = Arc::new(CapturePolicy::new());
         let (sink, mut events) = ChannelSink::new();
+        let faults = crate::fault::StorageFaults::default();
         let registry = Registry::builder()
             .storage(storage.clone())
             .presence(policy.clone())
-            .event_sink(Arc::new(sink))
+            .event_sink(faults.wrap(sink))
             .build()
             .context("cannot set up the temporary registry")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.options.port));
@@ -55,72 +96,142 @@ impl Exporter {
         let reference = format!("{repo}:{tag}");
         tracing::debug!(registry = %handle.url(), reference, "temporary registry up");
 
+        let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
         self.cleanup.add_tag(&reference);
-        let pushed = async {
-            self.driver
-                .tag(&image.id, &repo, tag)
-                .await
-                .context("cannot tag the image for the push")?;
-            self.reporter
-                .phase("survey push: learning the layers' blob digests");
-            let (media_type, body) = self
-                .push(&repo, tag, &mut events)
-                .await
-                .context("survey push")?
-                .context(
+        let pushed = faults
+            .abort_on_failure(async {
+                self.driver
+                    .tag(&image.id, &repo, tag)
+                    .await
+                    .context("cannot tag the image for the push")?;
+                self.reporter
+                    .phase("survey push: which layers does the daemon ask about?");
+                let forced = self.options.via == Via::Push;
+                let end = self
+                    .survey(
+                        image,
+                        &indexes,
+                        config.is_some(),
+                        forced,
+                        info,
+                        &repo,
+                        tag,
+                        &mut events,
+                    )
+                    .await
+                    .context("survey push")?;
+                if end.cancelled {
+                    return Ok(Found::Cancelled(end));
+                }
+                let (media_type, body) = end.manifest.clone().context(
                     "the survey push ended without a manifest reaching the temporary registry",
                 )?;
-            let survey = PushedManifest::parse(&media_type, &body)?;
-            if survey.layers.len() != image.diff_ids.len() {
-                bail!(
-                    "the daemon pushed a manifest of {} layers for an image of {}",
-                    survey.layers.len(),
-                    image.diff_ids.len()
-                );
-            }
-            let mut capture: Vec<Digest> = wanted
-                .iter()
-                .map(|w| survey.layers[w.index].digest.clone())
-                .collect();
-            capture.push(survey.config.digest.clone());
-            policy.capture(capture);
-            self.reporter
-                .phase("capture push: uploading the wanted layers");
-            // The containerd store finds the survey's manifest already there
-            // and does not put it again: the survey's then stands.
-            let captured = self
-                .push(&repo, tag, &mut events)
-                .await
-                .context("capture push")?;
-            Ok(captured.unwrap_or((media_type, body)))
-        }
-        .await;
+                let survey = PushedManifest::parse(&media_type, &body)?;
+                if survey.layers.len() != image.diff_ids.len() {
+                    bail!(
+                        "the daemon pushed a manifest of {} layers for an image of {}",
+                        survey.layers.len(),
+                        image.diff_ids.len()
+                    );
+                }
+                let mut missing = Vec::new();
+                for &i in &indexes {
+                    let digest = &survey.layers[i].digest;
+                    if storage.stat_blob(digest).await.ok().flatten().is_none() {
+                        missing.push(digest.clone());
+                    }
+                }
+                if missing.is_empty() && config.is_some() {
+                    tracing::debug!("the survey uploaded every wanted layer: no capture push");
+                    return Ok(Found::Manifest(media_type, body));
+                }
+                missing.push(survey.config.digest.clone());
+                policy.capture(missing);
+                self.reporter
+                    .phase("capture push: uploading the wanted layers");
+                // The containerd store finds the survey's manifest already there
+                // and does not put it again: the survey's then stands.
+                let captured = self
+                    .push(&repo, tag, &mut events)
+                    .await
+                    .context("capture push")?;
+                let (media_type, body) = captured.unwrap_or((media_type, body));
+                Ok(Found::Manifest(media_type, body))
+            })
+            .await;
         let untagged = self.cleanup.remove_tag(&reference).await;
+        // Anything the daemon still sends after a cancel is counted, to
+        // show the cancel held.
+        let late = std::iter::from_fn(|| events.try_recv().ok())
+            .filter(|e| matches!(e, RegistryEvent::UploadStarted { .. }))
+            .count();
         handle.shutdown().await;
-        let (media_type, body) = pushed?;
+        let found = match pushed {
+            Ok(found) => found,
+            Err(e) => {
+                drop(storage);
+                let _ = tokio::fs::remove_dir_all(&scratch).await;
+                return Err(faults.explain(e));
+            }
+        };
         untagged.with_context(|| format!("cannot remove the temporary tag {reference}"))?;
-        let manifest = PushedManifest::parse(&media_type, &body)?;
 
-        let config_json = read_blob(storage.as_ref(), &manifest.config.digest).await?;
-        let context = self.context(
-            image,
-            wanted,
-            config_json,
-            Some((&manifest, media_type, body)),
-        )?;
+        let (context, blobs) = match found {
+            Found::Cancelled(end) => {
+                tracing::debug!(
+                    uploads_started_after_cancel = late,
+                    "push cancelled, temporary tag removed"
+                );
+                let config = config.context("the push was cancelled without the image config")?;
+                let blobs = upload_candidates(&indexes, &end);
+                (self.context(image, wanted, config, None)?, blobs)
+            }
+            Found::Manifest(media_type, body) => {
+                let manifest = PushedManifest::parse(&media_type, &body)?;
+                let config_json = match config {
+                    Some(config) => config,
+                    None => read_blob(storage.as_ref(), &manifest.config.digest).await?,
+                };
+                let blobs = indexes
+                    .iter()
+                    .map(|&i| vec![manifest.layers[i].digest.clone()])
+                    .collect();
+                let context = self.context(
+                    image,
+                    wanted,
+                    config_json,
+                    Some((&manifest, media_type, body)),
+                )?;
+                (context, blobs)
+            }
+        };
         let writer = self.writer();
         let mut written = Vec::new();
-        for w in wanted {
-            let blob = &manifest.layers[w.index].digest;
-            let reader = storage
-                .open_blob(blob)
-                .await
-                .context("cannot read a captured layer")?
-                .with_context(|| format!("the daemon did not upload layer {} ({blob})", w.index))?;
+        for (w, candidates) in wanted.iter().zip(&blobs) {
             self.reporter.phase(format!("writing layer {}", w.index));
-            let layer = writer
-                .write_layer(&context, w.index, reader)
-                .await
+            let mut outcome = None;
+            for blob in candidates {
+                let reader = storage
+                    .open_blob(blob)
+                    .await
+                    .context("cannot read a captured layer")?
+                    .with_context(|| {
+                        format!("the daemon did not upload layer {} ({blob})", w.index)
+                    })?;
+                match writer.write_layer(&context, w.index, reader).await {
+                    Err(layer_writer::WriteError::DiffIdMismatch { .. })
+                        if candidates.len() > 1 =>
+                    {
+                        tracing::debug!(%blob, layer = w.index, "not this layer's blob");
+                    }
+                    result => {
+                        outcome = Some(result);
+                        break;
+                    }
+                }
+            }
+            let layer = outcome
+                .with_context(|| format!("no blob the daemon uploaded is layer {}", w.index))?
                 .map_err(|e| match e {
                     layer_writer::WriteError::TargetExists { path } => output_already_there(&path),
                     e => anyhow::Error::new(e).context(format!("cannot write layer {}", w.index)),
@@ -131,6 +242,83 @@ impl Exporter {
         drop(storage);
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         Ok(written)
+    }
+
+    /// The survey push: every blob claimed present; follows the daemon's
+    /// progress per layer and the blobs it stores, and drops the push when
+    /// [`plan::survey_step`] says so.
+    #[allow(clippy::too_many_arguments)]
+    async fn survey(
+        &self,
+        image: &ImageDetails,
+        wanted: &[usize],
+        config_at_hand: bool,
+        forced: bool,
+        info: &DaemonInfo,
+        repo: &str,
+        tag: &str,
+        events: &mut UnboundedReceiver<RegistryEvent>,
+    ) -> anyhow::Result<SurveyEnd> {
+        let share = plan::unasked_share(info);
+        let mut survey = Survey::new(image);
+        let mut end = SurveyEnd {
+            manifest: None,
+            cancelled: false,
+            uploaded: HashMap::new(),
+            unmatched: Vec::new(),
+        };
+        let mut stream = self.driver.push(repo, tag);
+        let on_event = |end: &mut SurveyEnd, event: RegistryEvent| match event {
+            RegistryEvent::ManifestPut {
+                media_type, body, ..
+            } => end.manifest = Some((media_type, body)),
+            RegistryEvent::BlobCommitted { digest, size, .. } => {
+                tracing::debug!(%digest, size, "blob received");
+                end.unmatched.push(digest);
+            }
+            other => tracing::trace!(?other, "registry event"),
+        };
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    None => break,
+                    Some(Err(e)) => return Err(e).context("the daemon's push failed"),
+                    Some(Ok(PushEvent::Layer { id, status, total, .. })) => {
+                        // Its blob's commit came before the daemon said so.
+                        while let Ok(event) = events.try_recv() {
+                            on_event(&mut end, event);
+                        }
+                        tracing::debug!(id, status, "push progress");
+                        let layers = survey.progress(&id, &status, total);
+                        if status == "Pushed" && end.unmatched.len() == 1 {
+                            let digest = end.unmatched.remove(0);
+                            for &i in &layers {
+                                end.uploaded.insert(i, digest.clone());
+                            }
+                        }
+                        match plan::survey_step(&survey, wanted, config_at_hand, forced, share) {
+                            SurveyStep::Continue => {}
+                            SurveyStep::Cancel => {
+                                tracing::debug!("every wanted layer is in: the push is dropped");
+                                end.cancelled = true;
+                                break;
+                            }
+                            SurveyStep::GiveUp(why) => {
+                                tracing::debug!(why, "the survey push is given up");
+                                return Err(GaveUp(why).into());
+                            }
+                        }
+                    }
+                    Some(Ok(event)) => tracing::debug!(?event, "push progress"),
+                },
+                Some(event) = events.recv() => on_event(&mut end, event),
+            }
+        }
+        drop(stream);
+        while let Ok(event) = events.try_recv() {
+            on_event(&mut end, event);
+        }
+        Ok(end)
     }
 
     /// Pushes `repo:tag`, following the registry's events, and returns the
@@ -191,6 +379,28 @@ impl Exporter {
     }
 }
 
+/// What the pushes brought.
+enum Found {
+    /// The survey was dropped once the wanted layers were in.
+    Cancelled(SurveyEnd),
+    /// A push ran to its end and put this manifest.
+    Manifest(String, Bytes),
+}
+
+/// The stored blobs that may be each wanted layer after a cancelled
+/// survey: the one the daemon's `Pushed` message matched when only one
+/// blob had just arrived, else every unmatched one (the writer checks each
+/// against the diff ID and keeps the one that matches).
+fn upload_candidates(wanted: &[usize], end: &SurveyEnd) -> Vec<Vec<Digest>> {
+    wanted
+        .iter()
+        .map(|i| match end.uploaded.get(i) {
+            Some(digest) => vec![digest.clone()],
+            None => end.unmatched.clone(),
+        })
+        .collect()
+}
+
 /// Reads a small blob (the image config) whole, checking its digest.
 async fn read_blob(storage: &dyn Storage, digest: &Digest) -> anyhow::Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
@@ -215,8 +425,7 @@ fn scratch_dir(outdir: &Path) -> PathBuf {
 
 /// A suffix unique to this process and moment.
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:08x}", std::process::id(), nanos)
+    // The run's identity, so that a later run can sweep what this one
+    // leaves should it die before its cleanup (see `crate::sweep`).
+    layer_writer::run::unique_name_part()
 }
