@@ -489,10 +489,9 @@ async fn remove_scratch(dir: &Path) {
 
 /// A suffix unique to this process and moment.
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:08x}", std::process::id(), nanos)
+    // The run's identity, so that a later run can sweep what this one
+    // leaves should it die before its cleanup (see `crate::sweep`).
+    layer_writer::run::unique_name_part()
 }
 
 #[cfg(test)]

@@ -56,6 +56,18 @@ pub enum RegistryEvent {
         /// Its exact bytes.
         body: Bytes,
     },
+    /// The registry's own storage failed while taking a blob (a full disk,
+    /// a read-only or vanished folder): the client gets a 5xx, or a later
+    /// "upload unknown", and this event keeps the cause.
+    StorageFailed {
+        /// The repository pushed to.
+        repository: String,
+        /// The upload session, when there was one.
+        upload_id: Option<String>,
+        /// The storage error with its causes (e.g. `storage i/o failed on
+        /// …: No space left on device (os error 28)`).
+        message: String,
+    },
 }
 
 /// Receives [`RegistryEvent`]s.

@@ -44,7 +44,9 @@
 //! [OCI Distribution Spec v1.1]: https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md
 #![warn(missing_docs)]
 
+pub mod auth;
 mod events;
+pub mod fault;
 mod policy;
 mod server;
 pub mod storage;
@@ -64,6 +66,10 @@ pub use wire::{RegistryService, ResponseBody};
 
 use storage::{MemoryStorage, Storage};
 
+/// The largest manifest body accepted by default (the spec asks registries
+/// to accept at least 4 MiB).
+const DEFAULT_MAX_MANIFEST: usize = 4 << 20;
+
 /// How long an upload session may sit idle before it is discarded.
 const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(10 * 60);
 
@@ -82,6 +88,11 @@ pub(crate) struct Shared {
     pub(crate) presence: Arc<dyn PresencePolicy>,
     pub(crate) events: Arc<dyn EventSink>,
     pub(crate) upload_expiry: Duration,
+    pub(crate) auth: auth::Authorizer,
+    pub(crate) faults: Option<fault::FaultState>,
+    pub(crate) max_manifest: usize,
+    /// Blob bytes still allowed in, over all uploads (`None`: no bound).
+    pub(crate) upload_budget: Option<Arc<wire::UploadBudget>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -135,6 +146,10 @@ pub struct RegistryBuilder {
     events: Option<Arc<dyn EventSink>>,
     tls: TlsConfig,
     upload_expiry: Duration,
+    auth: auth::Auth,
+    faults: Option<fault::Faults>,
+    max_manifest: usize,
+    upload_budget: Option<u64>,
 }
 
 impl Default for RegistryBuilder {
@@ -145,6 +160,10 @@ impl Default for RegistryBuilder {
             events: None,
             tls: TlsConfig::SelfSigned,
             upload_expiry: DEFAULT_UPLOAD_EXPIRY,
+            auth: auth::Auth::none(),
+            faults: None,
+            max_manifest: DEFAULT_MAX_MANIFEST,
+            upload_budget: None,
         }
     }
 }
@@ -154,11 +173,42 @@ impl std::fmt::Debug for RegistryBuilder {
         f.debug_struct("RegistryBuilder")
             .field("tls", &self.tls)
             .field("upload_expiry", &self.upload_expiry)
+            .field("auth", &self.auth)
+            .field("faults", &self.faults)
+            .field("max_manifest", &self.max_manifest)
+            .field("upload_budget", &self.upload_budget)
             .finish_non_exhaustive()
     }
 }
 
 impl RegistryBuilder {
+    /// Who may do what (default: [`auth::Auth::none`], everyone everything).
+    pub fn auth(mut self, auth: auth::Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Faults to inject (default: none); see [`fault`].
+    pub fn faults(mut self, faults: fault::Faults) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// The largest manifest body accepted, in bytes (default 4 MiB); a
+    /// larger one is answered `413` with `SIZE_INVALID`.
+    pub fn max_manifest_size(mut self, bytes: usize) -> Self {
+        self.max_manifest = bytes;
+        self
+    }
+
+    /// The most blob bytes the registry takes in over its life, over all
+    /// uploads (failed and cancelled ones count too); past it, uploads are
+    /// answered `413` with `SIZE_INVALID` (default: no bound).
+    pub fn upload_budget(mut self, bytes: u64) -> Self {
+        self.upload_budget = Some(bytes);
+        self
+    }
+
     /// Where blobs, uploads and manifests live (default: [`MemoryStorage`]).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = Some(storage);
@@ -204,6 +254,12 @@ impl RegistryBuilder {
                 .unwrap_or_else(|| Arc::new(policy::StoredPolicy)),
             events: self.events.unwrap_or_else(|| Arc::new(events::NoEvents)),
             upload_expiry: self.upload_expiry,
+            auth: auth::Authorizer::new(self.auth),
+            faults: self.faults.map(fault::FaultState::new),
+            max_manifest: self.max_manifest,
+            upload_budget: self
+                .upload_budget
+                .map(|b| Arc::new(wire::UploadBudget::new(b))),
         };
         Ok(Registry {
             shared: Arc::new(shared),

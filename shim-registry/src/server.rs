@@ -205,7 +205,14 @@ impl Connection {
                 let handshake =
                     tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                 match handshake {
-                    Ok(Ok(tls)) => self.serve_http(TokioIo::new(tls), peer).await,
+                    Ok(Ok(tls)) => {
+                        let conn = Connection {
+                            service: self.service.clone().over_tls(),
+                            acceptor: None,
+                            watcher: self.watcher,
+                        };
+                        conn.serve_http(TokioIo::new(tls), peer).await;
+                    }
                     Ok(Err(e)) => debug!(%peer, error = %e, "tls handshake failed"),
                     Err(_) => debug!(%peer, "tls handshake timed out"),
                 }

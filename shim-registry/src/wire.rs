@@ -11,3 +11,4 @@ mod service;
 
 pub use body::ResponseBody;
 pub use service::RegistryService;
+pub(crate) use service::{BudgetExhausted, UploadBudget};

@@ -150,20 +150,58 @@ where
         // Not mountable: fall back to a session, as the spec says.
     } else if let Some(d) = query_value(&req.query, "digest") {
         let digest = digest_param(Some(d))?;
-        let id = shared.storage.create_upload(name).await?;
+        let id = shared
+            .storage
+            .create_upload(name)
+            .await
+            .map_err(|e| storage_failed(shared, name, None, e))?;
         started(shared, name, &id);
         let stream = upload_stream(req.body, shared, name, &id, 0);
-        let size = shared.storage.append_upload(name, &id, stream).await?;
+        let size = shared
+            .storage
+            .append_upload(name, &id, stream)
+            .await
+            .map_err(|e| storage_failed(shared, name, Some(&id), e))?;
         received(shared, name, &id, size);
         return commit(shared, name, &id, &digest).await;
     }
-    let id = shared.storage.create_upload(name).await?;
+    let id = shared
+        .storage
+        .create_upload(name)
+        .await
+        .map_err(|e| storage_failed(shared, name, None, e))?;
     started(shared, name, &id);
     Ok(Reply::new(StatusCode::ACCEPTED)
         .header(header::LOCATION, upload_location(name, &id))
         .header(header::RANGE, "0-0")
         .header("docker-upload-uuid", &id)
         .empty())
+}
+
+/// Reports a failure of the registry's own storage (not of the client's
+/// request) as [`RegistryEvent::StorageFailed`], then answers as usual.
+fn storage_failed(
+    shared: &Shared,
+    name: &str,
+    id: Option<&str>,
+    e: crate::storage::StorageError,
+) -> ApiError {
+    use crate::storage::StorageError;
+    if matches!(e, StorageError::Io { .. } | StorageError::Backend { .. }) {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        shared.events.event(&RegistryEvent::StorageFailed {
+            repository: name.to_owned(),
+            upload_id: id.map(str::to_owned),
+            message,
+        });
+    }
+    e.into()
 }
 
 fn started(shared: &Shared, name: &str, id: &str) {
@@ -187,7 +225,11 @@ async fn commit(
     id: &str,
     digest: &Digest,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let size = shared.storage.commit_upload(name, id, digest).await?;
+    let size = shared
+        .storage
+        .commit_upload(name, id, digest)
+        .await
+        .map_err(|e| storage_failed(shared, name, Some(id), e))?;
     tracing::debug!(repository = name, %digest, size, "blob committed");
     shared.events.event(&RegistryEvent::BlobCommitted {
         repository: name.to_owned(),
@@ -262,7 +304,11 @@ where
 {
     let base = check_chunk(shared, name, id, &req.headers).await?;
     let stream = upload_stream(req.body, shared, name, id, base);
-    let size = shared.storage.append_upload(name, id, stream).await?;
+    let size = shared
+        .storage
+        .append_upload(name, id, stream)
+        .await
+        .map_err(|e| storage_failed(shared, name, Some(id), e))?;
     received(shared, name, id, size);
     Ok(Reply::new(StatusCode::ACCEPTED)
         .header(header::LOCATION, upload_location(name, id))
@@ -287,7 +333,11 @@ where
     let base = check_chunk(shared, name, id, &req.headers).await?;
     if !req.body.is_end_stream() {
         let stream = upload_stream(req.body, shared, name, id, base);
-        let size = shared.storage.append_upload(name, id, stream).await?;
+        let size = shared
+            .storage
+            .append_upload(name, id, stream)
+            .await
+            .map_err(|e| storage_failed(shared, name, Some(id), e))?;
         if size != base {
             received(shared, name, id, size);
         }

@@ -21,6 +21,8 @@ pub(crate) enum Code {
     SizeInvalid,
     Unsupported,
     RangeInvalid,
+    Unauthorized,
+    Denied,
     Unknown,
 }
 
@@ -39,6 +41,8 @@ impl Code {
             Code::SizeInvalid => "SIZE_INVALID",
             Code::Unsupported => "UNSUPPORTED",
             Code::RangeInvalid => "RANGE_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
             Code::Unknown => "UNKNOWN",
         }
     }
@@ -59,6 +63,8 @@ impl Code {
             Code::SizeInvalid => "provided length did not match content length",
             Code::Unsupported => "the operation is unsupported",
             Code::RangeInvalid => "invalid content range",
+            Code::Unauthorized => "authentication required",
+            Code::Denied => "requested access to the resource is denied",
             Code::Unknown => "unknown error",
         }
     }
@@ -77,6 +83,8 @@ impl Code {
             | Code::SizeInvalid => StatusCode::BAD_REQUEST,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Denied => StatusCode::FORBIDDEN,
             Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +171,15 @@ impl From<StorageError> for ApiError {
                 .detail(json!({ "expected": expected.to_string(), "actual": actual.to_string() })),
             StorageError::UnsupportedAlgorithm { algorithm } => {
                 ApiError::new(Code::DigestInvalid).detail(json!({ "unsupported": algorithm }))
+            }
+            StorageError::Incoming { source }
+                if source
+                    .get_ref()
+                    .is_some_and(|e| e.is::<super::BudgetExhausted>()) =>
+            {
+                ApiError::new(Code::SizeInvalid)
+                    .status(StatusCode::PAYLOAD_TOO_LARGE)
+                    .detail(json!({ "reason": "the registry's upload budget is spent" }))
             }
             StorageError::Incoming { source } => {
                 ApiError::new(Code::BlobUploadInvalid).detail(source.to_string())

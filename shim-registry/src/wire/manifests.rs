@@ -16,9 +16,6 @@ use crate::events::RegistryEvent;
 use crate::policy::Presence;
 use crate::storage::{Reference, StoredManifest, hashing::digest_of};
 
-/// The largest manifest accepted (the spec asks for at least 4 MiB).
-const MAX_MANIFEST: usize = 32 << 20;
-
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -172,14 +169,15 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = Limited::new(req.body, MAX_MANIFEST)
+    let limit = shared.max_manifest;
+    let body = Limited::new(req.body, limit)
         .collect()
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::new(Code::SizeInvalid)
                     .status(StatusCode::PAYLOAD_TOO_LARGE)
-                    .detail(json!({ "limit": MAX_MANIFEST }))
+                    .detail(json!({ "limit": limit }))
             } else {
                 invalid(format!("reading the body failed: {e}"))
             }

@@ -1,23 +1,28 @@
 //! The hyper service: routing requests to handlers, and common headers.
 
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
-use http_body_util::BodyDataStream;
+use http_body_util::{BodyDataStream, BodyExt, Limited};
 
 use super::body::ResponseBody;
 use super::error::{ApiError, Code};
-use super::route::{Route, query_pairs, valid_name};
+use super::route::{Route, query_pairs, query_value, valid_name};
 use super::{blobs, manifests};
 use crate::Shared;
+use crate::auth::{Action, Need, Refusal, TokenRefusal, TokenRequest};
 use crate::events::RegistryEvent;
+use crate::fault::Fault;
 use crate::storage::ByteStream;
+
+/// The largest `POST /token` form read.
+const MAX_TOKEN_FORM: usize = 64 << 10;
 
 /// The registry as a hyper [`Service`](hyper::service::Service); clone it
 /// freely (an `Arc` inside).
@@ -27,6 +32,8 @@ use crate::storage::ByteStream;
 #[derive(Clone)]
 pub struct RegistryService {
     shared: Arc<Shared>,
+    /// Whether requests arrive over TLS (for the token realm's scheme).
+    tls: bool,
 }
 
 impl std::fmt::Debug for RegistryService {
@@ -37,7 +44,13 @@ impl std::fmt::Debug for RegistryService {
 
 impl RegistryService {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self { shared, tls: false }
+    }
+
+    /// The same service, for connections that speak TLS.
+    pub(crate) fn over_tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 }
 
@@ -47,12 +60,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    /// Only from fault injection's [`Fault::Reset`](crate::fault::Fault::Reset):
+    /// the connection is closed without an answer.
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, io::Error>> + Send>>;
 
     fn call(&self, request: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
-        Box::pin(async move { Ok(handle(&shared, request).await) })
+        let tls = self.tls;
+        Box::pin(async move { handle_with_faults(&shared, tls, request).await })
     }
 }
 
@@ -64,7 +80,43 @@ pub(super) struct Incoming<B> {
     pub(super) body: B,
 }
 
-async fn handle<B>(shared: &Shared, request: Request<B>) -> Response<ResponseBody>
+async fn handle_with_faults<B>(
+    shared: &Shared,
+    tls: bool,
+    request: Request<B>,
+) -> Result<Response<ResponseBody>, io::Error>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(faults) = &shared.faults else {
+        return Ok(handle(shared, tls, request).await);
+    };
+    let decision = faults.decide(request.method(), request.uri().path());
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    match decision.fault {
+        None | Some(Fault::Delay(_)) => Ok(handle(shared, tls, request).await),
+        Some(Fault::Reset) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "fault injection: connection closed without an answer",
+        )),
+        Some(Fault::Respond { status, code }) => {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "errors": [{ "code": code, "message": "injected fault" }]
+            }))
+            .expect("json serializes");
+            let reply = Reply::new(status).header(header::CONTENT_TYPE, "application/json");
+            Ok(reply.body_unless_head(request.method(), body))
+        }
+        Some(Fault::CutBody { after }) => Ok(handle(shared, tls, request)
+            .await
+            .map(|body| body.cut_after(after))),
+    }
+}
+
+async fn handle<B>(shared: &Shared, tls: bool, request: Request<B>) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -72,7 +124,12 @@ where
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     tracing::debug!(%method, %path, "request");
-    let mut response = match dispatch(shared, request).await {
+    let outcome = if path == "/token" && shared.auth.serves_tokens() {
+        token(shared, request).await
+    } else {
+        dispatch(shared, tls, request).await
+    };
+    let mut response = match outcome {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%method, %path, status = %e.status, code = ?e.code, "request failed");
@@ -86,8 +143,108 @@ where
     response
 }
 
+/// `GET /token` (Basic credentials) and `POST /token` (an OAuth2 password
+/// grant form).
+async fn token<B>(shared: &Shared, request: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token_request = match parts.method {
+        Method::GET => TokenRequest::from_get(&query_pairs(parts.uri.query()), authorization),
+        Method::POST => {
+            let form = Limited::new(body, MAX_TOKEN_FORM)
+                .collect()
+                .await
+                .map_err(|_| {
+                    ApiError::new(Code::Unsupported)
+                        .status(StatusCode::BAD_REQUEST)
+                        .detail("unreadable or oversized token form")
+                })?
+                .to_bytes();
+            let form = std::str::from_utf8(&form).map_err(|_| {
+                ApiError::new(Code::Unsupported)
+                    .status(StatusCode::BAD_REQUEST)
+                    .detail("token form is not utf-8")
+            })?;
+            TokenRequest::from_form(&query_pairs(Some(form)), authorization)
+        }
+        _ => return Err(method_not_allowed()),
+    };
+    match shared.auth.issue(&token_request) {
+        Ok(answer) => Ok(Reply::new(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&answer).expect("json serializes"))),
+        Err(TokenRefusal::Unauthorized(refusal)) => Err(refused(refusal)),
+        Err(TokenRefusal::UnsupportedGrant(grant)) => Err(ApiError::new(Code::Unsupported)
+            .status(StatusCode::BAD_REQUEST)
+            .detail(serde_json::json!({ "grant_type": grant }))),
+    }
+}
+
+/// The error answer of a refused request.
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Unauthorized { challenge } => {
+            let mut e = ApiError::new(Code::Unauthorized);
+            e.headers.push((header::WWW_AUTHENTICATE, challenge));
+            e
+        }
+        Refusal::Denied => ApiError::new(Code::Denied),
+    }
+}
+
+/// What a request to `route` with `method` needs.
+fn need(route: &Route, method: &Method) -> Need {
+    let access = |repository: &str, action| Need::Access {
+        repository: repository.to_owned(),
+        action,
+    };
+    let read_or = |name: &str, other| {
+        if method == Method::GET || method == Method::HEAD {
+            access(name, Action::Pull)
+        } else {
+            access(name, other)
+        }
+    };
+    match route {
+        Route::Base => Need::Login,
+        Route::Blob { name, .. } | Route::Manifest { name, .. } => {
+            if method == Method::DELETE {
+                access(name, Action::Delete)
+            } else {
+                read_or(name, Action::Push)
+            }
+        }
+        Route::UploadStart { name } | Route::Upload { name, .. } => access(name, Action::Push),
+        Route::Tags { name } | Route::Referrers { name, .. } => read_or(name, Action::Pull),
+    }
+}
+
+/// `scheme://host` of a request, for the token realm; a `Host` header with
+/// characters a host cannot hold is not echoed.
+fn origin(headers: &http::HeaderMap, tls: bool) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        })
+        .unwrap_or("localhost");
+    format!("{}://{host}", if tls { "https" } else { "http" })
+}
+
 async fn dispatch<B>(
     shared: &Shared,
+    tls: bool,
     request: Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError>
 where
@@ -100,7 +257,7 @@ where
             .detail("no such endpoint"));
     };
     let (parts, body) = request.into_parts();
-    let req = Incoming {
+    let mut req = Incoming {
         method: parts.method,
         headers: parts.headers,
         query: query_pairs(parts.uri.query()),
@@ -119,6 +276,30 @@ where
         && !valid_name(name)
     {
         return Err(ApiError::new(Code::NameInvalid).detail(serde_json::json!({ "name": name })));
+    }
+    if shared.auth.is_required() {
+        let authorization = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let origin = origin(&req.headers, tls);
+        shared
+            .auth
+            .check(authorization, &need(&route, &req.method), &origin)
+            .map_err(refused)?;
+        // A mount needs pull on the source repository; without it the
+        // request starts an upload session instead, as the spec allows.
+        if let Route::UploadStart { .. } = &route
+            && let Some(from) = query_value(&req.query, "from").map(str::to_owned)
+        {
+            let pull = Need::Access {
+                repository: from,
+                action: Action::Pull,
+            };
+            if shared.auth.check(authorization, &pull, &origin).is_err() {
+                req.query.retain(|(k, _)| k != "mount" && k != "from");
+            }
+        }
     }
     let m = req.method.clone();
     match route {
@@ -258,8 +439,15 @@ where
     let upload_id = upload_id.to_owned();
     let mut total = base;
     let mut reported = base;
+    let budget = shared.upload_budget.clone();
     let stream = BodyDataStream::new(body)
         .map_err(|e| io::Error::other(e.into()))
+        .and_then(move |frame| {
+            std::future::ready(match &budget {
+                Some(b) if !b.take(frame.len() as u64) => Err(io::Error::other(BudgetExhausted)),
+                _ => Ok(frame),
+            })
+        })
         .inspect_ok(move |frame| {
             total += frame.len() as u64;
             if total - reported >= EVERY {
@@ -273,3 +461,33 @@ where
         });
     Box::pin(stream)
 }
+
+/// Blob bytes the registry still takes in (see
+/// [`RegistryBuilder::upload_budget`](crate::RegistryBuilder::upload_budget)).
+#[derive(Debug)]
+pub(crate) struct UploadBudget {
+    left: std::sync::atomic::AtomicU64,
+}
+
+impl UploadBudget {
+    pub(crate) fn new(bytes: u64) -> Self {
+        Self {
+            left: std::sync::atomic::AtomicU64::new(bytes),
+        }
+    }
+
+    /// Takes `n` bytes from the budget; `false` (and nothing taken) when
+    /// fewer are left.
+    fn take(&self, n: u64) -> bool {
+        self.left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+}
+
+/// The error an upload stream ends with when the budget is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("the registry's upload budget is spent")]
+pub(crate) struct BudgetExhausted;

@@ -1,7 +1,9 @@
 //! Black-box conformance tests, written from the OCI distribution spec v1.1:
 //! a registry is spawned on 127.0.0.1:0 and spoken to over HTTP(S).
 
+mod auth;
 mod blobs;
+mod faults;
 mod manifests;
 mod oci_client;
 mod support;
