@@ -72,7 +72,10 @@ impl RunId {
 
     /// The ID as it appears in names: `run-HOST-BOOT-PID-START`.
     pub fn token(&self) -> String {
-        format!("run-{}-{}-{}-{}", self.host, self.boot, self.pid, self.start)
+        format!(
+            "run-{}-{}-{}-{}",
+            self.host, self.boot, self.pid, self.start
+        )
     }
 
     /// Reads the ID at the start of `rest` (what follows a name's prefix),
