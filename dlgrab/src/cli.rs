@@ -17,7 +17,7 @@ pub(crate) struct Args {
     /// Layer to export: a layer or image ID (short or full, including the
     /// intermediate image IDs `docker history` shows), a diff ID, or an image
     /// name (meaning its top layer). Several may be given.
-    #[arg(value_name = "LAYER", required_unless_present_any = ["list", "generate", "clean"])]
+    #[arg(value_name = "LAYER", required_unless_present_any = ["list", "generate"])]
     pub(crate) layers: Vec<String>,
 
     /// Folder the layers are written into; `-` writes the one layer's tar to
@@ -35,22 +35,26 @@ pub(crate) struct Args {
     )]
     pub(crate) since: Option<String>,
 
+    /// Copy the named images (LAYER is then IMAGE) to another Docker
+    /// daemon, sending only the layers it lacks, as one stream into its load
+    /// API: a host (`unix://…`, `tcp://…` with DOCKER_TLS_VERIFY and
+    /// DOCKER_CERT_PATH as the Docker CLI reads them, `ssh://[user@]host[:port]`
+    /// through `ssh … docker system dial-stdio`) or a context name.
+    #[arg(
+        long,
+        value_name = "DEST",
+        conflicts_with_all = ["since", "list", "index", "diff_id", "format", "registry_format", "outdir", "data_root"]
+    )]
+    pub(crate) to: Option<String>,
+
     /// Port of the temporary registry on 127.0.0.1 (0 picks a free one).
     #[arg(short, long, value_name = "PORT", default_value_t = 0)]
     pub(crate) port: u16,
 
-    /// Without LAYER: remove what dead dlgrab runs left behind (their
-    /// temporary tags on the daemon, their scratch files in the -o folder)
-    /// and report it. With LAYER: kept for compatibility with the original
-    /// DLGrab; dlgrab always removes its temporary tags, and every run
-    /// sweeps dead runs' leftovers first.
+    /// Remove the temporary tag after the push. Kept for compatibility with
+    /// the original DLGrab: dlgrab now always removes its temporary tags.
     #[arg(long)]
     pub(crate) clean: bool,
-
-    /// Give up when the daemon sends nothing for SECS seconds during a push
-    /// or a save (a hung daemon or push); 0 waits forever.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub(crate) timeout: u64,
 
     /// Print debug logs on stderr (RUST_LOG refines them).
     #[arg(long)]
@@ -273,12 +277,16 @@ mod tests {
     }
 
     #[test]
-    fn clean_alone_sweeps_and_timeout_defaults_to_ten_minutes() {
-        let a = parse(&["--clean"]);
-        assert!(a.clean && a.layers.is_empty());
-        assert_eq!(a.timeout, 600);
-        assert_eq!(parse(&["--timeout", "5", "x"]).timeout, 5);
-        assert!(Args::try_parse_from(["dlgrab", "--timeout", "soon", "x"]).is_err());
+    fn to_takes_a_destination_and_images() {
+        let a = parse(&["--to", "ssh://me@far", "img:1", "img:2"]);
+        assert_eq!(a.to.as_deref(), Some("ssh://me@far"));
+        assert_eq!(a.layers, ["img:1", "img:2"]);
+        for extra in [&["--since", "b"][..], &["-o", "out"], &["--index", "1"]] {
+            let mut argv = vec!["dlgrab", "--to", "ctx", "img"];
+            argv.extend_from_slice(extra);
+            assert!(Args::try_parse_from(argv).is_err(), "{extra:?}");
+        }
+        assert!(Args::try_parse_from(["dlgrab", "--to", "ctx"]).is_err());
     }
 
     #[test]

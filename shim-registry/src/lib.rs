@@ -68,7 +68,7 @@ use storage::{MemoryStorage, Storage};
 
 /// The largest manifest body accepted by default (the spec asks registries
 /// to accept at least 4 MiB).
-const DEFAULT_MAX_MANIFEST: usize = 4 << 20;
+const DEFAULT_MAX_MANIFEST: usize = 32 << 20;
 
 /// How long an upload session may sit idle before it is discarded.
 const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(10 * 60);
@@ -194,7 +194,7 @@ impl RegistryBuilder {
         self
     }
 
-    /// The largest manifest body accepted, in bytes (default 4 MiB); a
+    /// The largest manifest body accepted, in bytes (default 32 MiB); a
     /// larger one is answered `413` with `SIZE_INVALID`.
     pub fn max_manifest_size(mut self, bytes: usize) -> Self {
         self.max_manifest = bytes;
