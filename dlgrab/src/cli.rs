@@ -17,7 +17,7 @@ pub(crate) struct Args {
     /// Layer to export: a layer or image ID (short or full, including the
     /// intermediate image IDs `docker history` shows), a diff ID, or an image
     /// name (meaning its top layer). Several may be given.
-    #[arg(value_name = "LAYER", required_unless_present_any = ["list", "generate"])]
+    #[arg(value_name = "LAYER", required_unless_present_any = ["list", "generate", "clean"])]
     pub(crate) layers: Vec<String>,
 
     /// Folder the layers are written into; `-` writes the one layer's tar to
@@ -51,10 +51,18 @@ pub(crate) struct Args {
     #[arg(short, long, value_name = "PORT", default_value_t = 0)]
     pub(crate) port: u16,
 
-    /// Remove the temporary tag after the push. Kept for compatibility with
-    /// the original DLGrab: dlgrab now always removes its temporary tags.
+    /// Without LAYER: remove what dead dlgrab runs left behind (their
+    /// temporary tags on the daemon, their scratch files in the -o folder)
+    /// and report it. With LAYER: kept for compatibility with the original
+    /// DLGrab; dlgrab always removes its temporary tags, and every run
+    /// sweeps dead runs' leftovers first.
     #[arg(long)]
     pub(crate) clean: bool,
+
+    /// Give up when the daemon sends nothing for SECS seconds during a push
+    /// or a save (a hung daemon or push); 0 waits forever.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) timeout: u64,
 
     /// Print debug logs on stderr (RUST_LOG refines them).
     #[arg(long)]
@@ -274,6 +282,15 @@ mod tests {
         assert_eq!(parse(&["--generate", "zsh"]).generate, Some(Generate::Zsh));
         assert!(Args::try_parse_from(["dlgrab", "--generate", "man", "x"]).is_err());
         assert!(Args::try_parse_from(["dlgrab", "-c", "r", "--data-root", "/d", "x"]).is_err());
+    }
+
+    #[test]
+    fn clean_alone_sweeps_and_timeout_defaults_to_ten_minutes() {
+        let a = parse(&["--clean"]);
+        assert!(a.clean && a.layers.is_empty());
+        assert_eq!(a.timeout, 600);
+        assert_eq!(parse(&["--timeout", "5", "x"]).timeout, 5);
+        assert!(Args::try_parse_from(["dlgrab", "--timeout", "soon", "x"]).is_err());
     }
 
     #[test]

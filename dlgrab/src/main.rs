@@ -11,12 +11,15 @@ mod cli;
 mod copy;
 mod delta;
 mod export;
+mod fault;
 mod generate;
 mod list;
 mod plan;
 mod plugin;
 mod report;
 mod route;
+mod sweep;
+mod watchdog;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -133,7 +136,8 @@ fn init_tracing(debug: bool) {
 
 async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
     // Flag combinations are refused before the daemon is asked anything.
-    let target = if args.list.is_some() {
+    let sweep_only = args.clean && args.layers.is_empty() && args.list.is_none();
+    let target = if args.list.is_some() || sweep_only {
         delta::Target::Folder
     } else {
         args.target()?
@@ -141,6 +145,13 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
     let driver: Arc<dyn DockerDriver> = match &args.data_root {
         Some(root) => route::store::offline_driver(root)?,
         None => Arc::new(connect(&args, docker).await?),
+    };
+    let driver: Arc<dyn DockerDriver> = match args.timeout {
+        0 => driver,
+        secs => Arc::new(watchdog::Watchdog::new(
+            driver,
+            std::time::Duration::from_secs(secs),
+        )),
     };
 
     if let Some(image) = &args.list {
@@ -153,10 +164,20 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if sweep_only {
+        return clean(driver.as_ref(), &args).await;
+    }
+
     let reporter = Arc::new(Reporter::new(
         args.quiet,
         args.json || args.stdout_is_data(),
     ));
+    if args.data_root.is_none() {
+        let swept = sweep::sweep(driver.as_ref(), swept_folder(&args).as_deref()).await;
+        for line in swept.lines() {
+            reporter.message(line);
+        }
+    }
     let cleanup = Arc::new(Cleanup::new(driver.clone()));
     let options = ExportOptions {
         outdir: args.outdir.clone(),
@@ -209,6 +230,48 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The folder whose dead runs' scratch entries a run sweeps: the output
+/// folder, or the folder of the `--since` archive; none for stdout.
+fn swept_folder(args: &Args) -> Option<std::path::PathBuf> {
+    if args.stdout_is_data() {
+        return None;
+    }
+    if args.since.is_some() {
+        let parent = args.outdir.parent().unwrap_or(std::path::Path::new("."));
+        return Some(if parent.as_os_str().is_empty() {
+            ".".into()
+        } else {
+            parent.to_path_buf()
+        });
+    }
+    Some(args.outdir.clone())
+}
+
+/// `dlgrab --clean` with no LAYER: sweeps the daemon and the -o folder and
+/// reports what it removed and what it left.
+async fn clean(driver: &dyn DockerDriver, args: &Args) -> anyhow::Result<ExitCode> {
+    let folder = (!args.stdout_is_data()).then(|| args.outdir.clone());
+    let swept = sweep::sweep(driver, folder.as_deref()).await;
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &swept)?;
+        writeln!(out)?;
+    } else if !args.quiet {
+        let mut out = std::io::stdout().lock();
+        for line in swept.lines() {
+            writeln!(out, "{line}")?;
+        }
+        if swept.is_empty() {
+            writeln!(out, "nothing to clean: no leftovers of dead dlgrab runs")?;
+        }
+    }
+    Ok(if swept.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Connects to the daemon the Docker CLI would use: `--context` beats a
