@@ -224,8 +224,16 @@ impl Transport {
         };
         // No idle connections are kept: every request has its own connection,
         // so dropping a response closes it (the daemon cancels a push then).
+        // Over ssh, where each connection is an `ssh` process and a remote
+        // `docker` (most of a second each), idle ones are reused: hyper
+        // never pools a connection whose response was dropped unread.
+        let idle = match endpoint {
+            Endpoint::Ssh(_) => 8,
+            _ => 0,
+        };
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(idle)
+            .pool_idle_timeout(Duration::from_secs(30))
             .build(Connector(Arc::new(Dial { endpoint, tls })));
         Ok(Transport {
             client,
