@@ -132,14 +132,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Discards sessions untouched for `idle` or longer; returns how many.
     async fn purge_stale_uploads(&self, idle: Duration) -> Result<usize, StorageError>;
 
-    /// Stores a manifest under its digest in `repository`, and points `tag`
-    /// at it when given.
+    /// Stores a manifest under its digest in `repository`, and points each
+    /// of `tags` at it (none: stored by digest only).
     async fn put_manifest(
         &self,
         repository: &str,
         digest: &Digest,
         manifest: StoredManifest,
-        tag: Option<&str>,
+        tags: &[String],
     ) -> Result<(), StorageError>;
 
     /// A manifest by tag or digest, with its digest; `None` when unknown.

@@ -588,7 +588,7 @@ impl Storage for FsStorage {
         repository: &str,
         digest: &Digest,
         manifest: StoredManifest,
-        tag: Option<&str>,
+        tags: &[String],
     ) -> Result<(), StorageError> {
         let path = self.manifest_path(repository, digest);
         let meta = ManifestMeta {
@@ -599,7 +599,7 @@ impl Storage for FsStorage {
         self.write_atomically(&path.with_extension("meta"), &meta)
             .await?;
         self.write_atomically(&path, &manifest.body).await?;
-        if let Some(tag) = tag {
+        for tag in tags {
             self.write_atomically(&self.tag_path(repository, tag), digest.as_ref().as_bytes())
                 .await?;
         }

@@ -229,13 +229,13 @@ impl Storage for MemoryStorage {
         repository: &str,
         digest: &Digest,
         manifest: StoredManifest,
-        tag: Option<&str>,
+        tags: &[String],
     ) -> Result<(), StorageError> {
         let mut repos = self.inner.repositories.write().expect("repositories lock");
         let repo = repos.entry(repository.to_owned()).or_default();
         repo.manifests.insert(digest.clone(), manifest);
-        if let Some(tag) = tag {
-            repo.tags.insert(tag.to_owned(), digest.clone());
+        for tag in tags {
+            repo.tags.insert(tag.clone(), digest.clone());
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::body::ResponseBody;
 use super::error::{ApiError, Code};
-use super::route::{parse_digest, parse_reference, percent_encode, query_value};
+use super::route::{parse_digest, parse_reference, percent_encode, query_value, valid_tag};
 use super::service::{Incoming, Reply};
 use crate::Shared;
 use crate::events::RegistryEvent;
@@ -164,6 +164,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let reference = reference(reference_str)?;
+    // Tags pushed with a manifest pushed by digest: `?tag=a&tag=b` (spec, end-7b).
+    let tag_params: Vec<String> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v.clone())
+        .collect();
     let content_type = req
         .headers
         .get(header::CONTENT_TYPE)
@@ -206,10 +213,7 @@ where
                 .detail(json!({ "digest": blob.to_string() })));
         }
     }
-    let tag = match &reference {
-        Reference::Tag(t) => Some(t.as_str()),
-        Reference::Digest(_) => None,
-    };
+    let tags = tags_to_set(&reference, &tag_params)?;
     let stored = StoredManifest::new(
         checked.media_type.clone(),
         body.clone(),
@@ -217,7 +221,7 @@ where
     );
     shared
         .storage
-        .put_manifest(name, &digest, stored, tag)
+        .put_manifest(name, &digest, stored, &tags)
         .await?;
     tracing::debug!(repository = name, reference = reference_str, %digest, "manifest stored");
     shared.events.event(&RegistryEvent::ManifestPut {
@@ -233,7 +237,30 @@ where
     if let Some(subject) = &checked.subject {
         reply = reply.header("oci-subject", subject.as_ref());
     }
+    if !tag_params.is_empty() {
+        // One `OCI-Tag` list of every tag accepted (RFC 9110 list syntax).
+        reply = reply.header("oci-tag", tag_params.join(", "));
+    }
     Ok(reply.empty())
+}
+
+/// The tags a manifest `PUT` points at its manifest: the reference when it
+/// is a tag, and every `tag` query parameter (each checked, no duplicates).
+fn tags_to_set(reference: &Reference, params: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut tags = Vec::with_capacity(params.len() + 1);
+    if let Reference::Tag(t) = reference {
+        tags.push(t.clone());
+    }
+    for tag in params {
+        if !valid_tag(tag) {
+            return Err(ApiError::new(Code::ManifestInvalid)
+                .detail(json!({ "tag": tag, "reason": "invalid tag parameter" })));
+        }
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    Ok(tags)
 }
 
 /// `GET /v2/<name>/tags/list?n=&last=`.

@@ -9,7 +9,7 @@ pub(crate) enum ByteRange {
     Whole,
     /// These bytes (end exclusive).
     Part(Range<u64>),
-    /// A range that lies beyond the blob (416).
+    /// A range beyond the blob, or an inverted one (416).
     Unsatisfiable,
 }
 
@@ -44,7 +44,12 @@ pub(crate) fn resolve_range(header: Option<&str>, size: u64) -> ByteRange {
     } else {
         match last.parse::<u64>() {
             Ok(l) if l >= start => l.saturating_add(1).min(size),
-            _ => return ByteRange::Whole,
+            // RFC 9110 §14.1.1: "A byte-range-spec is invalid if the last-pos
+            // value is present and less than the first-pos"; §14.2: a server
+            // "MAY ignore or reject a Range header field that contains an
+            // invalid ranges-specifier". Rejected (416), as Go's net/http does.
+            Ok(_) => return ByteRange::Unsatisfiable,
+            Err(_) => return ByteRange::Whole,
         }
     };
     if start >= size {
@@ -97,7 +102,9 @@ mod tests {
         check(Some("bytes=10-20"), 10, Unsatisfiable);
         check(Some("bytes=0-"), 0, Unsatisfiable);
         check(Some("bytes=-0"), 10, Unsatisfiable);
-        check(Some("bytes=4-2"), 10, Whole);
+        check(Some("bytes=4-2"), 10, Unsatisfiable);
+        check(Some("bytes=500-0"), 2048, Unsatisfiable);
+        check(Some("bytes=4-x"), 10, Whole);
         check(Some("bytes=0-1,3-4"), 10, Whole);
         check(Some("items=0-1"), 10, Whole);
         check(Some("bytes=x-1"), 10, Whole);

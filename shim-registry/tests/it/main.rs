@@ -3,6 +3,7 @@
 
 mod auth;
 mod blobs;
+mod dev_mode;
 mod faults;
 mod manifests;
 mod oci_client;
