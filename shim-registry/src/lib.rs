@@ -48,6 +48,7 @@ pub mod auth;
 mod events;
 pub mod fault;
 mod policy;
+pub mod seed;
 mod server;
 pub mod storage;
 mod tls;

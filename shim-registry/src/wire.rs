@@ -10,5 +10,6 @@ mod route;
 mod service;
 
 pub use body::ResponseBody;
+pub(crate) use route::{valid_name, valid_tag};
 pub use service::RegistryService;
 pub(crate) use service::{BudgetExhausted, UploadBudget};

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! This module holds what both share: option parsing, statistics, timed
-//! processes, release builds, the two registries (the shim's example server
+//! processes, release builds, the two registries (the `shim-registry` binary
 //! and Debian's `docker-registry`), seeded blob files.
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench <name> [options]
 
   registry [--size-mib 1024] [--rounds 3]
-      one incompressible blob uploaded with curl into the shim's example server
+      one incompressible blob uploaded with curl into the `shim-registry` binary
       and into Debian's docker-registry, monolithic PUT and streamed PATCH:
       MB/s, ratio shim/registry, the shim's peak RSS
   export [--base-mib 512] [--rounds 3] [--scenarios S1,S2,S3a[,S3b]] [--daemon X]
@@ -382,11 +382,11 @@ impl Drop for Server {
     }
 }
 
-/// Starts the shim's example server on a free port with fs storage in `storage`.
+/// Starts the `shim-registry` binary on a free port with fs storage in `storage`.
 pub(crate) fn start_shim(exe: &Path, storage: &Path, log: &Path) -> Result<Server> {
     fs::create_dir_all(storage)?;
     let mut child = Command::new(exe)
-        .args(["--addr", "127.0.0.1:0", "--storage"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--storage"])
         .arg(storage)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

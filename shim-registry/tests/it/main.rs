@@ -2,11 +2,14 @@
 //! a registry is spawned on 127.0.0.1:0 and spoken to over HTTP(S).
 
 mod auth;
+#[cfg(feature = "cli")]
+mod binary;
 mod blobs;
 mod dev_mode;
 mod faults;
 mod manifests;
 mod oci_client;
+mod seed;
 mod support;
 mod transport;
 mod uploads;
