@@ -177,17 +177,27 @@ pub(crate) async fn run(
     }
     let started = Instant::now();
     let dest: Arc<dyn DockerDriver> = Arc::new(connect(dest_name).await?);
-    source
+    let source_info = source
         .info()
         .await
         .context("cannot talk to the source Docker daemon")?;
-    dest.info()
+    let dest_info = dest
+        .info()
         .await
         .with_context(|| format!("cannot talk to the destination daemon {dest_name}"))?;
+    let whole_only = whole_images_only(&source_info.image_store, &dest_info.image_store);
     reporter.phase(format!("asking {dest_name} which layers it holds"));
-    let mut held = held_chains(dest.as_ref())
-        .await
-        .with_context(|| format!("cannot list the images on {dest_name}"))?;
+    let mut held = if whole_only {
+        reporter.message(format!(
+            "{dest_name} keeps images in the containerd store and the source in a classic one: \
+             whole images go (the layers left out would need sizes only their tars give)"
+        ));
+        Vec::new()
+    } else {
+        held_chains(dest.as_ref())
+            .await
+            .with_context(|| format!("cannot list the images on {dest_name}"))?
+    };
 
     let mut copied = Vec::new();
     for image in images {
@@ -196,7 +206,9 @@ pub(crate) async fn run(
         )
         .await
         .with_context(|| format!("cannot copy {image} to {dest_name}"))?;
-        held.push(one.1);
+        if !whole_only {
+            held.push(one.1);
+        }
         copied.push(one.0);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -244,6 +256,25 @@ async fn held_chains(dest: &dyn DockerDriver) -> anyhow::Result<Vec<Vec<String>>
         }
     }
     Ok(distinct)
+}
+
+/// Whether only whole images can go: from a classic store to the
+/// containerd store. The archive's OCI manifest must describe the layers it
+/// leaves out with the size of the blob the destination holds; a classic
+/// source knows them by diff ID only, and a wrong size (0) gives an image
+/// that runs but whose `docker save` is cut short (seen on 28.5). A
+/// containerd-store source describes them as it pushes them.
+pub(crate) fn whole_images_only(
+    source: &docker_driver::ImageStore,
+    dest: &docker_driver::ImageStore,
+) -> bool {
+    matches!(
+        (source, dest),
+        (
+            docker_driver::ImageStore::Classic { .. },
+            docker_driver::ImageStore::Containerd
+        )
+    )
 }
 
 /// How many of `wanted`'s layers, from the base, some list in `held` has.
@@ -657,6 +688,18 @@ mod tests {
         check_prefix(&["a x", "a b", "a"], "a b c", 2);
         check_prefix(&["a b c d"], "a b c", 3);
         check_prefix(&["b c"], "a b c", 0);
+    }
+
+    #[test]
+    fn classic_to_containerd_goes_whole() {
+        use docker_driver::ImageStore::{Classic, Containerd};
+        let classic = || Classic {
+            driver: "overlay2".into(),
+        };
+        assert!(whole_images_only(&classic(), &Containerd));
+        assert!(!whole_images_only(&Containerd, &classic()));
+        assert!(!whole_images_only(&Containerd, &Containerd));
+        assert!(!whole_images_only(&classic(), &classic()));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod image;
 mod names;
 mod process;
 mod random;
+mod sshd;
 mod tar;
 
 pub use daemon::{Daemon, Store, daemon_or_skip, default_host};
@@ -33,6 +34,7 @@ pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
 pub use names::unique_name;
 pub use random::{RandomReader, random_bytes};
+pub use sshd::{SSH_HOST, Sshd};
 pub use tar::tar_paths;
 
 /// Environment variable naming the daemon under test (`a`, `b`, `c`).

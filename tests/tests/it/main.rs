@@ -5,6 +5,7 @@
 //! `cargo xtask test`, which sets `DLGRAB_REQUIRE_DAEMON=1`).
 
 mod context;
+mod copy;
 mod delta;
 mod driver;
 mod export;

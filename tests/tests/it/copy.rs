@@ -1,0 +1,288 @@
+//! End-to-end tests of `dlgrab --to DEST IMAGE…` between daemons of the
+//! matrix: classic → containerd store, containerd store → classic,
+//! 20.10 → 28.5, over unix sockets and over ssh (a throw-away sshd on
+//! 127.0.0.1 whose sessions reach the destination).
+//!
+//! They need peer daemons besides the one under test, named in
+//! `DLGRAB_TEST_PEERS` (`name=host` pairs separated by spaces, as `cargo
+//! xtask test` sets them for one daemon's suite only, so the matrix runs
+//! them once); without it they skip. Images made on a peer are removed
+//! when the test ends ([`PeerImages`]).
+
+use std::process::Output;
+
+use serde_json::Value;
+use testkit::{BuiltImage, Daemon, ImageBuilder, Sshd, daemon_or_skip, succeeded, unique_name};
+
+/// `name=host …` of the daemons a copy test may use besides the one under test.
+const ENV_PEERS: &str = "DLGRAB_TEST_PEERS";
+
+/// The peers named in `DLGRAB_TEST_PEERS`, each reachable, or why not.
+fn peers(names: &[&str]) -> Result<Vec<Daemon>, String> {
+    let spec = std::env::var(ENV_PEERS).map_err(|_| format!("{ENV_PEERS} is not set"))?;
+    names
+        .iter()
+        .map(|name| {
+            let host = spec
+                .split_whitespace()
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+                .ok_or_else(|| format!("{ENV_PEERS} names no daemon {name}"))?;
+            Daemon::try_connect(name, host).map_err(|e| format!("peer {name}: {e}"))
+        })
+        .collect()
+}
+
+/// The peers, or `None` after printing why the test is skipped. A missing
+/// `DLGRAB_TEST_PEERS` is a skip even under `DLGRAB_REQUIRE_DAEMON=1` (only
+/// one suite of the matrix runs these); a named peer that does not answer
+/// is a failure then.
+fn peers_or_skip(test: &str, names: &[&str]) -> Option<Vec<Daemon>> {
+    match peers(names) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            let required = std::env::var(ENV_PEERS).is_ok()
+                && std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() == Ok("1");
+            assert!(!required, "{test}: {why}");
+            eprintln!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+/// Tags made on a peer daemon, removed (then their images, if nothing else
+/// holds them) when the test ends, passed or not.
+struct PeerImages {
+    peer: Daemon,
+    refs: Vec<String>,
+}
+
+impl PeerImages {
+    fn new(peer: &Daemon, refs: &[&str]) -> Self {
+        PeerImages {
+            peer: peer.clone(),
+            refs: refs.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+}
+
+impl Drop for PeerImages {
+    fn drop(&mut self) {
+        for r in self.refs.iter().rev() {
+            self.peer.remove_image(r);
+        }
+    }
+}
+
+/// BASE (busybox + 8 MiB of random bytes) and IMAGE = BASE + two small
+/// layers, on `d`.
+fn pair(d: &Daemon, name: &str) -> (BuiltImage, BuiltImage) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos() as u64);
+    let base = ImageBuilder::new(&format!("{name}:base"))
+        .busybox()
+        .random_file("/big", 8 << 20, seed)
+        .build(d);
+    let image = ImageBuilder::new(&format!("{name}:image"))
+        .busybox()
+        .random_file("/big", 8 << 20, seed)
+        .file("/new.txt", "fresh content\n")
+        .run("echo second > /second.txt")
+        .build(d);
+    assert_eq!(
+        image.layer_diff_ids[..base.layer_diff_ids.len()],
+        base.layer_diff_ids[..]
+    );
+    (base, image)
+}
+
+/// `dlgrab --to DEST --json IMAGES…` with `source_host` as DOCKER_HOST.
+fn copy(
+    via: &Daemon,
+    source_host: &str,
+    path: Option<&str>,
+    dest: &str,
+    images: &[&str],
+) -> Output {
+    let mut args = vec!["--to", dest, "--json", "-q"];
+    args.extend_from_slice(images);
+    let mut cmd = via.dlgrab_command(&args);
+    cmd.env("DOCKER_HOST", source_host);
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    cmd.output().expect("dlgrab runs")
+}
+
+#[track_caller]
+fn report(out: &Output) -> Value {
+    let stdout = succeeded(out);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("--json output: {e}\n{stdout}"))
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v:#}"))
+}
+
+/// How many scratch folders of copies sit in the temporary folder.
+fn scratch_entries() -> usize {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".dlgrab-copy-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[track_caller]
+fn runs(d: &Daemon, image: &str) {
+    assert_eq!(
+        d.cat(image, "/second.txt"),
+        b"second\n",
+        "{image} on {}",
+        d.name
+    );
+    assert_eq!(d.cat(image, "/new.txt"), b"fresh content\n");
+}
+
+#[test]
+fn copies_between_stores_sending_only_missing_layers() {
+    let test = "copies_between_stores_sending_only_missing_layers";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(peers) = peers_or_skip(test, &["a", "b", "c", "e"]) else {
+        return;
+    };
+    let [a, b, c, e] = &peers[..] else {
+        unreachable!("four peers asked")
+    };
+    let scratch_before = scratch_entries();
+    let name = unique_name("dlgrab-e2e/copy");
+    let (base, image) = pair(&d, &name);
+    let base_layers = base.layer_diff_ids.len() as u64;
+    let layers = image.layer_diff_ids.len() as u64;
+    let _on_e = PeerImages::new(e, &[&base.tag, &image.tag]);
+    let _on_b = PeerImages::new(b, &[&base.tag, &image.tag]);
+    let _on_c = PeerImages::new(c, &[&base.tag, &image.tag]);
+
+    // Classic (28.5) → containerd store (28.5): whole images (the OCI
+    // manifest would need the absent layers' blob sizes).
+    let whole = report(&copy(&d, &d.host, None, &e.host, &[&base.tag]));
+    let first = &whole["images"][0];
+    assert_eq!(first["how"], "whole", "{whole:#}");
+    assert_eq!(n(first, "layers_sent"), base_layers);
+    assert!(n(&whole, "bytes_sent") > 8 << 20, "{whole:#}");
+    let again = report(&copy(&d, &d.host, None, &e.host, &[&image.tag]));
+    assert_eq!(again["images"][0]["how"], "whole", "{again:#}");
+    assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
+    runs(e, &image.tag);
+
+    // Containerd store → containerd store (28.5 → 26.1): BASE whole, then
+    // IMAGE's new layers only; the result saves whole again.
+    report(&copy(&d, &e.host, None, &c.host, &[&base.tag]));
+    let delta = report(&copy(&d, &e.host, None, &c.host, &[&image.tag]));
+    let second = &delta["images"][0];
+    assert_eq!(second["how"], "delta", "{delta:#}");
+    assert_eq!(n(second, "layers_skipped"), base_layers, "{delta:#}");
+    assert_eq!(n(second, "layers_sent"), layers - base_layers);
+    assert!(
+        n(&delta, "bytes_sent") < 1 << 20,
+        "only the two small layers should go: {delta:#}"
+    );
+    runs(c, &image.tag);
+    let saved = c.docker(["save", &image.tag]);
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    assert!(
+        saved.stdout.len() > 8 << 20,
+        "docker save on c is cut short: {} bytes",
+        saved.stdout.len()
+    );
+
+    // Containerd store → classic (26.1), both images in one call: the
+    // shared layers go once, and the classic image ID comes back.
+    let both = report(&copy(&d, &e.host, None, &b.host, &[&base.tag, &image.tag]));
+    assert_eq!(n(&both, "layers_sent"), layers, "{both:#}");
+    assert_eq!(n(&both, "layers_skipped"), base_layers, "{both:#}");
+    assert_eq!(b.inspect(&image.tag)["Id"], image.id.as_str());
+    runs(b, &image.tag);
+    // Again: b has the very images, so only tags.
+    let again = report(&copy(&d, &d.host, None, &b.host, &[&image.tag]));
+    assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+    assert_eq!(n(&again, "bytes_sent"), 0);
+
+    // 20.10 → 28.5 (classic to classic): the same image ID on both.
+    let name = unique_name("dlgrab-e2e/copy-old");
+    let (old_base, old_image) = pair(a, &name);
+    let _on_a = PeerImages::new(a, &[&old_base.tag, &old_image.tag]);
+    d.remove_when_done(&old_image.tag);
+    d.remove_when_done(&old_base.tag);
+    report(&copy(&d, &a.host, None, &d.host, &[&old_base.tag]));
+    let up = report(&copy(&d, &a.host, None, &d.host, &[&old_image.tag]));
+    assert_eq!(up["images"][0]["how"], "delta", "{up:#}");
+    assert!(n(&up, "bytes_sent") < 1 << 20, "{up:#}");
+    assert_eq!(d.inspect(&old_image.tag)["Id"], old_image.id.as_str());
+    runs(&d, &old_image.tag);
+    assert_eq!(
+        scratch_entries(),
+        scratch_before,
+        "a copy left its scratch folder"
+    );
+}
+
+#[test]
+fn copies_over_ssh_both_ways() {
+    let test = "copies_over_ssh_both_ways";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(peers) = peers_or_skip(test, &["b", "e"]) else {
+        return;
+    };
+    let [b, e] = &peers[..] else {
+        unreachable!("two peers asked")
+    };
+    // The sshd's sessions reach b: `ssh://dlgrab-test` is b over ssh.
+    let sshd = match Sshd::start(&b.host) {
+        Ok(s) => s,
+        Err(why) => {
+            assert!(
+                std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() != Ok("1"),
+                "{test}: {why}"
+            );
+            eprintln!("SKIP {test}: {why}");
+            return;
+        }
+    };
+    let path = sshd.path_env();
+    let name = unique_name("dlgrab-e2e/copy-ssh");
+    let (base, image) = pair(&d, &name);
+    let base_layers = base.layer_diff_ids.len() as u64;
+    let _on_b = PeerImages::new(b, &[&base.tag, &image.tag]);
+    let _on_e = PeerImages::new(e, &[&base.tag, &image.tag]);
+
+    // To DEST over ssh (classic 28.5 → classic 26.1): BASE whole, then
+    // IMAGE's new layers only, under the same image ID.
+    report(&copy(&d, &d.host, Some(&path), &sshd.url(), &[&base.tag]));
+    let delta = report(&copy(&d, &d.host, Some(&path), &sshd.url(), &[&image.tag]));
+    assert_eq!(delta["images"][0]["how"], "delta", "{delta:#}");
+    assert_eq!(
+        n(&delta["images"][0], "layers_skipped"),
+        base_layers,
+        "{delta:#}"
+    );
+    assert!(n(&delta, "bytes_sent") < 1 << 20, "{delta:#}");
+    assert_eq!(b.inspect(&image.tag)["Id"], image.id.as_str());
+    runs(b, &image.tag);
+
+    // From a source over ssh (DOCKER_HOST=ssh://…, here b) to e, by the save route.
+    let from = report(&copy(&d, &sshd.url(), Some(&path), &e.host, &[&image.tag]));
+    assert_eq!(from["images"][0]["how"], "whole", "{from:#}");
+    assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
+    runs(e, &image.tag);
+}
