@@ -222,6 +222,18 @@ fn daemon_steps(exe: &Path, daemons: Vec<(&'static str, String)>, jobs: usize) -
     steps
 }
 
+/// The daemon whose suite runs the copy (`--to`) tests.
+const COPY_SUITE: &str = "d";
+
+/// `name=host …` of the daemons the copy tests use besides d.
+fn copy_peers() -> String {
+    ["a", "b", "c", "e"]
+        .iter()
+        .map(|n| format!("{n}={}", crate::daemons::host(n)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// One daemon's run of the integration-test binary, its output in `log`.
 fn daemon_step(exe: &Path, name: &str, host: &str, log: &Path) -> Step {
     let step_name = format!("daemon {name}");
@@ -232,6 +244,11 @@ fn daemon_step(exe: &Path, name: &str, host: &str, log: &Path) -> Step {
         .env("DOCKER_HOST", host)
         .env("DLGRAB_TEST_DAEMON", name)
         .env("DLGRAB_REQUIRE_DAEMON", "1");
+    // The `--to` tests copy between daemons: only d's suite runs them (so
+    // the matrix runs them once), with the others as peers.
+    if name == COPY_SUITE {
+        cmd.env("DLGRAB_TEST_PEERS", copy_peers());
+    }
     let started = Instant::now();
     let (status, lines) = match run_logged(&mut cmd, log, DAEMON_LIMIT) {
         Ok(done) => done,
