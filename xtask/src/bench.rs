@@ -5,6 +5,7 @@
 //! ```text
 //! cargo xtask bench registry [--size-mib 1024] [--rounds 3]
 //! cargo xtask bench export [--base-mib 512] [--rounds 3] [--scenarios S1,S2,S3a] [--daemon X]
+//! cargo xtask bench copy [--base-mib 256] [--new-mib 2] [--rounds 3] [--from d] [--to b] [--dlgrab PATH]
 //! ```
 //!
 //! This module holds what both share: option parsing, statistics, timed
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench_export, bench_registry, root};
+use crate::{bench_copy, bench_export, bench_registry, root};
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench <name> [options]
@@ -38,13 +39,19 @@ usage: cargo xtask bench <name> [options]
       S1 containerd store (c), S2 classic pulled image (b),
       S3a classic never-pushed (a), S3b the same on b;
       --daemon X (any of a, b, c, d, e, p) runs the scenarios its store can
-      play on X instead (S1 on a containerd store, else S2 and S3)";
+      play on X instead (S1 on a containerd store, else S2 and S3)
+  copy [--base-mib 256] [--new-mib 2] [--rounds 3] [--from d] [--to b] [--dlgrab PATH]
+      an image whose <base-mib> base DEST (--to) already holds plus a <new-mib> new
+      layer: `dlgrab --to DEST` vs `docker save | docker -H DEST load`, and both
+      through ssh (a throw-away sshd on 127.0.0.1): seconds, ratio (target <= 0.2),
+      bytes sent";
 
 /// `cargo xtask bench …`.
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     match args {
         ["registry", rest @ ..] => bench_registry::run(rest),
         ["export", rest @ ..] => bench_export::run(rest),
+        ["copy", rest @ ..] => bench_copy::run(rest),
         [] | ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())

@@ -5,7 +5,7 @@
 //! cargo xtask test [--daemon X,Y] [--jobs N] [--no-lint] [--no-unit]
 //! cargo xtask demo                     build a demo image and export it with dlgrab
 //! cargo xtask dist [completions|man]   completions and man page into target/dist
-//! cargo xtask bench registry|export    side-by-side benchmarks (see bench.rs)
+//! cargo xtask bench registry|export|copy side-by-side benchmarks (see bench.rs)
 //! ```
 
 #![expect(
@@ -15,6 +15,7 @@
 )]
 
 mod bench;
+mod bench_copy;
 mod bench_export;
 mod bench_registry;
 mod daemons;
@@ -37,7 +38,7 @@ usage: cargo xtask <command>
                            daemon, N daemons at a time (default 3)
   demo                     build dlgrab-demo:latest in daemon a and export it with dlgrab
   dist [completions|man]   shell completions and the man page into target/dist
-  bench registry|export [options]
+  bench registry|export|copy [options]
                            side-by-side benchmarks; `cargo xtask bench` lists them";
 
 fn main() -> ExitCode {
