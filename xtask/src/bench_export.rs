@@ -1,5 +1,10 @@
 //! `cargo xtask bench export`: one layer out of a daemon, dlgrab against
 //! `docker save | tar -x`, `skopeo copy docker-daemon:` and `cat` (the floor).
+//!
+//! Per scenario three layers are taken: the top (small), the middle and the
+//! big base; dlgrab with `--via auto`, and on classic stores also with
+//! `--via push` for the top layer (the push route where the layer store
+//! cannot be read: capture and cancel on a never-pushed image).
 
 use std::collections::HashMap;
 use std::fs;
@@ -18,12 +23,18 @@ use crate::daemons::{self, describe};
 use crate::sh::{apt_install, capture};
 
 /// Layers of the bench image: busybox, the big base file, middle, top.
+const BASE: usize = 1;
 const MIDDLE: usize = 2;
 const TOP: usize = 3;
-/// The size of the middle layer's random file.
+/// The size of the middle layer's random file (the app layer of S4).
 const MIDDLE_BYTES: u64 = 1 << 20;
-/// Targets: dlgrab/save for the top layer (push scenarios, save scenarios), peak RSS.
+const APP_BYTES: u64 = 64 << 20;
+/// Targets, dlgrab/save: the top layer with --via auto; the top of a
+/// never-pushed image with --via push; the base layer (store route);
+/// anything; and peak RSS.
 const TARGET_PUSH: f64 = 0.05;
+const TARGET_FORCED_PUSH: f64 = 0.1;
+const TARGET_BASE: f64 = 0.5;
 const TARGET_SAVE: f64 = 1.0;
 const TARGET_RSS_MIB: f64 = 64.0;
 /// Time limits.
@@ -40,6 +51,9 @@ enum Kind {
     Pulled,
     /// A classic store, a never-pushed image (save route).
     NeverPushed,
+    /// A classic store, an app image (64 MiB app layer, small top) built on
+    /// a pulled base.
+    AppOnPulled,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +63,7 @@ struct Spec {
     kind: Kind,
 }
 
-const SPECS: [Spec; 4] = [
+const SPECS: [Spec; 5] = [
     Spec {
         key: "S1",
         daemon: "c",
@@ -69,6 +83,11 @@ const SPECS: [Spec; 4] = [
         key: "S3b",
         daemon: "b",
         kind: Kind::NeverPushed,
+    },
+    Spec {
+        key: "S4",
+        daemon: "d",
+        kind: Kind::AppOnPulled,
     },
 ];
 
@@ -114,19 +133,23 @@ struct Scenario {
     daemon: Daemon,
     /// The reference every tool is given.
     image: String,
-    /// Per layer (top, middle): its entry in `docker save`'s tar.
-    entries: [String; 2],
+    /// Per layer (top, middle, base): its entry in `docker save`'s tar.
+    entries: [String; 3],
 }
 
 /// Measurements of one (scenario, layer).
 #[derive(Default)]
 struct Cell {
     dlgrab: Samples,
+    /// dlgrab with `--via push` (top layer, classic stores).
+    push: Samples,
     save: Samples,
     skopeo: Samples,
     floor: Samples,
     rss_kib: Vec<u64>,
     layer_bytes: Option<u64>,
+    /// The routes --via auto took.
+    routes: Vec<String>,
     /// Distinct failure texts per tool.
     errors: Vec<(String, String)>,
     skopeo_na: bool,
@@ -155,6 +178,7 @@ impl Drop for Made {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Dlgrab,
+    DlgrabPush,
     Save,
     Skopeo,
 }
@@ -162,7 +186,7 @@ enum Tool {
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     let started = Instant::now();
     let opts = parse_opts(args, &["base-mib", "rounds", "scenarios", "daemon"])?;
-    let base_mib = opt_u64(&opts, "base-mib", 512)?;
+    let base_mib = opt_u64(&opts, "base-mib", 256)?;
     let rounds = opt_u64(&opts, "rounds", 3)?;
     let mut wanted: Vec<Spec> = match opts.get("scenarios") {
         None => SPECS[..3].to_vec(),
@@ -173,7 +197,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
                     .iter()
                     .find(|s| s.key.eq_ignore_ascii_case(k.trim()))
                     .copied()
-                    .with_context(|| format!("unknown scenario {k:?}: S1, S2, S3a, S3b"))
+                    .with_context(|| format!("unknown scenario {k:?}: S1, S2, S3a, S3b, S4"))
             })
             .collect::<Result<_>>()?,
     };
@@ -230,11 +254,11 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         scenarios.push(scenario);
     }
 
-    let layers = [("top", TOP), ("middle", MIDDLE)];
-    let mut cells: Vec<[Cell; 2]> = scenarios.iter().map(|_| Default::default()).collect();
+    let layers = [("top", TOP), ("middle", MIDDLE), ("base", BASE)];
+    let mut cells: Vec<[Cell; 3]> = scenarios.iter().map(|_| Default::default()).collect();
     let mut n = 0u64;
     for round in 0..rounds {
-        let mut order = [Tool::Dlgrab, Tool::Save, Tool::Skopeo];
+        let mut order = [Tool::Dlgrab, Tool::DlgrabPush, Tool::Save, Tool::Skopeo];
         if round % 2 == 1 {
             order.reverse();
         }
@@ -242,12 +266,29 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             for (l, &(layer_name, index)) in layers.iter().enumerate() {
                 let cell = &mut cells[s][l];
                 for tool in order {
+                    // --via push only for the top layer on classic stores;
+                    // skopeo (always the whole image) once per scenario.
+                    let classic = scenario.kind != Kind::Containerd;
+                    if (tool == Tool::DlgrabPush && (index != TOP || !classic))
+                        || (tool == Tool::Skopeo && index != TOP)
+                    {
+                        continue;
+                    }
                     n += 1;
                     let dir = scratch.path(&format!("run-{n}"));
                     let line = match tool {
                         Tool::Dlgrab => {
-                            measure_dlgrab(&dlgrab, scenario, index, &dir, &scratch, cell)
+                            measure_dlgrab(&dlgrab, scenario, index, None, &dir, &scratch, cell)
                         }
+                        Tool::DlgrabPush => measure_dlgrab(
+                            &dlgrab,
+                            scenario,
+                            index,
+                            Some("push"),
+                            &dir,
+                            &scratch,
+                            cell,
+                        ),
                         Tool::Save => measure_save(scenario, l, &dir, &scratch, cell),
                         Tool::Skopeo => measure_skopeo(scenario, &dir, &scratch, cell),
                     };
@@ -264,16 +305,20 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
 
     println!();
     println!(
-        "bench export: base layer {base_mib} MiB, middle {} MiB, {rounds} round(s); seconds, median (min–max); \
-         floor = `cat` of dlgrab's layer.tar (page-cached); RSS = dlgrab's max over rounds (/usr/bin/time %M)",
-        MIDDLE_BYTES >> 20
+        "bench export: base layer {base_mib} MiB, middle {} MiB (S4's app layer {} MiB), {rounds} round(s); seconds, median (min–max); \
+         floor = `cat` of dlgrab's layer.tar (page-cached); RSS = dlgrab's max over rounds (/usr/bin/time %M); \
+         dlgrab = --via auto (route in brackets), push = --via push",
+        MIDDLE_BYTES >> 20,
+        APP_BYTES >> 20
     );
     println!(
-        "{:<30} | {:<6} | {:>9} | {:<22} | {:<22} | {:<22} | {:<22} | {:>11} | {:>13} | {:>9} | targets",
+        "{:<30} | {:<6} | {:>9} | {:<22} | {:<22} | {:>9} | {:<22} | {:<22} | {:<22} | {:>11} | {:>13} | {:>9} | targets",
         "scenario",
         "layer",
         "layer.tar",
         "dlgrab",
+        "push",
+        "push/save",
         "docker save | tar -x",
         "skopeo copy",
         "cat floor",
@@ -288,16 +333,27 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             let c = &cells[s][l];
             let dl = c.dlgrab.median();
             let (r_save, save_shown) = ratio(dl, c.save.median());
+            let (r_push, push_shown) = ratio(c.push.median(), c.save.median());
             let (_, skopeo_shown) = ratio(dl, c.skopeo.median());
             let rss = c.rss_kib.iter().max().map(|k| *k as f64 / 1024.0);
             let mut targets = Vec::new();
             let save_target = match (scenario.kind, l) {
-                (Kind::Containerd | Kind::Pulled, 0) => Some(TARGET_PUSH),
-                (Kind::NeverPushed, _) => Some(TARGET_SAVE),
-                _ => None,
+                (_, 0) => TARGET_PUSH,
+                (Kind::Containerd, _) => TARGET_SAVE,
+                (_, 2) => TARGET_BASE,
+                _ => TARGET_SAVE,
             };
-            if let Some(t) = save_target {
-                targets.push(format!("/save ≤ {t} {}", pass(r_save.map(|r| r <= t))));
+            targets.push(format!(
+                "/save ≤ {save_target} {}",
+                pass(r_save.map(|r| r <= save_target))
+            ));
+            if l == 0 && scenario.kind != Kind::Containerd {
+                let t = if scenario.kind == Kind::NeverPushed {
+                    TARGET_FORCED_PUSH
+                } else {
+                    TARGET_SAVE
+                };
+                targets.push(format!("push/save ≤ {t} {}", pass(r_push.map(|r| r <= t))));
             }
             targets.push(format!(
                 "RSS < {TARGET_RSS_MIB} {}",
@@ -312,11 +368,17 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             };
             let failed = |tool: &str| c.errors.iter().any(|(t, _)| t == tool);
             println!(
-                "{:<30} | {:<6} | {:>9} | {:<22} | {:<22} | {:<22} | {:<22} | {:>11} | {:>13} | {:>9} | {}",
+                "{:<30} | {:<6} | {:>9} | {:<22} | {:<22} | {:>9} | {:<22} | {:<22} | {:<22} | {:>11} | {:>13} | {:>9} | {}",
                 scenario.label,
                 layer_name,
                 c.layer_bytes.map_or_else(|| "?".to_owned(), human_bytes),
-                cellshow(&c.dlgrab, failed("dlgrab")),
+                format!(
+                    "{} [{}]",
+                    cellshow(&c.dlgrab, failed("dlgrab")),
+                    c.routes.join(",")
+                ),
+                cellshow(&c.push, failed("dlgrab --via push")),
+                push_shown,
                 cellshow(&c.save, failed("save")),
                 if c.skopeo_na {
                     "n/a (see below)".to_owned()
@@ -375,12 +437,16 @@ fn prepare(
     );
     println!("{label}: building {tag} (busybox, {base_mib} MiB base, 1 MiB middle, small top)");
     made.0.push((daemon.clone(), tag.clone()));
-    let builder = ImageBuilder::new(&tag)
-        .busybox()
-        .random_file("/base.bin", base_mib << 20, seed)
-        .random_file("/mid/data.bin", MIDDLE_BYTES, seed + 1)
-        .file("/top.txt", format!("top layer {seed}\n"))
-        .no_cache();
+    let mut builder =
+        ImageBuilder::new(&tag)
+            .busybox()
+            .random_file("/base.bin", base_mib << 20, seed);
+    if spec.kind != Kind::AppOnPulled {
+        builder = builder
+            .random_file("/mid/data.bin", MIDDLE_BYTES, seed + 1)
+            .file("/top.txt", format!("top layer {seed}\n"));
+    }
+    let builder = builder.no_cache();
     // Other sessions share the daemons: a concurrent prune can remove an
     // intermediate image mid-build ("unknown parent image ID", "No such
     // image"); up to three attempts.
@@ -401,15 +467,36 @@ fn prepare(
             }
         }
     };
-    anyhow::ensure!(
-        built.layer_diff_ids.len() == TOP + 1,
-        "unexpected layer count"
-    );
-    let image = if spec.kind == Kind::Pulled {
-        push_and_pull_back(&daemon, &tag, &built.id, scratch, made)?
-    } else {
-        tag
+    let image = match spec.kind {
+        Kind::Pulled => {
+            // Pulled, then retagged and the pulled name removed: no repo
+            // digest is left, the daemon still knows every layer's digest.
+            let pulled = push_and_pull_back(&daemon, &tag, &built.id, scratch, made)?;
+            let retagged = format!(
+                "{}:1",
+                unique_name(&format!(
+                    "dlgrab-bench/{}-retagged",
+                    spec.key.to_lowercase()
+                ))
+            );
+            daemon.try_docker_stdout(["tag", &pulled, &retagged])?;
+            made.0.push((daemon.clone(), retagged.clone()));
+            daemon.remove_image(&pulled);
+            retagged
+        }
+        Kind::AppOnPulled => {
+            let pulled = push_and_pull_back(&daemon, &tag, &built.id, scratch, made)?;
+            build_app(&daemon, &pulled, &label, seed, scratch, made)?
+        }
+        Kind::Containerd | Kind::NeverPushed => tag,
     };
+    let layer_count = daemon.try_inspect(&image)?["RootFS"]["Layers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    anyhow::ensure!(
+        layer_count == TOP + 1,
+        "unexpected layer count {layer_count}"
+    );
     let manifest = save_manifest(&daemon, &image)?;
     let layers = manifest[0]["Layers"]
         .as_array()
@@ -425,9 +512,56 @@ fn prepare(
         label,
         kind: spec.kind,
         daemon,
-        entries: [entry(TOP)?, entry(MIDDLE)?],
+        entries: [entry(TOP)?, entry(MIDDLE)?, entry(BASE)?],
         image,
     })
+}
+
+/// Builds the app image of S4 `FROM` the pulled base: a 64 MiB
+/// incompressible app layer and a small top (classic builder).
+fn build_app(
+    daemon: &Daemon,
+    base: &str,
+    label: &str,
+    seed: u64,
+    scratch: &Scratch,
+    made: &mut Made,
+) -> Result<String> {
+    let dir = scratch.path("s4-context");
+    fs::create_dir_all(&dir)?;
+    let mut app = vec![0u8; APP_BYTES as usize];
+    let mut x = seed | 1;
+    for chunk in app.chunks_mut(8) {
+        // xorshift64: incompressible enough for gzip.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    fs::write(dir.join("app.bin"), &app)?;
+    drop(app);
+    fs::write(dir.join("top.txt"), format!("top layer {seed}\n"))?;
+    fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {base}\nCOPY app.bin /mid/app.bin\nCOPY top.txt /top.txt\n"),
+    )?;
+    let tag = format!("{}:1", unique_name("dlgrab-bench/s4-app"));
+    println!("{label}: building {tag} FROM {base} (64 MiB app layer, small top)");
+    made.0.push((daemon.clone(), tag.clone()));
+    let (ok, out, err) = capture(
+        daemon
+            .command()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", &tag])
+            .arg(&dir),
+        PUSH_LIMIT,
+    )?;
+    let _ = fs::remove_dir_all(&dir);
+    if !ok {
+        bail!("docker build of {tag} failed: {}{}", out.trim(), err.trim());
+    }
+    Ok(tag)
 }
 
 /// Removes, best effort, the intermediate images a failed classic build
@@ -450,6 +584,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Containerd => "containerd",
         Kind::Pulled => "classic pulled",
         Kind::NeverPushed => "classic never-pushed",
+        Kind::AppOnPulled => "classic app on pulled base",
     }
 }
 
@@ -537,6 +672,7 @@ fn measure_dlgrab(
     exe: &Path,
     scenario: &Scenario,
     index: usize,
+    via: Option<&str>,
     dir: &Path,
     scratch: &Scratch,
     cell: &mut Cell,
@@ -549,30 +685,50 @@ fn measure_dlgrab(
     if index != TOP {
         cmd.args(["--index", &index.to_string()]);
     }
-    cmd.args(["-q", "-o"])
+    if let Some(via) = via {
+        cmd.args(["--via", via]);
+    }
+    let tool = if via.is_some() {
+        "dlgrab --via push"
+    } else {
+        "dlgrab"
+    };
+    cmd.args(["-q", "--json", "-o"])
         .arg(dir)
         .env("DOCKER_HOST", &scenario.daemon.host);
     let err = scratch.path("dlgrab.err");
     let t = match timed(&mut cmd, &scratch.path("dlgrab.out"), &err, TOOL_LIMIT) {
         Ok(t) => t,
         Err(e) => {
-            cell.fail("dlgrab", format!("{e:#}"));
+            cell.fail(tool, format!("{e:#}"));
             return "cannot run".to_owned();
         }
     };
     if !t.ok() {
         let status = status_text(&t);
-        cell.fail("dlgrab", format!("({status}) {}", tail_text(&err, 4000)));
+        cell.fail(tool, format!("({status}) {}", tail_text(&err, 4000)));
         return format!("FAILED ({status})");
     }
     let Some(layer) = find_file(dir, "layer.tar") else {
         cell.fail(
-            "dlgrab",
+            tool,
             format!("succeeded but wrote no layer.tar under {}", dir.display()),
         );
         return "no layer.tar".to_owned();
     };
-    cell.dlgrab.push(t.secs);
+    let route = fs::read_to_string(scratch.path("dlgrab.out"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v[0]["route"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned());
+    if via.is_some() {
+        cell.push.push(t.secs);
+    } else {
+        cell.dlgrab.push(t.secs);
+        if !cell.routes.contains(&route) {
+            cell.routes.push(route.clone());
+        }
+    }
     let kib = fs::read_to_string(&rss)
         .ok()
         .and_then(|s| s.trim().lines().last().and_then(|l| l.trim().parse().ok()));
@@ -598,7 +754,7 @@ fn measure_dlgrab(
         _ => "failed".to_owned(),
     };
     format!(
-        "{:.3} s, {} KiB RSS, {} bytes; cat {floor}",
+        "{:.3} s [{route}], {} KiB RSS, {} bytes; cat {floor}",
         t.secs,
         kib.map_or_else(|| "?".to_owned(), |k: u64| k.to_string()),
         bytes.unwrap_or(0)

@@ -1,0 +1,231 @@
+//! The push route on classic image stores, decided by what the daemon does
+//! in the survey push: a pulled-then-retagged image is asked about layer by
+//! layer (nothing uploaded in the survey); a never-pushed image's small top
+//! layer is captured from the survey and the push dropped (capture and
+//! cancel), after which the daemon pushes as before and keeps no tag.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use shim_registry::{ChannelSink, Registry};
+use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, succeeded, unique_name};
+
+/// Says on stderr why a test did not run.
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+}
+
+/// The daemon under test when it has a classic image store.
+fn classic_or_skip(test: &str) -> Option<Daemon> {
+    let d = daemon_or_skip(test)?;
+    if d.store != Store::Classic {
+        skip(
+            test,
+            &format!("daemon {} has no classic image store", d.name),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+/// A small two-layer image: 4 MiB of random bytes, then a small top file.
+fn image(d: &Daemon, prefix: &str, seed: u64) -> BuiltImage {
+    ImageBuilder::new(&format!("{}:1", unique_name(prefix)))
+        .random_file("/base.bin", 4 << 20, seed)
+        .file("/top.txt", format!("top {seed}\n"))
+        .build(d)
+}
+
+/// The one layer of a `--json` run, its `layer.tar` checked against its diff ID.
+#[track_caller]
+fn exported(out: &Output, diff_id: &str) -> serde_json::Value {
+    let stdout = succeeded(out);
+    let value: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
+    let layer = value.as_array().expect("an array")[0].clone();
+    assert_eq!(layer["diff_id"], diff_id, "{layer}");
+    let tar = layer["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with("/layer.tar"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no layer.tar in {layer}"));
+    let data = std::fs::read(&tar).expect("layer.tar");
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&data))),
+        diff_id,
+        "the written layer.tar is the layer"
+    );
+    layer
+}
+
+/// dlgrab's temporary tags left on the daemon.
+fn temporary_tags(d: &Daemon) -> Vec<String> {
+    d.image_refs()
+        .into_iter()
+        .filter(|r| r.starts_with("127.0.0.1:") && r.contains("/dlgrab-"))
+        .collect()
+}
+
+/// `text` without terminal colour sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Whether dlgrab can read the daemon's layer store (it then has the
+/// config without the push, which capture and cancel needs).
+fn store_readable(d: &Daemon, dir: &Path, img: &BuiltImage) -> bool {
+    d.dlgrab(&[&img.tag, "--via", "store", "-q", "-o", path_str(dir)])
+        .status
+        .success()
+}
+
+#[test]
+fn capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before() {
+    let test = "capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before";
+    let Some(d) = classic_or_skip(test) else {
+        return;
+    };
+    let img = image(&d, "dlgrab-e2e/cancel", 41);
+    let out = tempfile::tempdir().expect("tempdir");
+    if !store_readable(&d, &out.path().join("probe"), &img) {
+        skip(
+            test,
+            "the layer store is not readable here: without the config at hand the push is not cancelled",
+        );
+        return;
+    }
+    let top = img.layer_diff_ids.len() - 1;
+    let run = d.dlgrab(&[
+        &img.tag,
+        "--via",
+        "push",
+        "--json",
+        "--debug",
+        "-o",
+        path_str(&out.path().join("top")),
+    ]);
+    let layer = exported(&run, &img.layer_diff_ids[top]);
+    assert_eq!(layer["route"], "push", "{layer}");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        log.contains("every wanted layer is in: the push is dropped"),
+        "the push was not cancelled:\n{log}"
+    );
+    // No upload started after the cancel (counted while the registry was
+    // still up).
+    let plain = strip_ansi(&log);
+    assert!(plain.contains("uploads_started_after_cancel=0"), "{plain}");
+    assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
+
+    // The daemon pushes as before: the base (cancelled mid-upload, so
+    // still never pushed) is uploaded whole, the top is now asked about.
+    let run = d.dlgrab(&[
+        &img.tag,
+        "--index",
+        "0",
+        "--via",
+        "push",
+        "--json",
+        "--debug",
+        "-o",
+        path_str(&out.path().join("base")),
+    ]);
+    exported(&run, &img.layer_diff_ids[0]);
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(log.contains("Layer already exists"), "{log}");
+    assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_then_retagged_image_is_asked_about_and_nothing_crosses_in_the_survey() {
+    let test = "a_pulled_then_retagged_image_is_asked_about_and_nothing_crosses_in_the_survey";
+    let Some(d) = classic_or_skip(test) else {
+        return;
+    };
+    let img = image(&d, "dlgrab-e2e/pulled", 42);
+    let (sink, _events) = ChannelSink::new();
+    let registry = Registry::builder()
+        .event_sink(Arc::new(sink))
+        .build()
+        .expect("registry builds");
+    let handle = registry
+        .spawn("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("registry spawns");
+    let remote = format!(
+        "127.0.0.1:{}/{}:1",
+        handle.addr().port(),
+        unique_name("dlgrab-e2e/pulled-remote")
+    );
+    d.remove_when_done(&remote);
+    let retagged = format!("{}:1", unique_name("dlgrab-e2e/retagged"));
+    let (dd, tag, r, t) = (d.clone(), img.tag.clone(), remote.clone(), retagged.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        // Pulled: pushed out, removed, pulled back; then retagged and the
+        // pulled name removed, so no repo digest is left.
+        dd.docker_stdout(["tag", &tag, &r]);
+        dd.docker_stdout(["push", &r]);
+        dd.remove_image(&r);
+        dd.remove_image(&tag);
+        dd.docker_stdout(["pull", &r]);
+        dd.docker_stdout(["tag", &r, &t]);
+        dd.remove_image(&r);
+        let inspect = dd.inspect(&t);
+        assert!(
+            inspect["RepoDigests"]
+                .as_array()
+                .is_none_or(|a| a.is_empty()),
+            "{inspect}"
+        );
+        let out = tempfile::tempdir().expect("tempdir");
+        let run = dd.dlgrab(&[
+            &t,
+            "--index",
+            "0",
+            "--via",
+            "push",
+            "--json",
+            "--debug",
+            "-o",
+            path_str(out.path()),
+        ]);
+        (run, out)
+    })
+    .await
+    .expect("commands");
+    handle.shutdown().await;
+    let (run, _out) = run;
+    let layer = exported(&run, &img.layer_diff_ids[0]);
+    assert_eq!(layer["route"], "push", "{layer}");
+    let log = String::from_utf8_lossy(&run.stderr);
+    // The survey: every layer asked about, none uploaded unasked.
+    assert_eq!(
+        log.matches("Layer already exists").count(),
+        2 * img.layer_diff_ids.len() - 1,
+        "every layer asked about in the survey, all but the wanted one in the capture:\n{log}"
+    );
+    assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
+}
