@@ -6,6 +6,7 @@
 //! cargo xtask demo                     build a demo image and export it with dlgrab
 //! cargo xtask dist [completions|man]   completions and man page into target/dist
 //! cargo xtask bench registry|export|copy side-by-side benchmarks (see bench.rs)
+//! cargo xtask conformance [--dev]      the OCI conformance suite against shim-registry
 //! ```
 
 #![expect(
@@ -18,6 +19,7 @@ mod bench;
 mod bench_copy;
 mod bench_export;
 mod bench_registry;
+mod conformance;
 mod daemons;
 mod demo;
 mod dist;
@@ -39,7 +41,10 @@ usage: cargo xtask <command>
   demo                     build dlgrab-demo:latest in daemon a and export it with dlgrab
   dist [completions|man]   shell completions and the man page into target/dist
   bench registry|export|copy [options]
-                           side-by-side benchmarks; `cargo xtask bench` lists them";
+                           side-by-side benchmarks; `cargo xtask bench` lists them
+  conformance [--dev] [--src PATH]
+                           the OCI distribution-spec conformance suite against
+                           shim-registry (source: DLGRAB_CONFORMANCE_SRC)";
 
 fn main() -> ExitCode {
     match run() {
@@ -63,6 +68,7 @@ fn run() -> Result<()> {
         ["demo"] => demo::run(),
         ["dist", rest @ ..] => dist::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
+        ["conformance", rest @ ..] => conformance::run_suite(rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
