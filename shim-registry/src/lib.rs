@@ -44,6 +44,11 @@
 //! [OCI Distribution Spec v1.1]: https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md
 #![warn(missing_docs)]
 
+/// The README's examples, compiled (and run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod auth;
 mod events;
 pub mod fault;
