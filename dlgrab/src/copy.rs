@@ -5,7 +5,8 @@
 //!
 //! 1. DEST is asked which of the image's layers it holds: the longest
 //!    prefix of the image's diff IDs that some image on DEST has (one
-//!    image list and one inspect per image on DEST, read once per run and
+//!    image list and one inspect per image on DEST, eight at a time, one
+//!    at a time over ssh where each connection costs; read once per run and
 //!    kept up to date as images arrive, so layers shared by several images
 //!    of one call are sent once).
 //! 2. When DEST already has the very image (same ID), it only gets the tags.
@@ -176,7 +177,15 @@ pub(crate) async fn run(
         bail!("--to DEST needs at least one IMAGE");
     }
     let started = Instant::now();
-    let dest: Arc<dyn DockerDriver> = Arc::new(connect(dest_name).await?);
+    let dest = connect(dest_name).await?;
+    // Over ssh every new connection is an ssh process and a remote docker
+    // CLI (most of a second): ask one question at a time on one connection.
+    let at_once = if dest.host().starts_with("ssh://") {
+        1
+    } else {
+        8
+    };
+    let dest: Arc<dyn DockerDriver> = Arc::new(dest);
     let source_info = source
         .info()
         .await
@@ -194,7 +203,7 @@ pub(crate) async fn run(
         ));
         Vec::new()
     } else {
-        held_chains(dest.as_ref())
+        held_chains(dest.as_ref(), at_once)
             .await
             .with_context(|| format!("cannot list the images on {dest_name}"))?
     };
@@ -224,8 +233,9 @@ pub(crate) async fn run(
     })
 }
 
-/// The diff-ID lists of every image on `dest` (each distinct list once).
-async fn held_chains(dest: &dyn DockerDriver) -> anyhow::Result<Vec<Vec<String>>> {
+/// The diff-ID lists of every image on `dest` (each distinct list once),
+/// asking `at_once` inspects at a time.
+async fn held_chains(dest: &dyn DockerDriver, at_once: usize) -> anyhow::Result<Vec<Vec<String>>> {
     let ids: Vec<String> = {
         let mut seen = HashSet::new();
         dest.list_images()
@@ -245,7 +255,7 @@ async fn held_chains(dest: &dyn DockerDriver) -> anyhow::Result<Vec<Vec<String>>
                 }
             }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(at_once)
         .filter_map(|l| async move { l.filter(|l| !l.is_empty()) })
         .collect()
         .await;
