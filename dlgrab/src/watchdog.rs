@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use docker_driver::{
     BoxStream, BuildOptions, DaemonInfo, DockerDriver, DriverError, ImageDetails, ImageSummary,
-    LayerSelector, PushEvent, ResolvedLayer,
+    LayerSelector, PushEvent, RegistryCredentials, ResolvedLayer,
 };
 use futures::StreamExt;
 
@@ -108,8 +108,13 @@ impl DockerDriver for Watchdog {
         self.limited("untag", self.inner.untag(reference)).await
     }
 
-    fn push(&self, repo: &str, tag: &str) -> BoxStream<Result<PushEvent, DriverError>> {
-        watched(self.inner.push(repo, tag), self.limit, "push")
+    fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        credentials: Option<RegistryCredentials>,
+    ) -> BoxStream<Result<PushEvent, DriverError>> {
+        watched(self.inner.push(repo, tag, credentials), self.limit, "push")
     }
 
     fn export_images(&self, references: &[String]) -> BoxStream<Result<bytes::Bytes, DriverError>> {

@@ -26,7 +26,7 @@ use crate::error::DriverError;
 use crate::history::{self, ApiRow};
 use crate::model::{
     BuildOptions, DaemonInfo, ImageDetails, ImageStore, ImageSummary, LayerSelector, PushEvent,
-    ResolvedLayer,
+    RegistryCredentials, ResolvedLayer,
 };
 use crate::reference::{self, Typed};
 use crate::transport::{self, Transport};
@@ -482,7 +482,12 @@ impl DockerDriver for BollardDriver {
         Ok(())
     }
 
-    fn push(&self, repo: &str, tag: &str) -> BoxStream<Result<PushEvent, DriverError>> {
+    fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        credentials: Option<RegistryCredentials>,
+    ) -> BoxStream<Result<PushEvent, DriverError>> {
         let operation = "pushing an image";
         let reference = format!("{repo}:{tag}");
         // Podman's compat API verifies TLS for every registry unless told
@@ -503,9 +508,11 @@ impl DockerDriver for BollardDriver {
         let start = {
             let reference = reference.clone();
             async move {
-                // `e30=` is base64 of `{}`: daemons before 28.3.3 need the header.
+                // `e30=` is base64 of `{}`: daemons before 28.3.3 need the
+                // header even without credentials.
+                let auth = credentials.map_or_else(|| "e30=".to_owned(), |c| c.header_value());
                 let headers = [
-                    ("X-Registry-Auth", "e30="),
+                    ("X-Registry-Auth", auth.as_str()),
                     ("Content-Type", "application/json"),
                 ];
                 let response = transport

@@ -14,7 +14,7 @@ use crate::history::{self, ApiRow};
 use crate::layer_store::{LayerStore, chain_id};
 use crate::model::{
     BuildOptions, DaemonInfo, ImageDetails, ImageStore, ImageSummary, LayerSelector, PushEvent,
-    ResolvedLayer,
+    RegistryCredentials, ResolvedLayer,
 };
 use crate::reference::{self, Typed};
 
@@ -292,7 +292,12 @@ impl DockerDriver for DataRootDriver {
         })
     }
 
-    fn push(&self, _repo: &str, _tag: &str) -> BoxStream<Result<PushEvent, DriverError>> {
+    fn push(
+        &self,
+        _repo: &str,
+        _tag: &str,
+        _credentials: Option<RegistryCredentials>,
+    ) -> BoxStream<Result<PushEvent, DriverError>> {
         Box::pin(futures::stream::iter([Err(DriverError::NoDaemon {
             operation: "pushing an image",
         })]))

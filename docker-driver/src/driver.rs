@@ -4,7 +4,8 @@ use async_trait::async_trait;
 
 use crate::error::DriverError;
 use crate::model::{
-    BuildOptions, DaemonInfo, ImageDetails, ImageSummary, LayerSelector, PushEvent, ResolvedLayer,
+    BuildOptions, DaemonInfo, ImageDetails, ImageSummary, LayerSelector, PushEvent,
+    RegistryCredentials, ResolvedLayer,
 };
 
 /// A boxed, sendable stream.
@@ -68,10 +69,17 @@ pub trait DockerDriver: Send + Sync {
     /// without calling the daemon's delete when the image would go with it.
     async fn untag(&self, reference: &str) -> Result<(), DriverError>;
 
-    /// Pushes `repo:tag`, reporting the daemon's progress. An error in the
-    /// progress ends the stream with [`DriverError::PushRefused`]. Dropping
-    /// the stream closes the request; the daemon then cancels the push.
-    fn push(&self, repo: &str, tag: &str) -> BoxStream<Result<PushEvent, DriverError>>;
+    /// Pushes `repo:tag`, reporting the daemon's progress; the daemon
+    /// presents `credentials` to the registry when it asks (none: an empty
+    /// `X-Registry-Auth`). An error in the progress ends the stream with
+    /// [`DriverError::PushRefused`]. Dropping the stream closes the request;
+    /// the daemon then cancels the push.
+    fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        credentials: Option<RegistryCredentials>,
+    ) -> BoxStream<Result<PushEvent, DriverError>>;
 
     /// `docker save` of these references, as the daemon streams it.
     fn export_images(&self, references: &[String]) -> BoxStream<Result<bytes::Bytes, DriverError>>;

@@ -59,5 +59,5 @@ pub use error::DriverError;
 pub use layer_store::{LayerStore, LayerTar};
 pub use model::{
     BuildOptions, DaemonInfo, HistoryRow, ImageDetails, ImageStore, ImageSummary, LayerSelector,
-    PushEvent, ResolvedLayer,
+    PushEvent, RegistryCredentials, ResolvedLayer,
 };

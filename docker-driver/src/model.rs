@@ -122,6 +122,44 @@ pub struct ImageSummary {
     pub repo_digests: Vec<String>,
 }
 
+/// Credentials the daemon presents to the registry it pushes to: sent in
+/// the `X-Registry-Auth` header of the push request, as `docker push` does
+/// after `docker login`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// The registry, as the image reference names it (e.g. `127.0.0.1:5000`).
+    pub server_address: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("server_address", &self.server_address)
+            .finish()
+    }
+}
+
+impl RegistryCredentials {
+    /// The `X-Registry-Auth` value: padded URL-safe base64 of
+    /// `{"username","password","serveraddress"}` (what the daemons and
+    /// Podman's compat API decode).
+    pub fn header_value(&self) -> String {
+        use base64::Engine;
+        let json = serde_json::json!({
+            "username": self.username,
+            "password": self.password,
+            "serveraddress": self.server_address,
+        });
+        base64::engine::general_purpose::URL_SAFE.encode(json.to_string())
+    }
+}
+
 /// One item of a push's progress.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushEvent {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use docker_driver::{
     BoxStream, DaemonInfo, DriverError, HistoryRow, ImageDetails, ImageStore, LayerSelector,
-    MockDockerDriver, PushEvent, ResolvedLayer,
+    MockDockerDriver, PushEvent, RegistryCredentials, ResolvedLayer,
 };
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
@@ -143,19 +143,42 @@ fn driver(f: &Arc<Fixture>, store: ImageStore, repo_digests: &[&str]) -> MockDoc
 /// What the fake daemon uploaded, push by push.
 type Uploads = Arc<Mutex<Vec<Vec<String>>>>;
 
+/// An HTTP client sending the credentials dlgrab handed the daemon, as the
+/// daemon does (dlgrab's registry answers nothing without them).
+fn daemon_client(credentials: Option<RegistryCredentials>) -> reqwest::Client {
+    let c = credentials.expect("dlgrab hands the daemon credentials for its registry");
+    assert!(c.server_address.starts_with("127.0.0.1:"), "{c:?}");
+    let unauthenticated = reqwest::Client::new();
+    let probe = unauthenticated
+        .get(format!("http://{}/v2/", c.server_address))
+        .basic_auth(&c.username, Some(&c.password))
+        .build()
+        .expect("request builds");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        probe.headers()[reqwest::header::AUTHORIZATION].clone(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client builds")
+}
+
 /// A push as the containerd store makes it, into the registry `repo` names.
 fn fake_push(
     f: Arc<Fixture>,
     uploads: Uploads,
     repo: &str,
     tag: &str,
+    credentials: Option<RegistryCredentials>,
 ) -> BoxStream<Result<PushEvent, DriverError>> {
     let (host, name) = repo.split_once('/').expect("host/name");
     let base = format!("http://{host}/v2/{name}");
     let host = host.to_owned();
     let tag = tag.to_owned();
     Box::pin(futures::stream::once(async move {
-        let client = reqwest::Client::new();
+        let client = daemon_client(credentials);
         let mut sent = Vec::new();
         let mut blobs: Vec<(String, Vec<u8>)> = f.blobs.clone();
         blobs.push(f.config.clone());
@@ -224,6 +247,7 @@ fn fake_classic_push(
     unasked: Vec<usize>,
     repo: &str,
     tag: &str,
+    credentials: Option<RegistryCredentials>,
 ) -> BoxStream<Result<PushEvent, DriverError>> {
     let (host, name) = repo.split_once('/').expect("host/name");
     let base = format!("http://{host}/v2/{name}");
@@ -240,7 +264,7 @@ fn fake_classic_push(
         })
     };
     tokio::spawn(async move {
-        let client = reqwest::Client::new();
+        let client = daemon_client(credentials);
         let mut sent = Vec::new();
         let n = f.blobs.len();
         for &i in unasked.iter().rev() {
@@ -390,7 +414,9 @@ async fn push_route_uploads_only_the_wanted_layer_and_the_config() {
     let (fx, up) = (f.clone(), uploads.clone());
     mock.expect_push()
         .times(2)
-        .returning(move |repo, tag| fake_push(fx.clone(), up.clone(), repo, tag));
+        .returning(move |repo, tag, credentials| {
+            fake_push(fx.clone(), up.clone(), repo, tag, credentials)
+        });
     let t = tagged.clone();
     mock.expect_untag().times(1).returning(move |reference| {
         assert!(is_temporary_tag(reference), "{reference}");
@@ -439,7 +465,7 @@ async fn a_refused_survey_push_fails_and_leaves_no_tag_and_no_output() {
     let out = tempfile::tempdir().expect("tempdir");
     let mut mock = driver(&f, ImageStore::Containerd, &[]);
     mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
-    mock.expect_push().times(1).returning(|repo, tag| {
+    mock.expect_push().times(1).returning(|repo, tag, _| {
         let reference = format!("{repo}:{tag}");
         Box::pin(futures::stream::iter([
             Ok(PushEvent::Status("The push refers to repository".into())),
@@ -551,9 +577,18 @@ fn never_pushed_on_a_classic_store(f: &Arc<Fixture>) -> (MockDockerDriver, Uploa
     mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
     let uploads: Uploads = Arc::default();
     let (fx, up) = (f.clone(), uploads.clone());
-    mock.expect_push().times(1).returning(move |repo, tag| {
-        fake_classic_push(fx.clone(), up.clone(), vec![0, 1, 2], repo, tag)
-    });
+    mock.expect_push()
+        .times(1)
+        .returning(move |repo, tag, credentials| {
+            fake_classic_push(
+                fx.clone(),
+                up.clone(),
+                vec![0, 1, 2],
+                repo,
+                tag,
+                credentials,
+            )
+        });
     mock.expect_untag().times(1).returning(|_| Ok(()));
     (mock, uploads)
 }
@@ -654,7 +689,7 @@ async fn an_interrupted_push_is_cancelled_and_cleaned_up() {
     mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
     let dropped = Arc::new(AtomicUsize::new(0));
     let d = dropped.clone();
-    mock.expect_push().times(1).returning(move |_, _| {
+    mock.expect_push().times(1).returning(move |_, _, _| {
         // A push that never ends, and notices when it is dropped.
         struct OnDrop(Arc<AtomicUsize>);
         impl Drop for OnDrop {
@@ -707,9 +742,11 @@ async fn a_retagged_pulled_image_on_a_classic_store_goes_by_push() {
     mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
     let uploads: Uploads = Arc::default();
     let (fx, up) = (f.clone(), uploads.clone());
-    mock.expect_push().times(2).returning(move |repo, tag| {
-        fake_classic_push(fx.clone(), up.clone(), Vec::new(), repo, tag)
-    });
+    mock.expect_push()
+        .times(2)
+        .returning(move |repo, tag, credentials| {
+            fake_classic_push(fx.clone(), up.clone(), Vec::new(), repo, tag, credentials)
+        });
     mock.expect_untag().times(1).returning(|_| Ok(()));
     mock.expect_export_images().never();
     let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
@@ -770,13 +807,15 @@ async fn a_small_unasked_top_layer_is_kept_from_the_survey_without_a_second_uplo
     let (fx, up) = (f.clone(), uploads.clone());
     // Once pushed, the daemon has recorded their digests and asks.
     let pushes = Arc::new(AtomicUsize::new(0));
-    mock.expect_push().times(2).returning(move |repo, tag| {
-        let unasked = match pushes.fetch_add(1, Ordering::SeqCst) {
-            0 => vec![1, 2],
-            _ => Vec::new(),
-        };
-        fake_classic_push(fx.clone(), up.clone(), unasked, repo, tag)
-    });
+    mock.expect_push()
+        .times(2)
+        .returning(move |repo, tag, credentials| {
+            let unasked = match pushes.fetch_add(1, Ordering::SeqCst) {
+                0 => vec![1, 2],
+                _ => Vec::new(),
+            };
+            fake_classic_push(fx.clone(), up.clone(), unasked, repo, tag, credentials)
+        });
     mock.expect_untag().times(1).returning(|_| Ok(()));
     let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
 
@@ -790,7 +829,7 @@ async fn a_small_unasked_top_layer_is_kept_from_the_survey_without_a_second_uplo
     assert_eq!(uploads[0], [f.blobs[2].0.clone(), f.blobs[1].0.clone()]);
     // The second push: the daemon now asks about those two, finds them,
     // and uploads only the config.
-    assert_eq!(uploads[1], [f.config.0.clone()]);
+    assert_eq!(uploads[1], std::slice::from_ref(&f.config.0));
     assert_eq!(
         std::fs::read(out.path().join(&written[0].id).join("layer.tar")).expect("layer.tar"),
         f.tars[2]

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use docker_driver::{DaemonInfo, ImageDetails, PushEvent};
+use docker_driver::{DaemonInfo, ImageDetails, PushEvent, RegistryCredentials};
 use futures::StreamExt;
+use shim_registry::auth::Auth;
 use shim_registry::oci_spec::image::Digest;
 use shim_registry::storage::{FsStorage, Storage};
 use shim_registry::{ChannelSink, Registry, RegistryEvent};
@@ -77,10 +78,15 @@ impl Exporter {
         let policy = Arc::new(CapturePolicy::new());
         let (sink, mut events) = ChannelSink::new();
         let faults = crate::fault::StorageFaults::default();
+        // The registry serves only this run: the daemon gets per-run
+        // credentials in X-Registry-Auth; every other request gets a 401.
+        let (user, password) = run_credentials();
         let registry = Registry::builder()
             .storage(storage.clone())
             .presence(policy.clone())
             .event_sink(faults.wrap(sink))
+            .auth(Auth::basic().user(user.clone(), password.clone()))
+            .max_manifest_size(MAX_MANIFEST)
             .build()
             .context("cannot set up the temporary registry")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.options.port));
@@ -95,6 +101,11 @@ impl Exporter {
         let tag = "export";
         let reference = format!("{repo}:{tag}");
         tracing::debug!(registry = %handle.url(), reference, "temporary registry up");
+        let credentials = RegistryCredentials {
+            username: user,
+            password,
+            server_address: format!("127.0.0.1:{}", handle.addr().port()),
+        };
 
         let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
         self.cleanup.add_tag(&reference);
@@ -116,6 +127,7 @@ impl Exporter {
                         info,
                         &repo,
                         tag,
+                        &credentials,
                         &mut events,
                     )
                     .await
@@ -152,7 +164,7 @@ impl Exporter {
                 // The containerd store finds the survey's manifest already there
                 // and does not put it again: the survey's then stands.
                 let captured = self
-                    .push(&repo, tag, &mut events)
+                    .push(&repo, tag, &credentials, &mut events)
                     .await
                     .context("capture push")?;
                 let (media_type, body) = captured.unwrap_or((media_type, body));
@@ -257,6 +269,7 @@ impl Exporter {
         info: &DaemonInfo,
         repo: &str,
         tag: &str,
+        credentials: &RegistryCredentials,
         events: &mut UnboundedReceiver<RegistryEvent>,
     ) -> anyhow::Result<SurveyEnd> {
         let share = plan::unasked_share(info);
@@ -267,7 +280,7 @@ impl Exporter {
             uploaded: HashMap::new(),
             unmatched: Vec::new(),
         };
-        let mut stream = self.driver.push(repo, tag);
+        let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
         let on_event = |end: &mut SurveyEnd, event: RegistryEvent| match event {
             RegistryEvent::ManifestPut {
                 media_type, body, ..
@@ -327,9 +340,10 @@ impl Exporter {
         &self,
         repo: &str,
         tag: &str,
+        credentials: &RegistryCredentials,
         events: &mut UnboundedReceiver<RegistryEvent>,
     ) -> anyhow::Result<Option<(String, Bytes)>> {
-        let mut stream = self.driver.push(repo, tag);
+        let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
         let mut manifest = None;
         let mut bars = HashMap::new();
         let mut on_event = |event: RegistryEvent| match event {
@@ -428,4 +442,16 @@ fn unique_suffix() -> String {
     // The run's identity, so that a later run can sweep what this one
     // leaves should it die before its cleanup (see `crate::sweep`).
     layer_writer::run::unique_name_part()
+}
+
+/// The largest manifest the temporary registry takes (the spec's 4 MiB; an
+/// image manifest of a few hundred layers is tens of KiB).
+const MAX_MANIFEST: usize = 4 << 20;
+
+/// A user name and a random password (128 bits) for this run's registry.
+fn run_credentials() -> (String, String) {
+    (
+        "dlgrab".to_owned(),
+        format!("{:032x}", rand::random::<u128>()),
+    )
 }

@@ -169,7 +169,7 @@ async fn layers_come_from_the_store_and_the_daemon_calls_refuse() {
         Err(DriverError::NoDaemon { .. })
     ));
     use futures::StreamExt;
-    let first = driver.push("x", "y").next().await.unwrap();
+    let first = driver.push("x", "y", None).next().await.unwrap();
     assert!(matches!(first, Err(DriverError::NoDaemon { .. })));
 }
 

@@ -25,7 +25,7 @@ async fn push_answering(status: u16, body: &str) -> (Fake, Vec<Result<PushEvent,
         .expect(1)
         .mount(&fake.server)
         .await;
-    let events = fake.driver().await.push(REPO, "t").collect().await;
+    let events = fake.driver().await.push(REPO, "t", None).collect().await;
     (fake, events)
 }
 
@@ -168,7 +168,7 @@ async fn dropping_the_stream_closes_the_request() {
     let driver = BollardDriver::connect_with(&format!("tcp://{addr}"))
         .await
         .unwrap();
-    let mut events = driver.push("r", "t");
+    let mut events = driver.push("r", "t", None);
     let first = events.next().await.unwrap().unwrap();
     assert_eq!(first, layer("ab", "Preparing"));
     drop(events);
@@ -176,4 +176,44 @@ async fn dropping_the_stream_closes_the_request() {
         .await
         .expect("the connection was not closed")
         .unwrap();
+}
+
+#[tokio::test]
+async fn credentials_go_in_x_registry_auth_as_padded_url_safe_base64_json() {
+    use base64::Engine;
+    let credentials = docker_driver::RegistryCredentials {
+        username: "dlgrab".into(),
+        password: "p?>~".into(),
+        server_address: "127.0.0.1:5000".into(),
+    };
+    let value = credentials.header_value();
+    let json = base64::engine::general_purpose::URL_SAFE
+        .decode(&value)
+        .expect("padded url-safe base64");
+    let json: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "username": "dlgrab", "password": "p?>~", "serveraddress": "127.0.0.1:5000"
+        })
+    );
+    assert!(
+        !format!("{credentials:?}").contains("p?>~"),
+        "debug shows the password"
+    );
+    let fake = Fake::new().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{V}/images/{REPO}/push")))
+        .and(header("X-Registry-Auth", value.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("", "application/json"))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let events: Vec<_> = fake
+        .driver()
+        .await
+        .push(REPO, "t", Some(credentials))
+        .collect()
+        .await;
+    assert!(events.iter().all(Result::is_ok), "{events:?}");
 }

@@ -252,6 +252,18 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let Some(route) = Route::parse(request.uri().path()) else {
+        // Unknown endpoints tell nothing to whoever has not logged in.
+        if shared.auth.is_required() {
+            let authorization = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let origin = origin(request.headers(), tls);
+            shared
+                .auth
+                .check(authorization, &Need::Login, &origin)
+                .map_err(refused)?;
+        }
         return Err(ApiError::new(Code::Unsupported)
             .status(StatusCode::NOT_FOUND)
             .detail("no such endpoint"));

@@ -209,7 +209,7 @@ async fn push_to_a_closed_port_fails() {
     driver.tag(&built.id, &repo, "t").await.unwrap();
     let events = tokio::time::timeout(
         Duration::from_secs(120),
-        driver.push(&repo, "t").collect::<Vec<_>>(),
+        driver.push(&repo, "t", None).collect::<Vec<_>>(),
     )
     .await;
     driver.untag(&format!("{repo}:t")).await.unwrap();

@@ -245,3 +245,178 @@ async fn skopeo_round_trip_through_the_shim() {
     assert!(Path::new(&dest).join("version").exists());
     handle.shutdown().await;
 }
+
+/// A registry with Bearer auth (token endpoint) and one user.
+async fn spawn_bearer_registry(user: &str, password: &str) -> RegistryHandle {
+    use shim_registry::auth::Auth;
+    Registry::builder()
+        .auth(Auth::bearer().user(user, password))
+        .build()
+        .expect("registry builds")
+        .spawn("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("registry spawns")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+async fn docker_login_push_and_pull_with_bearer_tokens() {
+    let Some(daemon) = daemon_or_skip("registry::docker_login_push_and_pull_with_bearer_tokens")
+    else {
+        return;
+    };
+    if daemon.name == "p" {
+        eprintln!(
+            "SKIP registry::docker_login_push_and_pull_with_bearer_tokens: docker login is not tried against Podman's compat API"
+        );
+        return;
+    }
+    let image = small_image(&daemon, "dlgrab-test/shim-login");
+    let handle = spawn_bearer_registry("tester", "pw-123").await;
+    let registry = format!("127.0.0.1:{}", handle.addr().port());
+    let target = format!("{registry}/{}:t", unique_name("dlgrab-test/login"));
+    // `docker login` writes its credentials into DOCKER_CONFIG: a temporary
+    // one, never the user's.
+    let config = tempfile::tempdir().expect("temp dir");
+    let config_dir = config.path().to_owned();
+    let d = daemon.clone();
+    let (src, dst, reg) = (image.tag.clone(), target.clone(), registry.clone());
+    let (login_refused, login, pushed, pulled) = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let docker = |args: &[&str], stdin: &str| {
+            let mut cmd = d.command();
+            cmd.env("DOCKER_CONFIG", &config_dir)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().expect("docker runs");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(stdin.as_bytes())
+                .expect("stdin written");
+            child.wait_with_output().expect("docker ends")
+        };
+        let refused = docker(
+            &["login", "-u", "tester", "--password-stdin", &reg],
+            "wrong",
+        );
+        let login = docker(
+            &["login", "-u", "tester", "--password-stdin", &reg],
+            "pw-123",
+        );
+        let tagged = docker(&["tag", &src, &dst], "");
+        assert_success("docker tag", &tagged);
+        let pushed = docker(&["push", &dst], "");
+        let _ = docker(&["rmi", &dst], "");
+        let pulled = docker(&["pull", &dst], "");
+        d.remove_image(&dst);
+        d.remove_image(&src);
+        (refused, login, pushed, pulled)
+    })
+    .await
+    .expect("docker commands");
+    assert!(
+        !login_refused.status.success(),
+        "docker login with a wrong password succeeded"
+    );
+    assert_success("docker login", &login);
+    assert_success("docker push with a token", &pushed);
+    assert_success("docker pull with a token", &pulled);
+    // Without the token, the registry answers nothing.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/", handle.url()))
+        .send()
+        .await
+        .expect("GET /v2/");
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::print_stderr,
+    reason = "the number of answers and the run's time, on stderr"
+)]
+async fn dlgrab_registry_answers_only_its_run() {
+    let Some(daemon) = daemon_or_skip("registry::dlgrab_registry_answers_only_its_run") else {
+        return;
+    };
+    let image = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-test/only-run")))
+        .busybox()
+        .random_file("/data/random", 8 << 20, 11)
+        .build(&daemon);
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        listener.local_addr().expect("address").port()
+    };
+    let out = tempfile::tempdir().expect("temp dir");
+    let port_arg = port.to_string();
+    let mut child = daemon
+        .dlgrab_command(&[
+            &image.tag,
+            "--via",
+            "push",
+            "-q",
+            "-p",
+            &port_arg,
+            "-o",
+            out.path().to_str().expect("utf-8 path"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dlgrab runs");
+    // Knock while the run lasts (bounded: the run ends, or 5 minutes).
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut answers = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().expect("dlgrab state").is_none() && std::time::Instant::now() < deadline
+    {
+        for scheme in ["http", "https"] {
+            for path in ["/v2/", "/v2/_catalog", "/v2/x/tags/list"] {
+                if let Ok(r) = client
+                    .get(format!("{scheme}://127.0.0.1:{port}{path}"))
+                    .send()
+                    .await
+                {
+                    let challenge = r
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    answers.push((scheme, path, r.status(), challenge));
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let output = child.wait_with_output().expect("dlgrab ends");
+    daemon.remove_image(&image.tag);
+    eprintln!(
+        "registry::dlgrab_registry_answers_only_its_run: {} answers in {:?}",
+        answers.len(),
+        started.elapsed()
+    );
+    testkit::succeeded(&output);
+    assert!(
+        !answers.is_empty(),
+        "the registry never answered while the run lasted"
+    );
+    for (scheme, path, status, challenge) in &answers {
+        assert_eq!(
+            *status,
+            reqwest::StatusCode::UNAUTHORIZED,
+            "{scheme} {path} answered without credentials"
+        );
+        assert!(challenge.starts_with("Basic realm="), "{challenge}");
+    }
+}
