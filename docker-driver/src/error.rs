@@ -232,7 +232,9 @@ pub enum DriverError {
         message: String,
     },
     /// The connection failed in the middle of a request.
-    #[error("{operation}: transport error")]
+    #[error(
+        "{operation}: the connection to the docker daemon broke (did the daemon stop or restart?)"
+    )]
     Transport {
         /// What was being done.
         operation: &'static str,
