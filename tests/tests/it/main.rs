@@ -14,5 +14,6 @@ mod kit;
 mod registry;
 mod routes;
 mod seed;
+mod shim_seed;
 mod store;
 mod writer;
