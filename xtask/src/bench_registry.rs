@@ -44,7 +44,10 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let size_mib = opt_u64(&opts, "size-mib", 1024)?;
     let rounds = opt_u64(&opts, "rounds", 3)?;
     apt_install(&["docker-registry", "curl"])?;
-    let shim_exe = cargo_release_exe(&["-p", "shim-registry", "--bin", "shim-registry"], "shim-registry")?;
+    let shim_exe = cargo_release_exe(
+        &["-p", "shim-registry", "--bin", "shim-registry"],
+        "shim-registry",
+    )?;
 
     let scratch = Scratch::new("registry")?;
     let size = size_mib << 20;
