@@ -355,3 +355,140 @@ mod tests {
         assert_eq!(percent_encode("a:b/c"), "a%3Ab%2Fc");
     }
 }
+
+/// Hostile input to every parser of the request line and headers: none
+/// panics, and what they accept is what the grammar allows.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::super::range::{ByteRange, parse_content_range, resolve_range};
+    use super::*;
+
+    /// Paths made of registry-ish pieces, and arbitrary strings.
+    fn paths() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("v2".to_owned()),
+            Just("blobs".to_owned()),
+            Just("uploads".to_owned()),
+            Just("manifests".to_owned()),
+            Just("tags".to_owned()),
+            Just("list".to_owned()),
+            Just("referrers".to_owned()),
+            Just("".to_owned()),
+            Just("..".to_owned()),
+            Just("%2e%2e".to_owned()),
+            Just("sha256%3A".to_owned()),
+            "[a-z0-9._%-]{0,12}",
+            any::<String>(),
+        ];
+        prop_oneof![
+            prop::collection::vec(piece, 0..8).prop_map(|p| format!("/{}", p.join("/"))),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn route_parse_never_panics_and_names_come_from_the_path(path in paths()) {
+            if let Some(route) = Route::parse(&path) {
+                prop_assert!(path.starts_with("/v2"));
+                match route {
+                    Route::Base => {}
+                    Route::Blob { name, .. }
+                    | Route::UploadStart { name }
+                    | Route::Upload { name, .. }
+                    | Route::Manifest { name, .. }
+                    | Route::Tags { name }
+                    | Route::Referrers { name, .. } => {
+                        prop_assert!(path.contains(&name));
+                        // A name that passes the grammar never climbs out.
+                        if valid_name(&name) {
+                            prop_assert!(!name.split('/').any(|c| c == ".." || c == "."));
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn names_accepted_match_the_spec_grammar(name in any::<String>()) {
+            let re = regex::Regex::new(
+                r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$",
+            ).unwrap();
+            prop_assert_eq!(valid_name(&name), re.is_match(&name) && name.len() <= 255);
+        }
+
+        #[test]
+        fn generated_names_are_accepted(name in "[a-z0-9]{1,5}((\\.|_|__|-{1,3})[a-z0-9]{1,5}){0,3}(/[a-z0-9]{1,5}){0,3}") {
+            prop_assert!(valid_name(&name));
+        }
+
+        #[test]
+        fn tags_accepted_match_the_spec_grammar(tag in any::<String>()) {
+            let re = regex::Regex::new(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$").unwrap();
+            prop_assert_eq!(valid_tag(&tag), re.is_match(&tag));
+        }
+
+        #[test]
+        fn digests_and_references_never_panic(s in prop_oneof![
+            any::<String>(),
+            "(sha256|sha384|sha512|md5|SHA256|sha256\\+b64):[0-9a-fA-F]{0,130}",
+        ]) {
+            if let Some(d) = parse_digest(&s) {
+                prop_assert_eq!(d.to_string(), s.clone());
+            }
+            match parse_reference(&s) {
+                Some(Reference::Tag(t)) => prop_assert!(valid_tag(&t)),
+                Some(Reference::Digest(d)) => prop_assert_eq!(d.to_string(), s),
+                None => {}
+            }
+        }
+
+        #[test]
+        fn valid_digests_parse(hex in "[0-9a-f]{64}") {
+            let digest = format!("sha256:{hex}");
+            prop_assert!(parse_digest(&digest).is_some());
+        }
+
+        #[test]
+        fn query_strings_never_panic(q in any::<String>(), n in any::<u64>()) {
+            let pairs = query_pairs(Some(&q));
+            let _ = query_value(&pairs, "n");
+            let encoded = percent_encode(&q);
+            prop_assert_eq!(percent_decode(&encoded), Some(q.clone()));
+            let pairs = query_pairs(Some(&format!("n={n}&last={encoded}")));
+            prop_assert_eq!(query_value(&pairs, "last"), Some(q.as_str()));
+        }
+
+        #[test]
+        fn ranges_stay_inside_the_blob(
+            header in prop_oneof![
+                any::<String>(),
+                "bytes= ?[0-9]{0,21} ?- ?[0-9]{0,21}",
+                "bytes=[0-9]{0,3}-[0-9]{0,3}(,[0-9]{0,3}-[0-9]{0,3})?",
+            ],
+            size in prop_oneof![Just(0u64), 0u64..2000, Just(u64::MAX)],
+        ) {
+            match resolve_range(Some(&header), size) {
+                ByteRange::Part(r) => {
+                    prop_assert!(r.start < r.end);
+                    prop_assert!(r.end <= size);
+                }
+                ByteRange::Whole | ByteRange::Unsatisfiable => {}
+            }
+        }
+
+        #[test]
+        fn content_ranges_are_ordered(header in prop_oneof![
+            any::<String>(),
+            "(bytes )?[0-9]{0,21}-[0-9]{0,21}(/[0-9*]{0,5})?",
+        ]) {
+            if let Some((a, b)) = parse_content_range(&header) {
+                prop_assert!(a <= b);
+            }
+        }
+    }
+}

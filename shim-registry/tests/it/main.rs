@@ -9,6 +9,7 @@ mod dev_mode;
 mod faults;
 mod manifests;
 mod oci_client;
+mod props;
 mod seed;
 mod support;
 mod transport;
