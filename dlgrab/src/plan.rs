@@ -204,6 +204,11 @@ pub(crate) enum SurveyStep {
     /// Every wanted layer is in and the config is at hand: drop the push
     /// (the daemon cancels the uploads still running).
     Cancel,
+    /// Some wanted layers were asked about (their blobs known), the others
+    /// are in, the config is at hand, and the daemon is uploading other
+    /// layers unasked: drop the push and capture the asked ones in a second
+    /// push, itself dropped once they are in.
+    CancelThenCapture,
     /// The push would cost more than `docker save`: drop it, for this reason.
     GiveUp(String),
 }
@@ -237,11 +242,23 @@ pub(crate) fn unasked_share(info: &DaemonInfo) -> f64 {
 pub(crate) fn survey_step(
     survey: &Survey,
     wanted: &[usize],
+    asked_blob_known: &[usize],
     config_at_hand: bool,
     forced: bool,
     share: f64,
 ) -> SurveyStep {
     let unasked = |i: &usize| matches!(survey.seen(*i), Seen::Uploading | Seen::Uploaded);
+    let uploading = (0..survey.seen.len()).any(|i| survey.seen(i) == Seen::Uploading);
+    if config_at_hand
+        && uploading
+        && wanted.iter().any(|&i| survey.seen(i) == Seen::Asked)
+        && wanted.iter().all(|&i| {
+            survey.seen(i) == Seen::Uploaded
+                || (survey.seen(i) == Seen::Asked && asked_blob_known.contains(&i))
+        })
+    {
+        return SurveyStep::CancelThenCapture;
+    }
     let cancellable = config_at_hand && wanted.iter().all(unasked);
     if cancellable
         && wanted.iter().all(|&i| survey.seen(i) == Seen::Uploaded)
@@ -595,29 +612,29 @@ mod tests {
         s.progress(&short(2), "Pushing", None);
         s.progress(&short(0), "Pushing", None);
         assert_eq!(
-            survey_step(&s, &[2], true, false, share),
+            survey_step(&s, &[2], &[], true, false, share),
             SurveyStep::Continue
         );
         s.progress(&short(2), "Pushed", None);
         assert_eq!(
-            survey_step(&s, &[2], true, false, share),
+            survey_step(&s, &[2], &[], true, false, share),
             SurveyStep::Cancel
         );
         // Without the config the push must run to its end: the base counts.
         assert!(matches!(
-            survey_step(&s, &[2], false, false, share),
+            survey_step(&s, &[2], &[], false, false, share),
             SurveyStep::GiveUp(why) if why.contains("layer(s) 0, 2")
         ));
         // Forced, it goes on.
         assert_eq!(
-            survey_step(&s, &[2], false, true, share),
+            survey_step(&s, &[2], &[], false, true, share),
             SurveyStep::Continue
         );
         // The wanted base uploaded unasked is too big even alone.
         let mut s = surveyed();
         s.progress(&short(0), "Pushing", None);
         assert!(matches!(
-            survey_step(&s, &[0], true, false, share),
+            survey_step(&s, &[0], &[], true, false, share),
             SurveyStep::GiveUp(_)
         ));
         // Every layer asked: the survey costs nothing.
@@ -626,7 +643,7 @@ mod tests {
             s.progress(&short(i), "Layer already exists", None);
         }
         assert_eq!(
-            survey_step(&s, &[1], false, false, share),
+            survey_step(&s, &[1], &[], false, false, share),
             SurveyStep::Continue
         );
         // All settled: nothing left to cancel, the manifest is near.
@@ -635,8 +652,25 @@ mod tests {
         s.progress(&short(1), "Layer already exists", None);
         s.progress(&short(2), "Pushed", None);
         assert_eq!(
-            survey_step(&s, &[2], true, false, share),
+            survey_step(&s, &[2], &[], true, false, share),
             SurveyStep::Continue
+        );
+        // The wanted top was captured before (asked about, its blob known)
+        // while the base is uploaded unasked: drop it, capture the top.
+        let mut s = surveyed();
+        s.progress(&short(2), "Layer already exists", None);
+        s.progress(&short(0), "Pushing", None);
+        assert_eq!(
+            survey_step(&s, &[2], &[2], true, true, share),
+            SurveyStep::CancelThenCapture
+        );
+        assert_ne!(
+            survey_step(&s, &[2], &[], true, true, share),
+            SurveyStep::CancelThenCapture
+        );
+        assert_ne!(
+            survey_step(&s, &[2], &[2], false, true, share),
+            SurveyStep::CancelThenCapture
         );
     }
 

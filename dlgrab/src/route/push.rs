@@ -49,6 +49,12 @@ struct SurveyEnd {
     uploaded: HashMap<usize, Digest>,
     /// Blobs stored but not yet matched to a layer.
     unmatched: Vec<Digest>,
+    /// The blob each layer asked about was asked for, where known.
+    asked: HashMap<usize, Digest>,
+    /// Blobs asked about and said present, not yet matched to a layer.
+    heads: Vec<Digest>,
+    /// True when the wanted layers asked about are still to be captured.
+    capture_asked: bool,
 }
 
 impl Exporter {
@@ -118,7 +124,7 @@ impl Exporter {
                 self.reporter
                     .phase("survey push: which layers does the daemon ask about?");
                 let forced = self.options.via == Via::Push;
-                let end = self
+                let mut end = self
                     .survey(
                         image,
                         &indexes,
@@ -132,6 +138,22 @@ impl Exporter {
                     )
                     .await
                     .context("survey push")?;
+                if end.cancelled && end.capture_asked {
+                    let asked: Vec<Digest> = indexes
+                        .iter()
+                        .filter_map(|i| end.asked.get(i).cloned())
+                        .collect();
+                    policy.capture(asked.clone());
+                    self.reporter
+                        .phase("capture push: uploading the wanted layers");
+                    let committed = self
+                        .push_until(&repo, tag, &credentials, &mut events, &asked)
+                        .await
+                        .context("capture push")?;
+                    // A pulled layer is compressed anew: its blob is not the
+                    // one asked about; the writer finds it by its diff ID.
+                    end.unmatched.extend(committed);
+                }
                 if end.cancelled {
                     return Ok(Found::Cancelled(end));
                 }
@@ -223,13 +245,15 @@ impl Exporter {
             self.reporter.phase(format!("writing layer {}", w.index));
             let mut outcome = None;
             for blob in candidates {
-                let reader = storage
+                let reader = match storage
                     .open_blob(blob)
                     .await
                     .context("cannot read a captured layer")?
-                    .with_context(|| {
-                        format!("the daemon did not upload layer {} ({blob})", w.index)
-                    })?;
+                {
+                    Some(reader) => reader,
+                    None if candidates.len() > 1 => continue,
+                    None => bail!("the daemon did not upload layer {} ({blob})", w.index),
+                };
                 match writer.write_layer(&context, w.index, reader).await {
                     Err(layer_writer::WriteError::DiffIdMismatch { .. })
                         if candidates.len() > 1 =>
@@ -279,6 +303,9 @@ impl Exporter {
             cancelled: false,
             uploaded: HashMap::new(),
             unmatched: Vec::new(),
+            asked: HashMap::new(),
+            heads: Vec::new(),
+            capture_asked: false,
         };
         let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
         let on_event = |end: &mut SurveyEnd, event: RegistryEvent| match event {
@@ -289,6 +316,11 @@ impl Exporter {
                 tracing::debug!(%digest, size, "blob received");
                 end.unmatched.push(digest);
             }
+            RegistryEvent::BlobHeadAnswered {
+                digest,
+                present: true,
+                ..
+            } => end.heads.push(digest),
             other => tracing::trace!(?other, "registry event"),
         };
         loop {
@@ -309,8 +341,22 @@ impl Exporter {
                                 end.uploaded.insert(i, digest.clone());
                             }
                         }
-                        match plan::survey_step(&survey, wanted, config_at_hand, forced, share) {
+                        // Its HEAD came just before the daemon said so.
+                        if status == "Layer already exists" && end.heads.len() == 1 {
+                            let digest = end.heads.remove(0);
+                            for &i in &layers {
+                                end.asked.insert(i, digest.clone());
+                            }
+                        }
+                        let known: Vec<usize> = end.asked.keys().copied().collect();
+                        match plan::survey_step(&survey, wanted, &known, config_at_hand, forced, share) {
                             SurveyStep::Continue => {}
+                            SurveyStep::CancelThenCapture => {
+                                tracing::debug!("the wanted layers were asked about while others are uploaded unasked: the push is dropped");
+                                end.cancelled = true;
+                                end.capture_asked = true;
+                                break;
+                            }
                             SurveyStep::Cancel => {
                                 tracing::debug!("every wanted layer is in: the push is dropped");
                                 end.cancelled = true;
@@ -332,6 +378,38 @@ impl Exporter {
             on_event(&mut end, event);
         }
         Ok(end)
+    }
+
+    /// Pushes `repo:tag` until every blob of `wanted` is stored, then drops
+    /// the push (the daemon cancels the rest).
+    async fn push_until(
+        &self,
+        repo: &str,
+        tag: &str,
+        credentials: &RegistryCredentials,
+        events: &mut UnboundedReceiver<RegistryEvent>,
+        wanted: &[Digest],
+    ) -> anyhow::Result<Vec<Digest>> {
+        let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
+        let mut left: Vec<Digest> = wanted.to_vec();
+        let mut committed = Vec::new();
+        while !left.is_empty() {
+            tokio::select! {
+                item = stream.next() => match item {
+                    None => break,
+                    Some(Err(e)) => return Err(e).context("the daemon's push failed"),
+                    Some(Ok(event)) => tracing::debug!(?event, "push progress"),
+                },
+                Some(event) = events.recv() => {
+                    if let RegistryEvent::BlobCommitted { digest, .. } = event {
+                        left.retain(|d| *d != digest);
+                        committed.push(digest);
+                    }
+                }
+            }
+        }
+        tracing::debug!("the wanted layers are in: the capture push is dropped");
+        Ok(committed)
     }
 
     /// Pushes `repo:tag`, following the registry's events, and returns the
@@ -408,9 +486,17 @@ enum Found {
 fn upload_candidates(wanted: &[usize], end: &SurveyEnd) -> Vec<Vec<Digest>> {
     wanted
         .iter()
-        .map(|i| match end.uploaded.get(i) {
-            Some(digest) => vec![digest.clone()],
-            None => end.unmatched.clone(),
+        .map(|i| match (end.uploaded.get(i), end.asked.get(i)) {
+            (Some(digest), _) => vec![digest.clone()],
+            (None, asked) => {
+                let mut candidates: Vec<Digest> = asked.into_iter().cloned().collect();
+                for digest in &end.unmatched {
+                    if !candidates.contains(digest) {
+                        candidates.push(digest.clone());
+                    }
+                }
+                candidates
+            }
         })
         .collect()
 }

@@ -2,7 +2,8 @@
 //! in the survey push: a pulled-then-retagged image is asked about layer by
 //! layer (nothing uploaded in the survey); a never-pushed image's small top
 //! layer is captured from the survey and the push dropped (capture and
-//! cancel), after which the daemon pushes as before and keeps no tag.
+//! cancel), again once the daemon asks about it, after which the daemon
+//! pushes as before and keeps no tag.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -108,7 +109,13 @@ fn capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before() {
     let Some(d) = classic_or_skip(test) else {
         return;
     };
-    let img = image(&d, "dlgrab-e2e/cancel", 41);
+    // A seed of its own: a daemon keeps the digests it recorded for a
+    // layer after the image is gone, so the same bytes pushed by an earlier
+    // run would be asked about.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(41, |t| t.as_nanos() as u64);
+    let img = image(&d, "dlgrab-e2e/cancel", seed);
     let out = tempfile::tempdir().expect("tempdir");
     if !store_readable(&d, &out.path().join("probe"), &img) {
         skip(
@@ -140,6 +147,29 @@ fn capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before() {
     assert!(plain.contains("uploads_started_after_cancel=0"), "{plain}");
     assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
 
+    // Again: the daemon now asks about the top layer (it recorded its
+    // digest) and uploads the base unasked: the survey is dropped and a
+    // capture push brings only the top, dropped once it is in.
+    let run = d.dlgrab(&[
+        &img.tag,
+        "--via",
+        "push",
+        "--json",
+        "--debug",
+        "-o",
+        path_str(&out.path().join("top-again")),
+    ]);
+    exported(&run, &img.layer_diff_ids[top]);
+    // Unless the daemon had already finished uploading the base when it
+    // said the top was there (28.5 compresses 4 MiB in a blink).
+    let log = strip_ansi(&String::from_utf8_lossy(&run.stderr));
+    assert!(
+        log.contains("the wanted layers are in: the capture push is dropped")
+            || log.contains("status=\"Pushed\""),
+        "{log}"
+    );
+    assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
+
     // The daemon pushes as before: the base (cancelled mid-upload, so
     // still never pushed) is uploaded whole, the top is now asked about.
     let run = d.dlgrab(&[
@@ -165,7 +195,10 @@ async fn a_pulled_then_retagged_image_is_asked_about_and_nothing_crosses_in_the_
     let Some(d) = classic_or_skip(test) else {
         return;
     };
-    let img = image(&d, "dlgrab-e2e/pulled", 42);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(42, |t| t.as_nanos() as u64 ^ 0x5eed);
+    let img = image(&d, "dlgrab-e2e/pulled", seed);
     let (sink, _events) = ChannelSink::new();
     let registry = Registry::builder()
         .event_sink(Arc::new(sink))
