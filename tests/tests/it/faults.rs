@@ -17,6 +17,11 @@ use testkit::{
     unique_name,
 };
 
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+}
+
 /// Names in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -257,7 +262,7 @@ fn a_full_disk_is_named_and_leaves_nothing() {
     let fs = match Tmpfs::mount(4 << 20, false) {
         Ok(fs) => fs,
         Err(why) => {
-            eprintln!("SKIP faults::a_full_disk_is_named_and_leaves_nothing: {why}");
+            skip("faults::a_full_disk_is_named_and_leaves_nothing", &why);
             return;
         }
     };
@@ -295,7 +300,7 @@ fn a_read_only_output_folder_is_named() {
     let fs = match Tmpfs::mount(1 << 20, true) {
         Ok(fs) => fs,
         Err(why) => {
-            eprintln!("SKIP faults::a_read_only_output_folder_is_named: {why}");
+            skip("faults::a_read_only_output_folder_is_named", &why);
             return;
         }
     };
@@ -317,7 +322,7 @@ fn a_read_only_output_folder_is_named() {
 fn private_daemon_or_skip(test: &str) -> Option<(Daemon, PrivateDaemon)> {
     let d = daemon_or_skip(test)?;
     if !matches!(d.name.as_str(), "d" | "default") {
-        eprintln!("SKIP {test}: runs in the suite of daemon d only");
+        skip(test, "runs in the suite of daemon d only");
         return None;
     }
     match PrivateDaemon::start() {
@@ -326,7 +331,7 @@ fn private_daemon_or_skip(test: &str) -> Option<(Daemon, PrivateDaemon)> {
             panic!("{test}: no private dockerd: {why}")
         }
         Err(why) => {
-            eprintln!("SKIP {test}: no private dockerd: {why}");
+            skip(test, &format!("no private dockerd: {why}"));
             None
         }
     }
