@@ -27,7 +27,7 @@ mod process;
 mod random;
 mod tar;
 
-pub use daemon::{Daemon, Store, daemon_or_skip, default_host};
+pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
 pub use dlgrab::{dlgrab_bin, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
