@@ -292,19 +292,33 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("daemon {}: {e}", self.name))
     }
 
-    /// Runs busybox `cat PATH` in a throw-away container of `image`
-    /// (no network) and returns what it did.
-    pub fn run_cat(&self, image: &str, path: &str) -> Output {
-        self.docker([
+    /// Runs `command` in a throw-away container of `image` (no network, no
+    /// pull) and returns what it did, the container removed after.
+    ///
+    /// Not `docker run --rm`: through Podman 4.3's compat API the CLI then
+    /// exits 0 whatever the command's status.
+    pub fn run(&self, image: &str, command: &[&str]) -> Output {
+        let name = crate::unique_name("dlgrab-run");
+        let mut args = vec![
             "run",
-            "--rm",
+            "--name",
+            &name,
+            "--pull",
+            "never",
             "--network",
             "none",
             image,
-            "/bin/busybox",
-            "cat",
-            path,
-        ])
+        ];
+        args.extend_from_slice(command);
+        let out = self.docker(args);
+        let _ = self.docker(["rm", "-f", name.as_str()]);
+        out
+    }
+
+    /// Runs busybox `cat PATH` in a throw-away container of `image`
+    /// (no network) and returns what it did.
+    pub fn run_cat(&self, image: &str, path: &str) -> Output {
+        self.run(image, &["/bin/busybox", "cat", path])
     }
 
     /// The contents of `path` in `image`, read by [`Daemon::run_cat`];
