@@ -315,7 +315,12 @@ impl Exporter {
         let (repository, tag) = plan::registry_name(image);
         ImageContext {
             config_json,
-            repo_tags: image.repo_tags.clone(),
+            // As `docker save` writes them, whatever the engine lists.
+            repo_tags: image
+                .repo_tags
+                .iter()
+                .map(|t| docker_driver::familiar_tag(t))
+                .collect(),
             compressed: match &pushed {
                 Some((m, _, _)) => m.layers.iter().cloned().map(Some).collect(),
                 None => vec![None; image.diff_ids.len()],

@@ -18,6 +18,16 @@ pub(crate) struct ApiRow {
     pub(crate) comment: String,
 }
 
+/// A row's image ID as `sha256:<hex>`: Docker gives it so, Podman as bare
+/// hex; `<missing>` (a row with no image of its own) gives none.
+fn row_image_id(id: &str) -> Option<String> {
+    if id.starts_with("sha256:") {
+        return Some(id.to_owned());
+    }
+    let is_hex = id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (id.len() == 64 && is_hex).then(|| format!("sha256:{id}"))
+}
+
 /// Instructions that never add a layer.
 const METADATA_INSTRUCTIONS: &[&str] = &[
     "ENV",
@@ -107,7 +117,7 @@ pub(crate) fn map_rows(
                     next - 1
                 });
                 HistoryRow {
-                    id: Some(row.id.clone()).filter(|id| id.starts_with("sha256:")),
+                    id: row_image_id(&row.id),
                     created: Some(row.created).filter(|c| *c > 0),
                     created_by: row.created_by.clone(),
                     size: row.size,
@@ -127,7 +137,7 @@ pub(crate) fn unmapped(rows_newest_first: &[ApiRow]) -> Vec<HistoryRow> {
         .iter()
         .rev()
         .map(|row| HistoryRow {
-            id: Some(row.id.clone()).filter(|id| id.starts_with("sha256:")),
+            id: row_image_id(&row.id),
             created: Some(row.created).filter(|c| *c > 0),
             created_by: row.created_by.clone(),
             size: row.size,
@@ -265,5 +275,18 @@ mod tests {
         assert_eq!(config_empty_flags(config), Some(vec![false, true, false]));
         assert_eq!(config_empty_flags(b"{}"), Some(vec![]));
         assert_eq!(config_empty_flags(b"nope"), None);
+    }
+
+    #[test]
+    fn row_ids_from_docker_and_podman() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            row_image_id(&format!("sha256:{hex}")),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(row_image_id(&hex), Some(format!("sha256:{hex}")));
+        assert_eq!(row_image_id("<missing>"), None);
+        assert_eq!(row_image_id(&hex[..12]), None);
+        assert_eq!(row_image_id(""), None);
     }
 }

@@ -61,3 +61,4 @@ pub use model::{
     BuildOptions, DaemonInfo, HistoryRow, ImageDetails, ImageStore, ImageSummary, LayerSelector,
     PushEvent, RegistryCredentials, ResolvedLayer,
 };
+pub use reference::familiar_tag;

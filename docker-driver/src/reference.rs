@@ -25,6 +25,20 @@ pub(crate) fn classify(what: &str) -> Typed {
     }
 }
 
+/// `tag` in the short form the Docker CLI shows and `docker save` writes:
+/// `docker.io/library/x:1` is `x:1`, `docker.io/a/x:1` is `a/x:1` (Podman
+/// lists names fully qualified); other names are kept as they are.
+pub fn familiar_tag(tag: &str) -> String {
+    let Some(rest) = tag.strip_prefix("docker.io/").filter(|r| !r.is_empty()) else {
+        return tag.to_owned();
+    };
+    let rest = rest
+        .strip_prefix("library/")
+        .filter(|r| !r.contains('/'))
+        .unwrap_or(rest);
+    rest.to_owned()
+}
+
 /// `sha256:…` for a diff ID given with or without the prefix.
 pub(crate) fn normalize_digest(d: &str) -> String {
     if d.starts_with("sha256:") {
@@ -223,5 +237,15 @@ mod tests {
         let images = [("a", false, &a[..]), ("b", false, &b[..])];
         assert_eq!(choose_for_diff_id(images, "sha256:2"), Some(("a", 1)));
         assert_eq!(choose_for_diff_id(images, "sha256:9"), None);
+    }
+
+    #[test]
+    fn familiar_tags() {
+        assert_eq!(familiar_tag("docker.io/library/x:1"), "x:1");
+        assert_eq!(familiar_tag("docker.io/a/x:1"), "a/x:1");
+        assert_eq!(familiar_tag("docker.io/library/a/x:1"), "library/a/x:1");
+        assert_eq!(familiar_tag("localhost/x:1"), "localhost/x:1");
+        assert_eq!(familiar_tag("x:1"), "x:1");
+        assert_eq!(familiar_tag("127.0.0.1:5000/x:1"), "127.0.0.1:5000/x:1");
     }
 }

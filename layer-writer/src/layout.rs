@@ -340,8 +340,6 @@ struct Described<'a> {
     layers: Vec<LayerDesc>,
     /// The manifest `index.json` names: as pushed, or built here.
     manifest: (String, Vec<u8>),
-    /// The layers (diff ID, tar path) that manifest names by diff ID.
-    by_diff_id: Vec<(Digest, PathBuf)>,
 }
 
 impl Described<'_> {
@@ -393,9 +391,7 @@ fn refresh_layout(root: &Path, format: Format, images: &[ImageContext]) -> Resul
         let config_path = match format {
             Format::Seed => {
                 let p = root.join(format!("{cfg_hex}.json"));
-                if !same_file(&cfg_blob, &p) {
-                    fsx::link_atomic(&cfg_blob, &p)?;
-                }
+                point_at_blob(&cfg_blob, &p, Path::new("blobs/sha256").join(&cfg_hex))?;
                 format!("{cfg_hex}.json")
             }
             _ => format!("blobs/sha256/{cfg_hex}"),
@@ -478,7 +474,12 @@ fn describe<'a>(
             }
             _ => oci_blob(root, d),
         };
-        docker_paths.push(rel(root, &path).to_string_lossy().into_owned());
+        // Seed: a layer here is named by its blob, the data itself (its
+        // `layer.tar` is a symlink to it, see `link_diff_id_blobs`).
+        docker_paths.push(match format {
+            Format::Seed if file_size(&path).is_some() => format!("blobs/sha256/{}", hex(d)),
+            _ => rel(root, &path).to_string_lossy().into_owned(),
+        });
         layers.push(match file_size(&path) {
             Some(size) => LayerDesc {
                 media_type: MT_OCI_TAR.into(),
@@ -500,20 +501,6 @@ fn describe<'a>(
             .enumerate()
             .all(|(i, (l, d))| !l.present || raw_blob_present(root, image, i, d))
     });
-    // The layers the index's manifest names by diff ID (our own manifest,
-    // or a pushed one whose compressed digest is the diff ID itself).
-    let by_diff_id = layers
-        .iter()
-        .zip(&diff_ids)
-        .zip(tar_paths)
-        .enumerate()
-        .filter(|(i, ((l, d), _))| {
-            l.present
-                && (pushed.is_none()
-                    || matches!(image.compressed.get(*i), Some(Some(c)) if &c.digest == *d))
-        })
-        .map(|(_, ((_, d), p))| (d.clone(), p))
-        .collect();
     let manifest = match pushed {
         Some(m) => m.clone(),
         None => (MT_OCI_MANIFEST.to_owned(), oci_manifest(image, &layers)),
@@ -525,40 +512,38 @@ fn describe<'a>(
         docker_paths,
         layers,
         manifest,
-        by_diff_id,
     })
 }
 
-/// Seed: the OCI blobs named by diff ID are hard links to `layer.tar`
-/// files, kept only where some manifest of the index names them.
+/// Seed: the OCI blobs named by diff ID hold the layers' data, and each
+/// `<id>/layer.tar` is a relative symlink to its blob, as in Docker 25+'s
+/// own `docker save`; `manifest.json` names the blobs (a symlinked layer
+/// is read as empty by Podman 4's loader, containers/image before 5.30).
+///
+/// Symlinks, not hard links: an archive of the folder made with a plain
+/// `tar -c` stores the second name of a hard-linked file as a link entry
+/// with no data, and Podman's loader (containers/image) reads such an
+/// entry as an empty file, while containerd's skips it; both follow a
+/// symlink.
 fn link_diff_id_blobs(
     root: &Path,
     described: &[Described<'_>],
     tars: &HashMap<Digest, PathBuf>,
 ) -> Result<(), WriteError> {
-    let mut needed: HashMap<&Digest, &PathBuf> = HashMap::new();
-    for (d, path) in described.iter().flat_map(|x| &x.by_diff_id) {
-        needed.entry(d).or_insert(path);
-    }
-    for (d, tar) in &needed {
+    for (d, tar) in tars {
         let blob = oci_blob(root, d);
         if !same_file(tar, &blob) {
             fsx::link_atomic(tar, &blob)?;
         }
+        point_at_blob(&blob, tar, Path::new("../blobs/sha256").join(hex(d)))?;
     }
     let mut seen = HashSet::new();
     for d in described.iter().flat_map(|x| &x.diff_ids) {
-        if needed.contains_key(d) || !seen.insert(d) {
+        if tars.contains_key(d) || !seen.insert(d) {
             continue;
         }
-        let blob = oci_blob(root, d);
-        // A stale link whose layer was removed, or one no longer needed.
-        match tars.get(d) {
-            Some(tar) if !same_file(tar, &blob) => {}
-            _ => {
-                let _ = fs::remove_file(&blob);
-            }
-        }
+        // A blob left by a layer no longer here.
+        let _ = fs::remove_file(oci_blob(root, d));
     }
     Ok(())
 }
@@ -647,6 +632,42 @@ fn write_repositories(
 
 fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("a json value serialises")
+}
+
+/// Makes `path` a symlink to `target` (relative to `path`'s folder), which
+/// resolves to `blob`, unless it already is one resolving to `blob`. The
+/// caller has made `blob` a hard link of `path`'s data first, so `path`
+/// names the data at every moment, a crash included: a hard link, then the
+/// symlink atomically renamed over it.
+fn point_at_blob(blob: &Path, path: &Path, target: PathBuf) -> Result<(), WriteError> {
+    if is_symlink(path) && same_file(path, blob) {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".dlgrab-link-{}", fsx::unique()));
+    std::os::unix::fs::symlink(&target, &tmp).map_err(io_err(&tmp))?;
+    if !same_file(&tmp, blob) {
+        let _ = fs::remove_file(&tmp);
+        return Err(WriteError::Io {
+            path: tmp,
+            source: std::io::Error::other(format!(
+                "symlink to {} does not resolve to {}",
+                target.display(),
+                blob.display()
+            )),
+        });
+    }
+    fs::rename(&tmp, path).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        WriteError::Io {
+            path: path.into(),
+            source,
+        }
+    })
+}
+
+fn is_symlink(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

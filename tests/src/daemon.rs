@@ -22,6 +22,27 @@ pub enum Store {
     Containerd,
 }
 
+/// Which engine serves the Docker API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// Docker's own dockerd.
+    Docker,
+    /// Podman's Docker-compatible API (`podman system service`).
+    Podman,
+}
+
+/// What Podman's builder (buildah) leaves in every `RUN` layer beside what
+/// the command made: the mount points of the build container.
+const PODMAN_RUN_MOUNTS: [&str; 7] = [
+    "dev",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "proc",
+    "run",
+    "sys",
+];
+
 /// A Docker daemon that answered `docker info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Daemon {
@@ -35,6 +56,8 @@ pub struct Daemon {
     pub version: String,
     /// Its storage driver as `docker info` names it (`overlay2`, `overlayfs`, ...).
     pub driver: String,
+    /// The engine behind the API.
+    pub engine: Engine,
 }
 
 /// `DOCKER_HOST` if set, else the default socket `unix:///var/run/docker.sock`.
@@ -120,9 +143,23 @@ impl Daemon {
                     && row[1].as_str() == Some("io.containerd.snapshotter.v1")
             })
         });
+        // Podman names itself in its version's components only.
+        let components = output_within(
+            Command::new("docker")
+                .args(["version", "--format", "{{json .Server.Components}}"])
+                .env("DOCKER_HOST", host),
+            PROBE_LIMIT,
+            "version",
+        )?;
+        let engine = if String::from_utf8_lossy(&components.stdout).contains("\"Podman Engine\"") {
+            Engine::Podman
+        } else {
+            Engine::Docker
+        };
         Ok(Daemon {
             name: name.to_owned(),
             host: host.to_owned(),
+            engine,
             store: if containerd {
                 Store::Containerd
             } else {
@@ -131,6 +168,23 @@ impl Daemon {
             version,
             driver: info["Driver"].as_str().unwrap_or_default().to_owned(),
         })
+    }
+
+    /// `paths` of a layer made by a `RUN` step, less what the engine's
+    /// builder adds to every such layer (Podman: the build container's
+    /// mount points, and `etc` when nothing else under it is left).
+    pub fn without_run_mounts(&self, paths: Vec<String>) -> Vec<String> {
+        if self.engine != Engine::Podman {
+            return paths;
+        }
+        let kept: Vec<String> = paths
+            .into_iter()
+            .filter(|p| !PODMAN_RUN_MOUNTS.contains(&p.as_str()))
+            .collect();
+        let etc_used = kept.iter().any(|p| p.starts_with("etc/"));
+        kept.into_iter()
+            .filter(|p| etc_used || p != "etc")
+            .collect()
     }
 
     /// A `docker` command aimed at this daemon (`DOCKER_HOST` set), to add
@@ -238,19 +292,33 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("daemon {}: {e}", self.name))
     }
 
-    /// Runs busybox `cat PATH` in a throw-away container of `image`
-    /// (no network) and returns what it did.
-    pub fn run_cat(&self, image: &str, path: &str) -> Output {
-        self.docker([
+    /// Runs `command` in a throw-away container of `image` (no network, no
+    /// pull) and returns what it did, the container removed after.
+    ///
+    /// Not `docker run --rm`: through Podman 4.3's compat API the CLI then
+    /// exits 0 whatever the command's status.
+    pub fn run(&self, image: &str, command: &[&str]) -> Output {
+        let name = crate::unique_name("dlgrab-run");
+        let mut args = vec![
             "run",
-            "--rm",
+            "--name",
+            &name,
+            "--pull",
+            "never",
             "--network",
             "none",
             image,
-            "/bin/busybox",
-            "cat",
-            path,
-        ])
+        ];
+        args.extend_from_slice(command);
+        let out = self.docker(args);
+        let _ = self.docker(["rm", "-f", name.as_str()]);
+        out
+    }
+
+    /// Runs busybox `cat PATH` in a throw-away container of `image`
+    /// (no network) and returns what it did.
+    pub fn run_cat(&self, image: &str, path: &str) -> Output {
+        self.run(image, &["/bin/busybox", "cat", path])
     }
 
     /// The contents of `path` in `image`, read by [`Daemon::run_cat`];

@@ -360,10 +360,13 @@ impl ImageBuilder {
         let mut history_ids = Vec::new();
         let mut next_layer = 0;
         for (row, step) in rows.iter().zip(&self.steps) {
-            let id = row["ID"]
-                .as_str()
-                .filter(|s| s.starts_with("sha256:"))
-                .map(str::to_owned);
+            // Docker prints `sha256:<hex>`, Podman bare hex; `<missing>`
+            // where the row has no image of its own.
+            let id = row["ID"].as_str().and_then(|s| {
+                let hex = s.strip_prefix("sha256:").unwrap_or(s);
+                (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| format!("sha256:{hex}"))
+            });
             let layer = step.makes_layer().then(|| {
                 next_layer += 1;
                 next_layer - 1

@@ -29,7 +29,7 @@ mod random;
 mod sshd;
 mod tar;
 
-pub use daemon::{Daemon, Store, daemon_or_skip, default_host};
+pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
 pub use dlgrab::{dlgrab_bin, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};

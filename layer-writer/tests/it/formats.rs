@@ -45,10 +45,14 @@ async fn seed_json_matches_docker_save_20_10() {
             String::from_utf8(theirs).unwrap()
         );
     }
+    // The folder named as docker save names it holds a symlink to the
+    // blob, which manifest.json names, as Docker 25+'s save does.
     let manifest = read_json(dir.path().join("manifest.json"));
+    let top = "0e150019704ab1b82e0193b6232a0fa3f73dc3d9eba09148f90457f603684ef2/layer.tar";
+    let blob = std::fs::read_link(dir.path().join(top)).unwrap();
     assert_eq!(
-        manifest[0]["Layers"][1],
-        "0e150019704ab1b82e0193b6232a0fa3f73dc3d9eba09148f90457f603684ef2/layer.tar"
+        Some(manifest[0]["Layers"][1].as_str().unwrap()),
+        blob.to_str().unwrap().strip_prefix("../")
     );
 }
 
@@ -124,7 +128,7 @@ async fn seed_all_layers() {
     assert_eq!(manifest[0]["RepoTags"][0], "demo:latest");
     assert_eq!(
         manifest[0]["Layers"][0],
-        format!("{}/layer.tar", s.image.layer_ids[0])
+        format!("blobs/sha256/{}", sha(&s.tars[0]).digest())
     );
     assert_eq!(
         std::fs::read(root.join(format!("{}.json", cfg.digest()))).unwrap(),
@@ -149,11 +153,27 @@ async fn seed_all_layers() {
         m["layers"][2]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar"
     );
-    // the OCI blob is the same file as layer.tar
+    // The OCI blobs hold the data; layer.tar and <cfg>.json are relative
+    // symlinks to them, as in Docker 25+'s `docker save`.
     use std::os::unix::fs::MetadataExt;
-    let a = std::fs::metadata(root.join(top).join("layer.tar")).unwrap();
-    let b = std::fs::metadata(root.join("blobs/sha256").join(sha(&s.tars[2]).digest())).unwrap();
-    assert_eq!(a.ino(), b.ino());
+    for (i, id) in s.image.layer_ids.iter().enumerate() {
+        let link = root.join(id).join("layer.tar");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            std::path::Path::new("../blobs/sha256").join(sha(&s.tars[i]).digest())
+        );
+        let a = std::fs::metadata(&link).unwrap();
+        let b =
+            std::fs::metadata(root.join("blobs/sha256").join(sha(&s.tars[i]).digest())).unwrap();
+        assert_eq!(a.ino(), b.ino());
+        // A plain `tar -c` would store a second name of the blob as a
+        // link entry without data, which containers/image reads as empty.
+        assert_eq!(b.nlink(), 1, "no hard link left beside the blob");
+    }
+    assert_eq!(
+        std::fs::read_link(root.join(format!("{}.json", cfg.digest()))).unwrap(),
+        std::path::Path::new("blobs/sha256").join(cfg.digest())
+    );
 }
 
 #[tokio::test]

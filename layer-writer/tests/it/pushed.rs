@@ -120,6 +120,8 @@ async fn seed_keeps_compressed_blobs_and_the_pushed_manifest() {
             "<id2>/json",
             "<id2>/layer.tar",
             "blobs/sha256/<cfg>",
+            "blobs/sha256/<diff1>",
+            "blobs/sha256/<diff2>",
             "blobs/sha256/<gz1>",
             "blobs/sha256/<gz2>",
             "blobs/sha256/<manifest>",
@@ -141,16 +143,21 @@ async fn seed_keeps_compressed_blobs_and_the_pushed_manifest() {
         );
     }
     check_index(root, MT_OCI, &manifest);
-    // Docker's manifest.json still names the v1 folders, for classic stores.
+    // Docker's manifest.json names the absent layer by its v1 folder (for
+    // a daemon holding it) and the others by their uncompressed blobs.
     let docker = read_json(root.join("manifest.json"));
     assert_eq!(
         docker[0]["Config"],
         format!("{}.json", s.image.config_digest().digest())
     );
-    for i in 0..3 {
+    assert_eq!(
+        docker[0]["Layers"][0],
+        format!("{}/layer.tar", s.image.layer_ids[0])
+    );
+    for i in 1..3 {
         assert_eq!(
             docker[0]["Layers"][i],
-            format!("{}/layer.tar", s.image.layer_ids[i])
+            format!("blobs/sha256/{}", sha(&s.tars[i]).digest())
         );
     }
 }

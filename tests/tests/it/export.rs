@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use testkit::{
-    BuiltImage, Daemon, ImageBuilder, daemon_or_skip, succeeded, tar_paths, unique_name,
+    BuiltImage, Daemon, Engine, ImageBuilder, daemon_or_skip, succeeded, tar_paths, unique_name,
 };
 
 fn dlgrab(daemon: &Daemon, args: &[&str]) -> Output {
@@ -152,7 +152,9 @@ fn one_history_row_is_exported_alone() {
         img.layer_diff_ids[index]
     );
     assert_eq!(
-        tar_paths(std::fs::File::open(folder.join("layer.tar")).expect("layer.tar")),
+        d.without_run_mounts(tar_paths(
+            std::fs::File::open(folder.join("layer.tar")).expect("layer.tar")
+        )),
         ["b.txt"]
     );
     assert!(
@@ -295,9 +297,11 @@ fn a_top_layer_without_a_history_id_is_named_as_docker_save_names_it() {
         }
         names.push(name);
     }
-    if names
-        .iter()
-        .any(|n| n.ends_with("/layer.tar") && !n.starts_with("blobs/"))
+    // (Podman's save names its folders by a scheme of its own.)
+    if d.engine == Engine::Docker
+        && names
+            .iter()
+            .any(|n| n.ends_with("/layer.tar") && !n.starts_with("blobs/"))
     {
         assert!(
             names.contains(&format!("{id}/layer.tar")),

@@ -1,7 +1,7 @@
 //! Tests of the test kit itself on the daemon under test: every builder
 //! feature makes the layers and history rows it promises.
 
-use testkit::{ImageBuilder, Store, daemon_or_skip, random_bytes, unique_name};
+use testkit::{Engine, ImageBuilder, Store, daemon_or_skip, random_bytes, unique_name};
 
 fn tag(test: &str) -> String {
     format!("{}:1", unique_name(&format!("dlgrab-test/kit-{test}")))
@@ -70,7 +70,8 @@ fn every_feature_makes_its_layers_and_rows() {
             );
         }
     }
-    if daemon.store == Store::Classic {
+    // Podman's builder keeps an image for some steps only.
+    if daemon.store == Store::Classic && daemon.engine == Engine::Docker {
         assert!(
             image.history_ids.iter().all(Option::is_some),
             "the classic builder commits an image per step: {:?}",
@@ -89,28 +90,9 @@ fn every_feature_makes_its_layers_and_rows() {
     );
     assert_eq!(daemon.cat(&image.tag, "/l"), b"hi\n");
     assert_eq!(daemon.cat(&image.tag, "/h"), b"hi\n");
-    let gone = daemon.docker([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &image.tag,
-        "/bin/busybox",
-        "ls",
-        "/etc/motd",
-    ]);
-    assert!(!gone.status.success(), "/etc/motd was deleted");
-    let d = daemon.docker([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &image.tag,
-        "/bin/busybox",
-        "ls",
-        "-A",
-        "/d",
-    ]);
+    let gone = daemon.run(&image.tag, &["/bin/busybox", "ls", "/etc/motd"]);
+    assert!(!gone.status.success(), "/etc/motd was deleted: {gone:?}");
+    let d = daemon.run(&image.tag, &["/bin/busybox", "ls", "-A", "/d"]);
     assert!(d.status.success() && d.stdout.is_empty(), "/d is empty");
 
     image.remove(&daemon);
