@@ -111,6 +111,7 @@ impl PrivateDaemon {
                 store: crate::Store::Classic,
                 version: String::new(),
                 driver: String::new(),
+                engine: crate::Engine::Docker,
             },
             dockerd,
             run_dir,
