@@ -72,6 +72,23 @@ pub(crate) fn choose_route(
     let named = !image.repo_tags.is_empty() || !image.repo_digests.is_empty();
     let unnamed = "the image has no name, so it is never tagged and pushed";
     let classic = matches!(info.image_store, ImageStore::Classic { .. });
+    if let Some(host) = &info.elsewhere {
+        // Its 127.0.0.1 is not ours, nor its data root a path here.
+        return match via {
+            Via::Push | Via::Store => bail!(
+                "--via {}: the daemon at {host} runs on another machine, which cannot reach \
+                 dlgrab's registry on this machine's loopback nor share its layer store; \
+                 use --via save",
+                if via == Via::Push { "push" } else { "store" }
+            ),
+            Via::Auto | Via::Save => Ok((
+                Route::Save,
+                format!(
+                    "the daemon at {host} runs on another machine: only docker save reaches here"
+                ),
+            )),
+        };
+    }
     let (route, why) = match (via, store) {
         (Via::Store, _) if !classic => bail!(
             "--via store needs a classic image store; this daemon uses the containerd image store"
@@ -463,6 +480,7 @@ mod tests {
             os: "linux".into(),
             arch: "x86_64".into(),
             root_dir: None,
+            elsewhere: None,
         }
     }
 
@@ -515,6 +533,23 @@ mod tests {
             Via::Save,
             Route::Save,
         );
+    }
+
+    #[test]
+    fn a_daemon_on_another_machine_is_saved_from() {
+        let mut remote = info(classic());
+        remote.elsewhere = Some("ssh://me@build".into());
+        let img = image(&["x:1"], &[], 2);
+        for via in [Via::Auto, Via::Save] {
+            let (route, why) =
+                choose_route(&remote, &img, via, &StoreAccess::Readable, None).unwrap();
+            assert_eq!(route, Route::Save);
+            assert!(why.contains("another machine"), "{why}");
+        }
+        for via in [Via::Push, Via::Store] {
+            let err = choose_route(&remote, &img, via, &StoreAccess::Readable, None).unwrap_err();
+            assert!(err.to_string().contains("ssh://me@build"), "{err}");
+        }
     }
 
     #[test]

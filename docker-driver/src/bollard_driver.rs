@@ -283,6 +283,8 @@ impl DockerDriver for BollardDriver {
                 .docker_root_dir
                 .filter(|d| !d.is_empty())
                 .map(std::path::PathBuf::from),
+            elsewhere: (!DaemonEndpoint::plain(&self.inner.transport.host).is_local())
+                .then(|| self.inner.transport.host.clone()),
         })
     }
 

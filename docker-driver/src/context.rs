@@ -71,6 +71,31 @@ impl DaemonEndpoint {
             tls: None,
         }
     }
+
+    /// Whether the daemon runs on this machine: a unix socket, or TCP to a
+    /// loopback address. A daemon elsewhere (`ssh://`, another host's
+    /// `tcp://`) cannot reach a registry on this machine's 127.0.0.1, and
+    /// its data root is not this machine's.
+    pub fn is_local(&self) -> bool {
+        if self.host.starts_with("unix://") {
+            return true;
+        }
+        let Some(rest) = ["tcp://", "http://", "https://"]
+            .iter()
+            .find_map(|scheme| self.host.strip_prefix(scheme))
+        else {
+            return false;
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 impl DaemonSelection {
@@ -536,5 +561,19 @@ mod tests {
             store_id("ctxa"),
             "f38a1edba91098e590dbe6b66a07c374fdc6ff074aaa890828f1c7926e8a9ebd"
         );
+    }
+
+    #[test]
+    fn local_daemons() {
+        let local = |h: &str| DaemonEndpoint::plain(h).is_local();
+        assert!(local("unix:///var/run/docker.sock"));
+        assert!(local("tcp://127.0.0.1:2376"));
+        assert!(local("tcp://localhost"));
+        assert!(local("tcp://[::1]:2375"));
+        assert!(local("http://127.0.0.2:2375"));
+        assert!(!local("tcp://10.0.0.5:2376"));
+        assert!(!local("tcp://build.example.com:2376"));
+        assert!(!local("ssh://me@127.0.0.1"));
+        assert!(!local("npipe:////./pipe/docker_engine"));
     }
 }

@@ -206,6 +206,7 @@ impl DockerDriver for DataRootDriver {
             os: std::env::consts::OS.to_owned(),
             arch: go_arch(std::env::consts::ARCH).to_owned(),
             root_dir: Some(self.store.root().to_path_buf()),
+            elsewhere: None,
         })
     }
 

@@ -30,6 +30,11 @@ pub struct DaemonInfo {
     /// The daemon's data root (`DockerRootDir`, e.g. `/var/lib/docker`),
     /// as a path on the daemon's machine, when it reports one.
     pub root_dir: Option<std::path::PathBuf>,
+    /// The daemon's address when it runs on another machine (`ssh://…`,
+    /// another host's `tcp://…`): it cannot reach a registry on this
+    /// machine's loopback, and `root_dir` is not a path here. `None` for a
+    /// daemon on this machine (a unix socket, TCP to a loopback address).
+    pub elsewhere: Option<String>,
 }
 
 /// One row of an image's history, oldest first.

@@ -123,6 +123,7 @@ fn driver(f: &Arc<Fixture>, store: ImageStore, repo_digests: &[&str]) -> MockDoc
             os: "linux".into(),
             arch: "x86_64".into(),
             root_dir: None,
+            elsewhere: None,
         })
     });
     let image = details(f, repo_digests);
@@ -791,6 +792,7 @@ async fn a_small_unasked_top_layer_is_kept_from_the_survey_without_a_second_uplo
             os: "linux".into(),
             arch: "x86_64".into(),
             root_dir: None,
+            elsewhere: None,
         })
     });
     let mut image = details(&f, &[]);

@@ -22,6 +22,9 @@ use crate::plan::StoreAccess;
 /// Whether the daemon's layer store can be read, and the store when it can.
 pub(crate) fn access(info: &DaemonInfo) -> (StoreAccess, Option<LayerStore>) {
     let unavailable = |why: String| (StoreAccess::Unavailable(why), None);
+    if let Some(host) = &info.elsewhere {
+        return unavailable(format!("the daemon at {host} runs on another machine"));
+    }
     match (&info.image_store, &info.root_dir) {
         (ImageStore::Containerd, _) => {
             unavailable("the containerd image store keeps no classic layer store".into())
