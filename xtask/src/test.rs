@@ -17,8 +17,8 @@ use crate::sh::{apt_install, run_logged, stream};
 
 /// The daemons `cargo xtask test` runs by default: the whole matrix, the
 /// longest suites first (Podman's builds are the slowest; d's suite also
-/// copies to its peers and runs the private-daemon faults), so that the
-/// short ones fill in beside them.
+/// runs the private-daemon faults), so that the short ones fill in beside
+/// them. The copy tests run after all of them ([`copy_step`]).
 const DEFAULT_DAEMONS: [&str; 6] = ["p", "d", "c", "a", "b", "e"];
 
 /// How many daemons' suites run at once by default (2 cores: the suites
@@ -180,7 +180,9 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             .into_iter()
             .filter_map(|(name, host)| Some((name, host?)))
             .collect();
+        let copy = copy_step(&exe, &up);
         steps.extend(daemon_steps(&exe, up, opts.jobs));
+        steps.extend(copy.map(|run| run()));
     }
 
     summary(&steps)
@@ -224,33 +226,57 @@ fn daemon_steps(exe: &Path, daemons: Vec<(&'static str, String)>, jobs: usize) -
     steps
 }
 
-/// The daemon whose suite runs the copy (`--to`) tests.
-const COPY_SUITE: &str = "d";
+/// The daemon the copy (`--to`) tests run from, and the peers they copy to.
+const COPY_FROM: &str = "d";
+const COPY_PEERS: [&str; 4] = ["a", "b", "c", "e"];
 
-/// `name=host …` of the daemons the copy tests use besides d.
-fn copy_peers() -> String {
-    ["a", "b", "c", "e"]
+/// The copy tests, as a step to run once every daemon's suite is done:
+/// they make images on their peers, which would disturb those daemons'
+/// own suites running beside them (their "the image list is unchanged"
+/// checks, the pushes they watch). `None` unless d and every peer are up.
+fn copy_step<'a>(
+    exe: &'a Path,
+    up: &[(&'static str, String)],
+) -> Option<impl FnOnce() -> Step + 'a> {
+    let host = |name: &str| up.iter().find(|(n, _)| *n == name).map(|(_, h)| h.clone());
+    let from = host(COPY_FROM)?;
+    let peers = COPY_PEERS
         .iter()
-        .map(|n| format!("{n}={}", crate::daemons::host(n)))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(|n| Some(format!("{n}={}", host(n)?)))
+        .collect::<Option<Vec<_>>>()?
+        .join(" ");
+    Some(move || {
+        let logs = root().join("target/xtask/test-logs");
+        let mut cmd = Command::new(exe);
+        cmd.arg("copy::")
+            .current_dir(root().join("tests"))
+            .env("CARGO_MANIFEST_DIR", root().join("tests"))
+            .env("DOCKER_HOST", &from)
+            .env("DLGRAB_TEST_DAEMON", COPY_FROM)
+            .env("DLGRAB_REQUIRE_DAEMON", "1")
+            .env("DLGRAB_TEST_PEERS", peers);
+        suite_step("copy", cmd, &from, &logs.join("copy.log"))
+    })
 }
 
 /// One daemon's run of the integration-test binary, its output in `log`.
+/// (The `--to` tests skip there: no peers; see [`copy_step`].)
 fn daemon_step(exe: &Path, name: &str, host: &str, log: &Path) -> Step {
-    let step_name = format!("daemon {name}");
-    println!("==== {step_name}: started, DOCKER_HOST={host}");
     let mut cmd = Command::new(exe);
     cmd.current_dir(root().join("tests"))
         .env("CARGO_MANIFEST_DIR", root().join("tests"))
         .env("DOCKER_HOST", host)
         .env("DLGRAB_TEST_DAEMON", name)
         .env("DLGRAB_REQUIRE_DAEMON", "1");
-    // The `--to` tests copy between daemons: only d's suite runs them (so
-    // the matrix runs them once), with the others as peers.
-    if name == COPY_SUITE {
-        cmd.env("DLGRAB_TEST_PEERS", copy_peers());
-    }
+    suite_step(&format!("daemon {name}"), cmd, host, log)
+}
+
+/// Runs `cmd` (the integration-test binary), its output in `log`, and
+/// reads its counts.
+fn suite_step(step_name: &str, mut cmd: Command, host: &str, log: &Path) -> Step {
+    let step_name = step_name.to_owned();
+    let name = step_name.trim_start_matches("daemon ").to_owned();
+    println!("==== {step_name}: started, DOCKER_HOST={host}");
     let started = Instant::now();
     let (status, lines) = match run_logged(&mut cmd, log, DAEMON_LIMIT) {
         Ok(done) => done,

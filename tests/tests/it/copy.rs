@@ -5,8 +5,8 @@
 //!
 //! They need peer daemons besides the one under test, named in
 //! `DLGRAB_TEST_PEERS` (`name=host` pairs separated by spaces, as `cargo
-//! xtask test` sets them for one daemon's suite only, so the matrix runs
-//! them once); without it they skip. Images made on a peer are removed
+//! xtask test` sets them in a step of their own after the daemons' suites,
+//! whose image lists they would disturb); without it they skip. Images made on a peer are removed
 //! when the test ends ([`PeerImages`]).
 
 use std::process::Output;
