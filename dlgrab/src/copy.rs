@@ -198,8 +198,8 @@ pub(crate) async fn run(
     reporter.phase(format!("asking {dest_name} which layers it holds"));
     let mut held = if whole_only {
         reporter.message(format!(
-            "{dest_name} keeps images in the containerd store and the source in a classic one: \
-             whole images go (the layers left out would need sizes only their tars give)"
+            "{dest_name} keeps images in the containerd store: whole images go (the layers \
+             left out would have to be blobs it holds, which it cannot be asked)"
         ));
         Vec::new()
     } else {
@@ -268,23 +268,19 @@ async fn held_chains(dest: &dyn DockerDriver, at_once: usize) -> anyhow::Result<
     Ok(distinct)
 }
 
-/// Whether only whole images can go: from a classic store to the
-/// containerd store. The archive's OCI manifest must describe the layers it
-/// leaves out with the size of the blob the destination holds; a classic
-/// source knows them by diff ID only, and a wrong size (0) gives an image
-/// that runs but whose `docker save` is cut short (seen on 28.5). A
-/// containerd-store source describes them as it pushes them.
+/// Whether only whole images can go: to the containerd store, always.
+/// The archive's OCI manifest must describe the layers it leaves out by
+/// the blobs the destination holds. A classic source knows them by diff
+/// ID only, and a wrong size (0) gives an image that runs but whose
+/// `docker save` is cut short (seen on 28.5). A containerd-store source
+/// names its own blobs, but the destination may hold the layer as a
+/// snapshot of another blob (its own build, another pull): 26.1 then
+/// registers an image it cannot inspect by ID (seen copying e → c).
 pub(crate) fn whole_images_only(
-    source: &docker_driver::ImageStore,
+    _source: &docker_driver::ImageStore,
     dest: &docker_driver::ImageStore,
 ) -> bool {
-    matches!(
-        (source, dest),
-        (
-            docker_driver::ImageStore::Classic { .. },
-            docker_driver::ImageStore::Containerd
-        )
-    )
+    matches!(dest, docker_driver::ImageStore::Containerd)
 }
 
 /// How many of `wanted`'s layers, from the base, some list in `held` has.
@@ -708,7 +704,7 @@ mod tests {
         };
         assert!(whole_images_only(&classic(), &Containerd));
         assert!(!whole_images_only(&Containerd, &classic()));
-        assert!(!whole_images_only(&Containerd, &Containerd));
+        assert!(whole_images_only(&Containerd, &Containerd));
         assert!(!whole_images_only(&classic(), &classic()));
     }
 

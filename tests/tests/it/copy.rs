@@ -179,18 +179,16 @@ fn copies_between_stores_sending_only_missing_layers() {
     assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
     runs(e, &image.tag);
 
-    // Containerd store → containerd store (28.5 → 26.1): BASE whole, then
-    // IMAGE's new layers only; the result saves whole again.
+    // Containerd store → containerd store (28.5 → 26.1): whole images too.
+    // c may hold a layer as a snapshot of its own build without the blob
+    // the archive's manifest names (e's); 26.1 then registers an image it
+    // cannot inspect by ID, and the next copy counted its layers as absent.
     report(&copy(&d, &e.host, None, &c.host, &[&base.tag]));
-    let delta = report(&copy(&d, &e.host, None, &c.host, &[&image.tag]));
-    let second = &delta["images"][0];
-    assert_eq!(second["how"], "delta", "{delta:#}");
-    assert_eq!(n(second, "layers_skipped"), base_layers, "{delta:#}");
-    assert_eq!(n(second, "layers_sent"), layers - base_layers);
-    assert!(
-        n(&delta, "bytes_sent") < 1 << 20,
-        "only the two small layers should go: {delta:#}"
-    );
+    let to_c = report(&copy(&d, &e.host, None, &c.host, &[&image.tag]));
+    let second = &to_c["images"][0];
+    assert_eq!(second["how"], "whole", "{to_c:#}");
+    assert_eq!(n(second, "layers_sent"), layers, "{to_c:#}");
+    assert_eq!(c.diff_ids(&image.tag), image.layer_diff_ids);
     runs(c, &image.tag);
     let saved = c.docker(["save", &image.tag]);
     assert!(
@@ -207,8 +205,15 @@ fn copies_between_stores_sending_only_missing_layers() {
     // Containerd store → classic (26.1), both images in one call: the
     // shared layers go once, and the classic image ID comes back.
     let both = report(&copy(&d, &e.host, None, &b.host, &[&base.tag, &image.tag]));
-    assert_eq!(n(&both, "layers_sent"), layers, "{both:#}");
-    assert_eq!(n(&both, "layers_skipped"), base_layers, "{both:#}");
+    // (b may hold BASE's busybox layer already, from its own builds.)
+    assert_eq!(
+        n(&both, "layers_sent") + n(&both, "layers_skipped"),
+        base_layers + layers,
+        "{both:#}"
+    );
+    let second = &both["images"][1];
+    assert_eq!(n(second, "layers_skipped"), base_layers, "{both:#}");
+    assert_eq!(n(second, "layers_sent"), layers - base_layers, "{both:#}");
     assert_eq!(b.inspect(&image.tag)["Id"], image.id.as_str());
     runs(b, &image.tag);
     // Again: b has the very images, so only tags.
