@@ -96,9 +96,18 @@ fn stderr_of(child: &mut Child) -> String {
 
 /// Starts `dlgrab args` and stops it (SIGSTOP) once its temporary tag is on
 /// the daemon: the run is then frozen mid-push, alive, its tag and scratch
-/// folder in place. A run that ended first is tried again (three times).
+/// folder in place. The scratch folder (in `-o`'s folder) is watched, a
+/// cheap look every few milliseconds, and the tag checked once it is there:
+/// a push on the containerd store is over in a fraction of a second. A run
+/// that ended first is tried again (eight times).
 fn stopped_mid_push(daemon: &Daemon, args: &[&str]) -> (Child, String) {
-    for _ in 0..3 {
+    let out = args
+        .iter()
+        .position(|a| *a == "-o")
+        .and_then(|i| args.get(i + 1))
+        .map(Path::new)
+        .expect("the run writes into a folder (-o)");
+    for _ in 0..8 {
         let mut child = daemon
             .dlgrab_command(args)
             .stdout(Stdio::null())
@@ -111,20 +120,25 @@ fn stopped_mid_push(daemon: &Daemon, args: &[&str]) -> (Child, String) {
             if child.try_wait().expect("wait").is_some() {
                 break;
             }
-            if tag_of(daemon, pid).is_some() {
+            let pid_part = format!("-{pid}-");
+            let scratch = listing(out)
+                .iter()
+                .any(|n| n.starts_with(".dlgrab-scratch-run-") && n.contains(&pid_part));
+            if scratch {
                 signal(pid, "STOP");
-                match tag_of(daemon, pid) {
-                    Some(tag) => return (child, tag),
-                    // Untagged between the two looks: too late, again.
-                    None => break,
+                if let Some(tag) = tag_of(daemon, pid) {
+                    return (child, tag);
                 }
+                // Not tagged yet, or untagged already: look again (a run
+                // that ends is tried anew).
+                signal(pid, "CONT");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
         signal(pid, "KILL");
         let _ = child.wait();
     }
-    panic!("never caught dlgrab mid-push in three tries");
+    panic!("never caught dlgrab mid-push in eight tries");
 }
 
 fn big_image(daemon: &Daemon, prefix: &str, size: u64, seed: u64) -> BuiltImage {
