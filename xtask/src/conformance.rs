@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::bench::{Scratch, cargo_release_exe, start_shim, tail_text};
 use crate::root;
-use crate::sh::{capture, run};
+use crate::sh::{capture, fetch_debs, run};
 
 /// How long one run of the suite may take (it takes seconds).
 const SUITE_LIMIT: Duration = Duration::from_secs(600);
@@ -229,8 +229,8 @@ fn build_suite(src: &Path, work: &Path) -> Result<PathBuf> {
     let root_dir = work.join("root");
     let go_pkgs: Vec<&str> = GO_PACKAGES.to_vec();
     let lib_pkgs: Vec<&str> = MODULES.iter().map(|(_, p)| *p).collect();
-    let go_debs = fetch_debs(GO_SUITE, &go_pkgs, work)?;
-    let lib_debs = fetch_debs(LIB_SUITE, &lib_pkgs, work)?;
+    let go_debs = fetch_debs(&work.join(format!("apt-{GO_SUITE}")), GO_SUITE, &go_pkgs)?;
+    let lib_debs = fetch_debs(&work.join(format!("apt-{LIB_SUITE}")), LIB_SUITE, &lib_pkgs)?;
     for deb in go_debs.iter().chain(&lib_debs) {
         run(Command::new("dpkg").arg("-x").arg(deb).arg(&root_dir))?;
     }
@@ -417,61 +417,6 @@ fn requirements(go_mod: &str) -> Vec<(String, String)> {
 fn version_at_most(a: &str, b: &str) -> bool {
     let parse = |s: &str| -> Vec<u64> { s.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
     parse(a) <= parse(b)
-}
-
-/// Downloads `packages` from Debian `suite` with a private apt state under
-/// `work/apt-<suite>` (kept: a second run downloads nothing); returns the
-/// `.deb` files.
-fn fetch_debs(suite: &str, packages: &[&str], work: &Path) -> Result<Vec<PathBuf>> {
-    let apt = work.join(format!("apt-{suite}"));
-    let debs = apt.join("debs");
-    for dir in ["lists/partial", "cache/archives/partial", "debs"] {
-        fs::create_dir_all(apt.join(dir))?;
-    }
-    let find = |package: &str| -> Option<PathBuf> {
-        fs::read_dir(&debs)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                let n = file_name(p);
-                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
-            })
-    };
-    if packages.iter().any(|p| find(p).is_none()) {
-        let sources = apt.join("sources.list");
-        fs::write(
-            &sources,
-            format!(
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-                 http://deb.debian.org/debian {suite} main\n"
-            ),
-        )?;
-        let opts = [
-            format!("-o=Dir::Etc::SourceList={}", sources.display()),
-            "-o=Dir::Etc::SourceParts=/dev/null".to_owned(),
-            format!("-o=Dir::State::Lists={}", apt.join("lists").display()),
-            format!("-o=Dir::Cache={}", apt.join("cache").display()),
-            "-o=Dir::State::status=/dev/null".to_owned(),
-            "-o=APT::Architecture=amd64".to_owned(),
-            "-o=APT::Sandbox::User=root".to_owned(),
-        ];
-        println!(
-            "xtask: fetching Debian {suite}'s {} into {}",
-            packages.join(" "),
-            debs.display()
-        );
-        run(Command::new("apt-get").args(&opts).args(["-q", "update"]))?;
-        run(Command::new("apt-get")
-            .args(&opts)
-            .args(["-q", "download"])
-            .args(packages)
-            .current_dir(&debs))?;
-    }
-    packages
-        .iter()
-        .map(|p| find(p).with_context(|| format!("apt-get download left no {p} deb")))
-        .collect()
 }
 
 #[cfg(test)]

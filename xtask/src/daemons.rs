@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use testkit::{Daemon, Store};
 
 use crate::root;
-use crate::sh::{apt_install, capture, dpkg_installed, run, tail_file};
+use crate::sh::{apt_install, capture, dpkg_installed, fetch_debs, run, tail_file};
 
 /// Every daemon of the matrix, in order.
 pub(crate) const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "p"];
@@ -416,59 +416,11 @@ fn unpacked_docker(suite: Suite) -> Result<PathBuf> {
     if sbin.join("dockerd").exists() && apt.join("root/usr/bin/containerd").exists() {
         return Ok(sbin);
     }
-    let debs = apt.join("debs");
-    for dir in ["lists/partial", "cache/archives/partial", "debs"] {
-        fs::create_dir_all(apt.join(dir))?;
-    }
-    let have = |prefix: &str| {
-        fs::read_dir(&debs).is_ok_and(|rd| {
-            rd.flatten().any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.starts_with(prefix) && n.ends_with(".deb")
-            })
-        })
-    };
-    if suite.packages().iter().any(|p| !have(&format!("{p}_"))) {
-        let sources = apt.join("sources.list");
-        fs::write(
-            &sources,
-            format!(
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-                 http://deb.debian.org/debian {} main\n",
-                suite.name()
-            ),
-        )?;
-        let opts = [
-            format!("-o=Dir::Etc::SourceList={}", sources.display()),
-            "-o=Dir::Etc::SourceParts=/dev/null".to_owned(),
-            format!("-o=Dir::State::Lists={}", apt.join("lists").display()),
-            format!("-o=Dir::Cache={}", apt.join("cache").display()),
-            "-o=Dir::State::status=/dev/null".to_owned(),
-            "-o=APT::Architecture=amd64".to_owned(),
-            // The debs folder is root's; no need to drop to _apt for it.
-            "-o=APT::Sandbox::User=root".to_owned(),
-        ];
-        println!(
-            "xtask: fetching Debian {}'s {} into {}",
-            suite.name(),
-            suite.packages().join(" "),
-            debs.display()
-        );
-        run(Command::new("apt-get").args(&opts).args(["-q", "update"]))?;
-        run(Command::new("apt-get")
-            .args(&opts)
-            .args(["-q", "download"])
-            .args(suite.packages())
-            .current_dir(&debs))?;
-    }
-    for entry in fs::read_dir(&debs)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "deb") {
-            run(Command::new("dpkg")
-                .arg("-x")
-                .arg(&path)
-                .arg(apt.join("root")))?;
-        }
+    for deb in fetch_debs(&apt, suite.name(), suite.packages())? {
+        run(Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(apt.join("root")))?;
     }
     anyhow::ensure!(
         sbin.join("dockerd").exists(),

@@ -1,6 +1,8 @@
 //! Running commands: quietly, with a time limit, or streamed and captured.
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -164,4 +166,59 @@ pub(crate) fn run_logged(
         .map(str::to_owned)
         .collect();
     Ok((status, lines))
+}
+
+/// Downloads `packages` from Debian `suite` into `apt/debs` with a private
+/// apt state under `apt` (the system's sources, lists and status untouched;
+/// kept: a second run downloads nothing); returns the `.deb` files.
+pub(crate) fn fetch_debs(apt: &Path, suite: &str, packages: &[&str]) -> Result<Vec<PathBuf>> {
+    let debs = apt.join("debs");
+    for dir in ["lists/partial", "cache/archives/partial", "debs"] {
+        fs::create_dir_all(apt.join(dir))?;
+    }
+    let find = |package: &str| -> Option<PathBuf> {
+        fs::read_dir(&debs)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let n = p.file_name().unwrap_or_default().to_string_lossy();
+                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+            })
+    };
+    if packages.iter().any(|p| find(p).is_none()) {
+        let sources = apt.join("sources.list");
+        fs::write(
+            &sources,
+            format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+                 http://deb.debian.org/debian {suite} main\n"
+            ),
+        )?;
+        let opts = [
+            format!("-o=Dir::Etc::SourceList={}", sources.display()),
+            "-o=Dir::Etc::SourceParts=/dev/null".to_owned(),
+            format!("-o=Dir::State::Lists={}", apt.join("lists").display()),
+            format!("-o=Dir::Cache={}", apt.join("cache").display()),
+            "-o=Dir::State::status=/dev/null".to_owned(),
+            "-o=APT::Architecture=amd64".to_owned(),
+            // The debs folder is root's; no need to drop to _apt for it.
+            "-o=APT::Sandbox::User=root".to_owned(),
+        ];
+        println!(
+            "xtask: fetching Debian {suite}'s {} into {}",
+            packages.join(" "),
+            debs.display()
+        );
+        run(Command::new("apt-get").args(&opts).args(["-q", "update"]))?;
+        run(Command::new("apt-get")
+            .args(&opts)
+            .args(["-q", "download"])
+            .args(packages)
+            .current_dir(&debs))?;
+    }
+    packages
+        .iter()
+        .map(|p| find(p).with_context(|| format!("apt-get download left no {p} deb")))
+        .collect()
 }
