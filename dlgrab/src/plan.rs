@@ -394,16 +394,25 @@ impl PushedManifest {
 ///
 /// The config's digest is learnt from the survey too: on the containerd
 /// store the image ID is the manifest's digest, not the config's.
+///
+/// Claims hold in the run's own repository only. A daemon that remembers
+/// pushing a layer to an earlier run's repository on the same port asks
+/// there (Podman: `HEAD` then a mount; dockerd: a mount) when the capture
+/// says the layer's blob is absent: a claim there would let it name a blob
+/// nobody uploaded.
 #[derive(Debug)]
 pub(crate) struct CapturePolicy {
+    repository: String,
     claimed_size: u64,
     capture: Mutex<Option<HashSet<Digest>>>,
 }
 
 impl CapturePolicy {
-    /// A policy in survey mode.
-    pub(crate) fn new() -> Self {
+    /// A policy in survey mode for the run's `repository` (its path in the
+    /// temporary registry, without host).
+    pub(crate) fn new(repository: impl Into<String>) -> Self {
         Self {
+            repository: repository.into(),
             claimed_size: 1,
             capture: Mutex::new(None),
         }
@@ -417,7 +426,10 @@ impl CapturePolicy {
 }
 
 impl PresencePolicy for CapturePolicy {
-    fn blob(&self, _repository: &str, digest: &Digest) -> Presence {
+    fn blob(&self, repository: &str, digest: &Digest) -> Presence {
+        if repository != self.repository {
+            return Presence::Stored;
+        }
         match &*self.capture.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(wanted) if wanted.contains(digest) => Presence::Stored,
             _ => Presence::Present {
@@ -717,7 +729,7 @@ mod tests {
 
     #[test]
     fn survey_claims_everything_then_capture_leaves_wanted_to_storage() {
-        let policy = CapturePolicy::new();
+        let policy = CapturePolicy::new("r");
         for c in ['c', '1', '2'] {
             assert!(matches!(
                 policy.blob("r", &digest(c)),
@@ -731,6 +743,24 @@ mod tests {
             Presence::Present { .. }
         ));
         assert_eq!(policy.blob("r", &digest('2')), Presence::Stored);
+    }
+
+    #[test]
+    fn claims_hold_in_the_runs_repository_only() {
+        let policy = CapturePolicy::new("dlgrab-run-now");
+        assert_eq!(
+            policy.blob("dlgrab-run-earlier", &digest('1')),
+            Presence::Stored
+        );
+        policy.capture([digest('2')]);
+        assert_eq!(
+            policy.blob("dlgrab-run-earlier", &digest('1')),
+            Presence::Stored
+        );
+        assert!(matches!(
+            policy.blob("dlgrab-run-now", &digest('1')),
+            Presence::Present { .. }
+        ));
     }
 
     #[test]

@@ -81,7 +81,8 @@ impl Exporter {
             Arc::new(FsStorage::new(&scratch).with_context(|| {
                 format!("cannot create the scratch folder {}", scratch.display())
             })?);
-        let policy = Arc::new(CapturePolicy::new());
+        let name = format!("dlgrab-{}", unique_suffix());
+        let policy = Arc::new(CapturePolicy::new(name.clone()));
         let (sink, mut events) = ChannelSink::new();
         let faults = crate::fault::StorageFaults::default();
         // The registry serves only this run: the daemon gets per-run
@@ -99,11 +100,7 @@ impl Exporter {
         let handle = registry.spawn(addr).await.with_context(|| {
             format!("cannot start the temporary registry on {addr} (is the port taken?)")
         })?;
-        let repo = format!(
-            "127.0.0.1:{}/dlgrab-{}",
-            handle.addr().port(),
-            unique_suffix()
-        );
+        let repo = format!("127.0.0.1:{}/{name}", handle.addr().port());
         let tag = "export";
         let reference = format!("{repo}:{tag}");
         tracing::debug!(registry = %handle.url(), reference, "temporary registry up");

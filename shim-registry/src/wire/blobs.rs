@@ -141,7 +141,10 @@ where
 {
     if let Some(mount) = query_value(&req.query, "mount") {
         let digest = digest_param(Some(mount))?;
-        if presence(shared, name, &digest).await?.is_some() {
+        // Mountable when present in the repository it is mounted from
+        // (without `from`, the registry may look where it likes: here).
+        let from = query_value(&req.query, "from").unwrap_or(name);
+        if presence(shared, from, &digest).await?.is_some() {
             return Ok(Reply::new(StatusCode::CREATED)
                 .header(header::LOCATION, blob_location(name, &digest))
                 .header("docker-content-digest", digest.as_ref())

@@ -253,3 +253,41 @@ async fn mount_of_stored_blob_with_default_policy() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
+
+/// Claims every blob present in one repository; elsewhere, storage answers.
+struct OnlyIn {
+    repository: &'static str,
+}
+
+impl PresencePolicy for OnlyIn {
+    fn blob(&self, repository: &str, _digest: &Digest) -> Presence {
+        if repository == self.repository {
+            Presence::Present { size: 7 }
+        } else {
+            Presence::Stored
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_mount_asks_the_policy_about_the_repository_it_comes_from() {
+    let reg = start_with(|b| b.presence(Arc::new(OnlyIn { repository: "mine" }))).await;
+    let claimed = sha256(b"claimed in mine only");
+    let post = |target: &str, from: &str| {
+        reg.req(
+            Method::POST,
+            &format!("/v2/{target}/blobs/uploads/?mount={claimed}&from={from}"),
+        )
+        .send()
+    };
+    // Into another repository from the one where it is claimed: mounted.
+    assert_eq!(
+        post("theirs", "mine").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    // Into the claiming repository from one where it is not: a session.
+    assert_eq!(
+        post("mine", "theirs").await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+}

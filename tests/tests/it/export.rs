@@ -505,6 +505,42 @@ fn the_image_list_is_unchanged_with_and_without_clean() {
     img.remove(&d);
 }
 
+/// A daemon remembers where it pushed a layer, by registry host and port:
+/// asked again on a port an earlier run used, it looks for the layer in that
+/// run's repository (Podman by `HEAD` and a mount, dockerd by a mount). The
+/// capture must still get the layer uploaded, not a claim of it.
+#[test]
+fn a_run_on_the_port_an_earlier_run_used_still_gets_the_layer() {
+    let Some(d) = daemon_or_skip("a_run_on_the_port_an_earlier_run_used_still_gets_the_layer")
+    else {
+        return;
+    };
+    let img = three_row_image(&d, "dlgrab-e2e/same-port");
+    let top = img.layer_diff_ids.last().expect("layers").clone();
+    let port = free_port().to_string();
+    for run in 0..2 {
+        let out = tempfile::tempdir().expect("tempdir");
+        let dir = out.path().to_str().expect("utf-8");
+        let args = [
+            img.tag.as_str(),
+            "--via",
+            "push",
+            "-p",
+            &port,
+            "--json",
+            "-o",
+            dir,
+        ];
+        let layers = exported(&succeeded(&dlgrab(&d, &args)));
+        let tar = out
+            .path()
+            .join(layers[0]["id"].as_str().expect("id"))
+            .join("layer.tar");
+        assert_eq!(sha256_file(&tar), top, "run {run}: the top layer's tar");
+    }
+    img.remove(&d);
+}
+
 #[test]
 fn errors_are_clear_and_exit_non_zero() {
     let Some(d) = daemon_or_skip("errors_are_clear_and_exit_non_zero") else {
