@@ -18,6 +18,15 @@
 //!   Requests without a token get `401` with
 //!   `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`.
 //!
+//! The realm is `http://HOST/token` on the host the request named, also for
+//! a request that came in over TLS (the port speaks both): a client that
+//! accepts the registry's certificate does not always accept it for the token
+//! endpoint. Docker 26 and 28 with the containerd image store are such
+//! clients: for an insecure registry they skip verification on the registry's
+//! own requests but fetch tokens with Go's default HTTP client, so an
+//! `https://` realm on a self-signed certificate fails with `x509: certificate
+//! signed by unknown authority`. [`Auth::realm`] sets another realm.
+//!
 //! ```
 //! use shim_registry::auth::{Action, Auth, Grant};
 //!
@@ -215,8 +224,9 @@ impl Auth {
         self
     }
 
-    /// The token endpoint's URL in Bearer challenges (default: `/token` on
-    /// the host and scheme the request came in on).
+    /// The token endpoint's URL in Bearer challenges (default:
+    /// `http://HOST/token`, `HOST` as the request named it, also for requests
+    /// over TLS; see the [module docs](self)).
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
         self.realm = Some(realm.into());
         self
@@ -293,7 +303,8 @@ impl Authorizer {
     }
 
     /// Checks a request's `Authorization` against what it needs. `origin` is
-    /// `scheme://host` of the request (for the Bearer realm).
+    /// `scheme://host` of the request (its host is the default Bearer
+    /// realm's).
     pub(crate) fn check(
         &self,
         authorization: Option<&str>,
@@ -364,10 +375,11 @@ impl Authorizer {
     }
 
     fn bearer_challenge(&self, origin: &str, need: &Need, error: Option<&str>) -> String {
-        let realm = self
-            .realm
-            .clone()
-            .unwrap_or_else(|| format!("{origin}/token"));
+        // Plain HTTP whatever the request's scheme: see the module docs.
+        let realm = self.realm.clone().unwrap_or_else(|| {
+            let host = origin.split_once("://").map_or(origin, |(_, host)| host);
+            format!("http://{host}/token")
+        });
         let mut challenge = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.service);
         if let Need::Access { repository, action } = need {
             // Clients ask for pull with push, as registries challenge them.
@@ -474,7 +486,16 @@ mod tests {
         };
         assert_eq!(
             challenge,
-            "Bearer realm=\"https://127.0.0.1:5/token\",service=\"shim-registry\",scope=\"repository:x/y:pull,push\""
+            "Bearer realm=\"http://127.0.0.1:5/token\",service=\"shim-registry\",scope=\"repository:x/y:pull,push\""
+        );
+        let a = Authorizer::new(Auth::bearer().realm("https://auth.test/t"));
+        let Err(Refusal::Unauthorized { challenge }) = a.check(None, &Need::Login, "http://h:1")
+        else {
+            panic!("no challenge");
+        };
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"https://auth.test/t\",service=\"shim-registry\""
         );
     }
 }

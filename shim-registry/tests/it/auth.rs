@@ -278,8 +278,11 @@ async fn bearer_password_grant_by_post_as_containerd_sends_it() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Over TLS the realm is still plain HTTP on the same port: Docker's
+/// containerd image store fetches tokens with Go's default client, which
+/// refuses the self-signed certificate its registry requests accept.
 #[tokio::test]
-async fn bearer_realm_follows_tls() {
+async fn bearer_realm_is_plain_http_also_over_tls() {
     let reg =
         start_with(|b: RegistryBuilder| b.auth(users(Auth::bearer())).tls(TlsConfig::SelfSigned))
             .await;
@@ -287,8 +290,26 @@ async fn bearer_realm_follows_tls() {
     let r = reg.client.get(format!("{https}/v2/")).send().await.unwrap();
     let challenge = header(&r, "www-authenticate");
     assert!(
-        challenge.starts_with(&format!("Bearer realm=\"{https}/token\"")),
+        challenge.starts_with(&format!("Bearer realm=\"{}/token\"", reg.base)),
         "{challenge}"
+    );
+    // A client that verifies certificates, as the containerd store's token
+    // client does, is refused the self-signed one but gets its token at the
+    // realm.
+    let verifying = reqwest::Client::new();
+    let token_over = |base: &str| {
+        verifying
+            .get(format!("{base}/token?service=shim-registry"))
+            .basic_auth("admin", Some("s3cret"))
+            .send()
+    };
+    assert!(
+        token_over(&https).await.is_err(),
+        "the certificate is trusted"
+    );
+    assert_eq!(
+        token_over(&reg.base).await.unwrap().status(),
+        StatusCode::OK
     );
     let token = token_for(&reg, &challenge, "admin", "s3cret").await;
     let r = reg
