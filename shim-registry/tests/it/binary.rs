@@ -15,9 +15,10 @@ use crate::support::{client, header, sha256};
 const EXE: &str = env!("CARGO_BIN_EXE_shim-registry");
 
 /// A running `shim-registry serve`, killed when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    url: String,
+    /// `http://HOST:PORT` (`https://` with TLS), as its first line says.
+    pub(crate) url: String,
 }
 
 impl Drop for Served {
@@ -28,7 +29,7 @@ impl Drop for Served {
 }
 
 /// Starts `shim-registry serve ARGS…` and reads its first line (10 s at most).
-fn serve(args: &[&str]) -> Served {
+pub(crate) fn serve(args: &[&str]) -> Served {
     let mut child = Command::new(EXE)
         .arg("serve")
         .args(args)

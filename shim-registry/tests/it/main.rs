@@ -11,6 +11,8 @@ mod manifests;
 mod oci_client;
 mod props;
 mod seed;
+#[cfg(feature = "cli")]
+mod skopeo;
 mod support;
 mod transport;
 mod uploads;
