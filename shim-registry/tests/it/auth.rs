@@ -322,17 +322,32 @@ async fn bearer_realm_is_plain_http_also_over_tls() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
-fn oci_client() -> Client {
+/// An oci-client over plain HTTP, or over TLS accepting the self-signed
+/// certificate.
+fn oci_client(tls: bool) -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
+        protocol: if tls {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::Http
+        },
+        accept_invalid_certificates: tls,
         ..Default::default()
     })
 }
 
-/// Pushes a one-layer image with `auth` and pulls it back.
+/// Pushes a one-layer image with `auth` and pulls it back (over plain HTTP).
 async fn oci_round_trip(reg: &Running, repo: &str, auth: &RegistryAuth) -> Result<(), String> {
-    let client = oci_client();
+    oci_round_trip_with(&oci_client(false), reg, repo, auth).await
+}
+
+async fn oci_round_trip_with(
+    client: &Client,
+    reg: &Running,
+    repo: &str,
+    auth: &RegistryAuth,
+) -> Result<(), String> {
     let reference: Reference = format!("{}/{repo}:v1", reg.handle.addr()).parse().unwrap();
     let layers = vec![ImageLayer::oci_v1(b"layer data".to_vec(), None)];
     let config = Config::oci_v1(br#"{"architecture":"amd64","os":"linux"}"#.to_vec(), None);
@@ -363,5 +378,23 @@ async fn oci_client_pushes_and_pulls_with_basic_and_bearer() {
         assert!(refused.is_err(), "team pushed outside team/");
         let anonymous = oci_round_trip(&reg, "team/x", &RegistryAuth::Anonymous).await;
         assert!(anonymous.is_err(), "anonymous pushed");
+        let wrong = RegistryAuth::Basic("admin".into(), "wrong".into());
+        let refused = oci_round_trip(&reg, "lib/wrong", &wrong).await;
+        assert!(refused.is_err(), "pushed with a wrong password");
     }
+}
+
+/// Over TLS the Bearer realm is plain HTTP; oci-client follows it.
+#[tokio::test]
+async fn oci_client_gets_tokens_over_tls() {
+    let reg =
+        start_with(|b: RegistryBuilder| b.auth(users(Auth::bearer())).tls(TlsConfig::SelfSigned))
+            .await;
+    let team = RegistryAuth::Basic("team".into(), "t".into());
+    oci_round_trip_with(&oci_client(true), &reg, "team/tls", &team)
+        .await
+        .unwrap();
+    let wrong = RegistryAuth::Basic("team".into(), "x".into());
+    let refused = oci_round_trip_with(&oci_client(true), &reg, "team/tls2", &wrong).await;
+    assert!(refused.is_err(), "pushed with a wrong password");
 }
