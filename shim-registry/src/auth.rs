@@ -13,8 +13,13 @@
 //!   `403 DENIED`.
 //! - With [`Auth::bearer`], the registry also serves `GET /token` (Basic
 //!   credentials, `?service=…&scope=repository:NAME:pull,push`) and
-//!   `POST /token` (an OAuth2 password grant, as containerd sends it). Tokens
-//!   are opaque, HMAC-signed with a key made at start-up, and expire.
+//!   `POST /token` (an OAuth2 password grant, as containerd sends it, or a
+//!   refresh-token grant). Tokens are opaque, HMAC-signed with a key made at
+//!   start-up, and expire (access tokens after [`Auth::token_lifetime`],
+//!   refresh tokens after a day). A client asking for offline access
+//!   (`offline_token=true`, `access_type=offline`), as `docker login` does,
+//!   also gets a refresh token, which the Docker CLI keeps as its
+//!   `identitytoken`.
 //!   Requests without a token get `401` with
 //!   `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`.
 //!
@@ -338,6 +343,7 @@ impl Authorizer {
                     return Err(unauthorized(None));
                 };
                 let claims = token::verify(&self.key, raw.trim(), now_secs())
+                    .filter(token::Claims::is_access)
                     .ok_or_else(|| unauthorized(Some("invalid_token")))?;
                 match need {
                     Need::Login => Ok(()),

@@ -1,5 +1,12 @@
 //! Bearer tokens: the `/token` endpoint's requests, and signed, expiring
 //! tokens listing the repositories and actions they grant.
+//!
+//! A client asking for offline access (`offline_token=true` on `GET`,
+//! `access_type=offline` in a `POST` form) also gets a refresh token, which
+//! the `refresh_token` grant trades for access tokens of the same user. That
+//! is what `docker login` asks for: dockerd hands the refresh token to the
+//! CLI, which stores it as the registry's `identitytoken` instead of the
+//! password, and pushes and pulls use it from then on.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,6 +17,8 @@ use super::{Action, Authorizer, HmacSha256, Refusal, allowed, now_secs};
 
 /// A token's prefix (a version, should the format change).
 const PREFIX: &str = "shim1.";
+/// How long a refresh token is valid.
+const REFRESH_LIFETIME_SECS: u64 = 24 * 60 * 60;
 
 /// What a token grants, signed.
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,13 +31,25 @@ pub(super) struct Claims {
     exp: u64,
     /// Repository name → actions.
     access: Vec<(String, Vec<Action>)>,
+    /// A refresh token: it grants nothing but new access tokens.
+    #[serde(default)]
+    refresh: bool,
 }
 
 impl Claims {
+    /// Whether this access token allows `action` on `repository` (a refresh
+    /// token allows nothing).
     pub(super) fn allows(&self, repository: &str, action: Action) -> bool {
-        self.access
-            .iter()
-            .any(|(name, actions)| name == repository && actions.contains(&action))
+        !self.refresh
+            && self
+                .access
+                .iter()
+                .any(|(name, actions)| name == repository && actions.contains(&action))
+    }
+
+    /// Whether this is an access token (any registry request needs one).
+    pub(super) fn is_access(&self) -> bool {
+        !self.refresh
     }
 }
 
@@ -73,9 +94,14 @@ pub(super) fn verify(key: &[u8], token: &str, now: u64) -> Option<Claims> {
 pub(crate) struct TokenRequest {
     /// From Basic credentials or the form's `username`/`password`.
     pub(crate) credentials: Option<(String, String)>,
+    /// The form's `refresh_token` of a `refresh_token` grant.
+    pub(crate) refresh_token: Option<String>,
     /// The `scope` values (each may hold several scopes separated by spaces).
     pub(crate) scopes: Vec<String>,
-    /// A `grant_type` other than `password` (refresh tokens are not issued).
+    /// Whether a refresh token is asked for too (`offline_token=true`,
+    /// `access_type=offline`).
+    pub(crate) offline: bool,
+    /// A `grant_type` other than `password` and `refresh_token`.
     pub(crate) unsupported_grant: Option<String>,
 }
 
@@ -89,21 +115,31 @@ impl TokenRequest {
             .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
         Self {
             credentials,
+            refresh_token: None,
             scopes: values(query, "scope"),
+            offline: values(query, "offline_token").iter().any(|v| v == "true"),
             unsupported_grant: None,
         }
     }
 
-    /// From `POST /token`'s form pairs (an OAuth2 password grant).
+    /// From `POST /token`'s form pairs (an OAuth2 password or refresh-token
+    /// grant).
     pub(crate) fn from_form(form: &[(String, String)], authorization: Option<&str>) -> Self {
         let mut request = Self::from_get(form, authorization);
         let first = |key: &str| values(form, key).into_iter().next();
-        let grant = first("grant_type").unwrap_or_else(|| "password".to_owned());
-        if grant != "password" {
-            request.unsupported_grant = Some(grant);
-        }
-        if let (Some(u), Some(p)) = (first("username"), first("password")) {
-            request.credentials = Some((u, p));
+        request.offline = first("access_type").as_deref() == Some("offline");
+        match first("grant_type").as_deref().unwrap_or("password") {
+            "password" => {
+                if let (Some(u), Some(p)) = (first("username"), first("password")) {
+                    request.credentials = Some((u, p));
+                }
+            }
+            "refresh_token" => {
+                // The refresh token alone says who the user is.
+                request.credentials = None;
+                request.refresh_token = Some(first("refresh_token").unwrap_or_default());
+            }
+            other => request.unsupported_grant = Some(other.to_owned()),
         }
         request
     }
@@ -120,29 +156,39 @@ fn values(pairs: &[(String, String)], key: &str) -> Vec<String> {
 /// Why no token was issued.
 #[derive(Debug)]
 pub(crate) enum TokenRefusal {
-    /// Bad or missing credentials: 401 with this challenge.
+    /// Bad or missing credentials, or a refresh token not ours or expired:
+    /// 401 with this challenge.
     Unauthorized(Refusal),
-    /// A grant type other than `password`.
+    /// A grant type other than `password` and `refresh_token`.
     UnsupportedGrant(String),
 }
 
 impl Authorizer {
     /// Issues a token for the scopes asked that the user holds (scopes the
-    /// user does not hold are left out, as the token spec says); the JSON
-    /// answer of the token endpoint.
+    /// user does not hold are left out, as the token spec says), with a
+    /// refresh token when offline access is asked; the JSON answer of the
+    /// token endpoint.
     pub(crate) fn issue(&self, request: &TokenRequest) -> Result<serde_json::Value, TokenRefusal> {
         if let Some(grant) = &request.unsupported_grant {
             return Err(TokenRefusal::UnsupportedGrant(grant.clone()));
         }
-        let user = request
-            .credentials
-            .as_ref()
-            .and_then(|(u, p)| self.login(u, p))
-            .ok_or_else(|| {
-                TokenRefusal::Unauthorized(Refusal::Unauthorized {
-                    challenge: self.basic_challenge(),
-                })
-            })?;
+        let now = now_secs();
+        let user = match &request.refresh_token {
+            // The user named by a valid refresh token, with the grants the
+            // user holds now.
+            Some(refresh) => verify(&self.key, refresh.trim(), now)
+                .filter(|claims| claims.refresh)
+                .and_then(|claims| self.users.iter().find(|u| u.name == claims.sub)),
+            None => request
+                .credentials
+                .as_ref()
+                .and_then(|(u, p)| self.login(u, p)),
+        }
+        .ok_or_else(|| {
+            TokenRefusal::Unauthorized(Refusal::Unauthorized {
+                challenge: self.basic_challenge(),
+            })
+        })?;
         let mut access: Vec<(String, Vec<Action>)> = Vec::new();
         for scope in request.scopes.iter().flat_map(|s| s.split(' ')) {
             // repository:NAME:ACTIONS, where NAME may hold `:` only in a
@@ -164,13 +210,13 @@ impl Authorizer {
                 access.push((name.to_owned(), granted));
             }
         }
-        let now = now_secs();
         let lifetime = self.token_lifetime.as_secs().max(1);
         let claims = Claims {
             sub: user.name.clone(),
             iat: now,
             exp: now + lifetime,
             access,
+            refresh: false,
         };
         let scope: Vec<String> = claims
             .access
@@ -181,14 +227,25 @@ impl Authorizer {
             })
             .collect();
         let token = sign(&self.key, &claims);
-        tracing::debug!(user = %user.name, scope = ?scope, "token issued");
-        Ok(serde_json::json!({
+        tracing::debug!(user = %user.name, scope = ?scope, offline = request.offline, "token issued");
+        let mut answer = serde_json::json!({
             "token": token,
             "access_token": token,
             "expires_in": lifetime,
             "issued_at": rfc3339(now),
             "scope": scope.join(" "),
-        }))
+        });
+        if request.offline {
+            let refresh = Claims {
+                sub: user.name.clone(),
+                iat: now,
+                exp: now + REFRESH_LIFETIME_SECS,
+                access: Vec::new(),
+                refresh: true,
+            };
+            answer["refresh_token"] = sign(&self.key, &refresh).into();
+        }
+        Ok(answer)
     }
 }
 
@@ -236,7 +293,7 @@ mod tests {
         let request = TokenRequest {
             credentials: Some(("u".into(), "p".into())),
             scopes: vec!["repository:lib/a:pull,push repository:other:pull".into()],
-            unsupported_grant: None,
+            ..TokenRequest::default()
         };
         let answer = a.issue(&request).unwrap();
         assert_eq!(answer["scope"], "repository:lib/a:pull");
@@ -264,5 +321,86 @@ mod tests {
             ..TokenRequest::default()
         };
         assert!(a.issue(&wrong).is_err());
+        assert!(answer.get("refresh_token").is_none(), "not asked for");
+    }
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn refresh_tokens_for_offline_access_only_buy_access_tokens() {
+        let a = Authorizer::new(Auth::bearer().user_with(
+            "u",
+            "p",
+            [Grant::new("lib/*", &[Action::Pull])],
+        ));
+        let get = form(&[
+            ("offline_token", "true"),
+            ("scope", "repository:lib/a:pull"),
+        ]);
+        let request = TokenRequest::from_get(&get, Some("Basic dTpw")); // u:p
+        let answer = a.issue(&request).unwrap();
+        let refresh = answer["refresh_token"].as_str().expect("a refresh token");
+        let pull = Need::Access {
+            repository: "lib/a".into(),
+            action: Action::Pull,
+        };
+        // A refresh token is no access token, not even for /v2/.
+        for need in [&pull, &Need::Login] {
+            assert!(
+                a.check(Some(&format!("Bearer {refresh}")), need, "http://h")
+                    .is_err()
+            );
+        }
+        let by_refresh = TokenRequest::from_form(
+            &form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("scope", "repository:lib/b:pull,push"),
+            ]),
+            None,
+        );
+        let answer = a.issue(&by_refresh).unwrap();
+        assert_eq!(answer["scope"], "repository:lib/b:pull");
+        assert!(answer.get("refresh_token").is_none(), "not asked for");
+        let token = answer["access_token"].as_str().unwrap();
+        let need = Need::Access {
+            repository: "lib/b".into(),
+            action: Action::Pull,
+        };
+        assert!(
+            a.check(Some(&format!("Bearer {token}")), &need, "http://h")
+                .is_ok()
+        );
+        // An access token is no refresh token; nor is garbage.
+        for bad in [token, "x", ""] {
+            let request = TokenRequest::from_form(
+                &form(&[("grant_type", "refresh_token"), ("refresh_token", bad)]),
+                None,
+            );
+            assert!(matches!(
+                a.issue(&request),
+                Err(TokenRefusal::Unauthorized(_))
+            ));
+        }
+        let offline_post = TokenRequest::from_form(
+            &form(&[
+                ("grant_type", "password"),
+                ("username", "u"),
+                ("password", "p"),
+                ("access_type", "offline"),
+            ]),
+            None,
+        );
+        assert!(a.issue(&offline_post).unwrap()["refresh_token"].is_string());
+        let other = TokenRequest::from_form(&form(&[("grant_type", "client_credentials")]), None);
+        assert!(matches!(
+            a.issue(&other),
+            Err(TokenRefusal::UnsupportedGrant(g)) if g == "client_credentials"
+        ));
     }
 }

@@ -275,6 +275,14 @@ async fn bearer_password_grant_by_post_as_containerd_sends_it() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "not a refresh token");
+    let r = reg
+        .client
+        .post(format!("{}/token", reg.base))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
