@@ -325,6 +325,22 @@ async fn docker_login_push_and_pull_with_bearer_tokens() {
         "docker login with a wrong password succeeded"
     );
     assert_success("docker login", &login);
+    // dockerd asks for offline access and hands the refresh token to the
+    // CLI, which keeps it instead of the password: the push and pull below
+    // trade it for access tokens (a refresh-token grant). Podman's compat
+    // API returns no identity token, so the password is kept there.
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(config.path().join("config.json")).expect("docker login's config.json"),
+    )
+    .expect("config.json is json");
+    let identity_token = stored["auths"][&registry]["identitytoken"].as_str();
+    match daemon.engine {
+        Engine::Docker => assert!(
+            identity_token.is_some_and(|t| !t.is_empty()),
+            "no identity token stored: {stored}"
+        ),
+        Engine::Podman => assert_eq!(identity_token, None, "{stored}"),
+    }
     assert_success("docker push with a token", &pushed);
     assert_success("docker pull with a token", &pulled);
     // Without the token, the registry answers nothing.
