@@ -43,6 +43,7 @@ mod error;
 mod history;
 pub mod layer_store;
 mod model;
+mod one_connection;
 mod reference;
 mod ssh;
 mod tls;

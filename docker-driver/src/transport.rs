@@ -25,6 +25,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::context::DaemonEndpoint;
 use crate::error::DriverError;
+use crate::one_connection::{self, OneConnection};
 
 /// The request body type bollard sends.
 pub(crate) type Body = <BollardRequest as RequestBody>::Body;
@@ -44,7 +45,8 @@ pub(crate) enum Endpoint {
     Unix(PathBuf),
     /// `host:port`.
     Tcp(String),
-    /// `ssh://…`: `ssh … docker system dial-stdio` per connection.
+    /// `ssh://…`: `ssh … docker system dial-stdio` per connection (one
+    /// connection for every request: [`OneConnection`]).
     Ssh(crate::ssh::SshTarget),
 }
 
@@ -199,10 +201,45 @@ impl tower_service::Service<Uri> for Connector {
 /// The HTTP client and where it points.
 #[derive(Clone)]
 pub(crate) struct Transport {
-    client: Client<Connector, Body>,
+    client: Http,
     base_url: String,
     /// The host as the user gave it, for messages.
     pub(crate) host: String,
+}
+
+/// How requests reach the daemon.
+#[derive(Clone)]
+enum Http {
+    /// hyper's client, keeping no idle connection: every request has its
+    /// own connection, so dropping a response closes it (the daemon
+    /// cancels a push then). `unix://`, `tcp://`, `http://`.
+    Pooled(Box<Client<Connector, Body>>),
+    /// One connection for every request in turn (`ssh://`, where each
+    /// connection is an `ssh` process and a remote `docker`, most of a
+    /// second each). A response dropped unread closes it too.
+    One(Arc<OneConnection>),
+}
+
+impl Http {
+    async fn request(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        match self {
+            Http::Pooled(client) => Ok(client.request(request).await?),
+            Http::One(one) => Ok(one.request(request).await?),
+        }
+    }
+
+    async fn bollard_request(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, bollard::errors::Error> {
+        match self {
+            Http::Pooled(client) => Ok(client.request(request).await?),
+            Http::One(one) => Ok(one.request(request).await?),
+        }
+    }
 }
 
 impl Transport {
@@ -222,19 +259,17 @@ impl Transport {
             }
             _ => None,
         };
-        // No idle connections are kept: every request has its own connection,
-        // so dropping a response closes it (the daemon cancels a push then).
-        // Over ssh, where each connection is an `ssh` process and a remote
-        // `docker` (most of a second each), idle ones are reused: hyper
-        // never pools a connection whose response was dropped unread.
-        let idle = match endpoint {
-            Endpoint::Ssh(_) => 8,
-            _ => 0,
+        let one = matches!(endpoint, Endpoint::Ssh(_));
+        let connector = Connector(Arc::new(Dial { endpoint, tls }));
+        let client = if one {
+            Http::One(Arc::new(OneConnection::new(connector)))
+        } else {
+            Http::Pooled(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build(connector),
+            ))
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(idle)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(Connector(Arc::new(Dial { endpoint, tls })));
         Ok(Transport {
             client,
             base_url,
@@ -254,12 +289,7 @@ impl Transport {
             move |request: BollardRequest| {
                 let client = client.clone();
                 let request = with_version(request, &prefix);
-                async move {
-                    client
-                        .request(request?)
-                        .await
-                        .map_err(bollard::errors::Error::from)
-                }
+                async move { client.bollard_request(request?).await }
             },
             Some(self.base_url.as_str()),
             timeout.as_secs(),
@@ -304,7 +334,7 @@ impl Transport {
         self.client
             .request(request)
             .await
-            .map_err(|e| classify(operation, &self.host, Box::new(e)))
+            .map_err(|e| classify(operation, &self.host, e))
     }
 
     /// Sends a GET and reads the whole answer, within `timeout`.
@@ -398,6 +428,10 @@ pub(crate) fn classify(
         if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= e.is_connect();
         }
+        connect |= matches!(
+            e.downcast_ref::<one_connection::SendError>(),
+            Some(one_connection::SendError::Dial(_))
+        );
         if let Some(e) = e.downcast_ref::<io::Error>() {
             kind.get_or_insert(e.kind());
         }

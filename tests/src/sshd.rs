@@ -8,7 +8,8 @@
 //! the remote `docker` talks to the chosen daemon), a client `ssh_config`
 //! with its own `known_hosts`, and a `bin/ssh` wrapper that runs the real
 //! `ssh -F <that config>`: put [`Sshd::path_env`] first in a client's
-//! `PATH` and `ssh://dlgrab-test` reaches the server. The server runs in
+//! `PATH` and `ssh://dlgrab-test` reaches the server ([`Sshd::dials`]
+//! counts the wrapper's runs). The server runs in
 //! the foreground (`sshd -D`) on a free port and is killed, and its folder
 //! removed, when the value is dropped.
 
@@ -106,9 +107,12 @@ impl Sshd {
                 ),
             )?;
             let wrapper = dir.join("bin").join("ssh");
+            // Each run appends a line to `dials.log`: see [`Sshd::dials`].
             std::fs::write(
                 &wrapper,
-                format!("#!/bin/sh\nexec /usr/bin/ssh -F {d}/ssh_config \"$@\"\n"),
+                format!(
+                    "#!/bin/sh\necho \"$*\" >> {d}/dials.log\nexec /usr/bin/ssh -F {d}/ssh_config \"$@\"\n"
+                ),
             )
             .map_err(|e| e.to_string())?;
             set_executable(&wrapper)?;
@@ -166,6 +170,12 @@ impl Sshd {
     /// What sshd wrote on stderr.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+
+    /// How many times the `ssh` wrapper has run so far: the connections
+    /// clients opened (`docker system dial-stdio` included).
+    pub fn dials(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("dials.log")).map_or(0, |log| log.lines().count())
     }
 
     /// `PATH` with the `ssh` wrapper first.

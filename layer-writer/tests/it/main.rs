@@ -4,6 +4,7 @@
 mod errors;
 mod folder;
 mod formats;
+mod props;
 mod pushed;
 mod save;
 mod support;

@@ -274,8 +274,14 @@ fn copies_over_ssh_both_ways() {
 
     // To DEST over ssh (classic 28.5 → classic 26.1): BASE whole, then
     // IMAGE's new layers only, under the same image ID.
+    // Each copy opens one ssh connection for all its requests to DEST
+    // (each costs an ssh process and a remote `docker system dial-stdio`).
+    let dials = sshd.dials();
     report(&copy(&d, &d.host, Some(&path), &sshd.url(), &[&base.tag]));
+    assert_eq!(sshd.dials() - dials, 1, "ssh connections of a whole copy");
+    let dials = sshd.dials();
     let delta = report(&copy(&d, &d.host, Some(&path), &sshd.url(), &[&image.tag]));
+    assert_eq!(sshd.dials() - dials, 1, "ssh connections of a delta copy");
     assert_eq!(delta["images"][0]["how"], "delta", "{delta:#}");
     assert_eq!(
         n(&delta["images"][0], "layers_skipped"),
@@ -287,7 +293,13 @@ fn copies_over_ssh_both_ways() {
     runs(b, &image.tag);
 
     // From a source over ssh (DOCKER_HOST=ssh://…, here b) to e, by the save route.
+    let dials = sshd.dials();
     let from = report(&copy(&d, &sshd.url(), Some(&path), &e.host, &[&image.tag]));
+    assert_eq!(
+        sshd.dials() - dials,
+        1,
+        "ssh connections of a copy from ssh"
+    );
     assert_eq!(from["images"][0]["how"], "whole", "{from:#}");
     assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
     runs(e, &image.tag);
