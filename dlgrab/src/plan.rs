@@ -2,7 +2,7 @@
 //! which way to get a layer out, which blobs to claim present, how pushed
 //! manifests map to layers, and what each layer's folder is called.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
@@ -208,8 +208,87 @@ impl Survey {
         self.seen.get(index).copied().unwrap_or(Seen::Unknown)
     }
 
-    fn image_bytes(&self) -> u64 {
+    pub(crate) fn image_bytes(&self) -> u64 {
         self.sizes.iter().sum()
+    }
+
+    /// Layer `index`'s size as far as known (history, then the push's progress).
+    pub(crate) fn size(&self, index: usize) -> u64 {
+        self.sizes.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// Matches the blobs a survey push asked about (a `HEAD` the registry
+/// answered "present") to the layers the daemon then reported as "Layer
+/// already exists".
+///
+/// A classic daemon asks about several layers at once, so the answers and
+/// its messages interleave. Each message comes after its own `HEAD`, so
+/// whenever as many messages are pending as `HEAD`s, those messages' layers
+/// and those blobs are the same set: one of each is an exact match; more
+/// make a group in which each layer may be any of the group's blobs (the
+/// capture then asks for them all and the writer keeps the one whose diff
+/// ID matches).
+#[derive(Debug, Default)]
+pub(crate) struct AskedBlobs {
+    heads: Vec<Digest>,
+    messages: Vec<Vec<usize>>,
+    candidates: HashMap<usize, Vec<Digest>>,
+}
+
+impl AskedBlobs {
+    /// The registry answered a `HEAD` of `digest` with "present".
+    pub(crate) fn head(&mut self, digest: Digest) {
+        if !self.heads.contains(&digest) {
+            self.heads.push(digest);
+            self.settle();
+        }
+    }
+
+    /// The daemon said "Layer already exists" for `layers` (one layer, or
+    /// the same layer held twice by the image).
+    pub(crate) fn exists(&mut self, layers: Vec<usize>) {
+        if !layers.is_empty() {
+            self.messages.push(layers);
+            self.settle();
+        }
+    }
+
+    fn settle(&mut self) {
+        if self.messages.is_empty() || self.messages.len() != self.heads.len() {
+            return;
+        }
+        let heads = std::mem::take(&mut self.heads);
+        for layers in self.messages.drain(..) {
+            for i in layers {
+                self.candidates.insert(i, heads.clone());
+            }
+        }
+    }
+
+    /// The blobs layer `index` may have been asked for; one when exact.
+    pub(crate) fn candidates(&self, index: usize) -> Option<&[Digest]> {
+        self.candidates.get(&index).map(Vec::as_slice)
+    }
+
+    /// The layers matched so far.
+    pub(crate) fn known(&self) -> Vec<usize> {
+        self.candidates.keys().copied().collect()
+    }
+
+    /// The other layers of `index`'s group: capturing its blobs uploads theirs too.
+    pub(crate) fn group_mates(&self, index: usize) -> Vec<usize> {
+        let Some(mine) = self.candidates.get(&index) else {
+            return Vec::new();
+        };
+        let mut mates: Vec<usize> = self
+            .candidates
+            .iter()
+            .filter(|(i, c)| **i != index && *c == mine)
+            .map(|(i, _)| *i)
+            .collect();
+        mates.sort_unstable();
+        mates
     }
 }
 
@@ -743,6 +822,54 @@ mod tests {
             Presence::Present { .. }
         ));
         assert_eq!(policy.blob("r", &digest('2')), Presence::Stored);
+    }
+
+    #[test]
+    fn asked_blobs_match_one_to_one_when_one_head_is_pending() {
+        let mut asked = AskedBlobs::default();
+        asked.head(digest('a'));
+        asked.exists(vec![2]);
+        asked.head(digest('b'));
+        asked.head(digest('b'));
+        asked.exists(vec![0, 3]);
+        assert_eq!(asked.candidates(2), Some(&[digest('a')][..]));
+        assert_eq!(asked.candidates(0), Some(&[digest('b')][..]));
+        assert_eq!(asked.candidates(3), Some(&[digest('b')][..]));
+        assert_eq!(asked.group_mates(2), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn asked_blobs_interleaved_make_a_group_once_the_counts_meet() {
+        let mut asked = AskedBlobs::default();
+        asked.head(digest('a'));
+        asked.head(digest('b'));
+        asked.exists(vec![1]);
+        assert_eq!(asked.candidates(1), None, "two HEADs, one message: open");
+        asked.exists(vec![2]);
+        assert_eq!(asked.candidates(1), Some(&[digest('a'), digest('b')][..]));
+        assert_eq!(asked.candidates(2), Some(&[digest('a'), digest('b')][..]));
+        assert_eq!(asked.group_mates(2), vec![1]);
+        // A later exact match is not mixed into the group.
+        asked.head(digest('c'));
+        asked.exists(vec![0]);
+        assert_eq!(asked.candidates(0), Some(&[digest('c')][..]));
+        let mut known = asked.known();
+        known.sort_unstable();
+        assert_eq!(known, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn asked_blobs_wait_for_as_many_heads_as_messages() {
+        let mut asked = AskedBlobs::default();
+        asked.exists(vec![1]);
+        asked.head(digest('a'));
+        // One each, in either order: matched (it can only be that HEAD).
+        assert_eq!(asked.candidates(1), Some(&[digest('a')][..]));
+        let mut asked = AskedBlobs::default();
+        asked.head(digest('8'));
+        asked.head(digest('9'));
+        asked.exists(vec![4]);
+        assert!(asked.known().is_empty());
     }
 
     #[test]

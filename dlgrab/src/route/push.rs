@@ -49,10 +49,8 @@ struct SurveyEnd {
     uploaded: HashMap<usize, Digest>,
     /// Blobs stored but not yet matched to a layer.
     unmatched: Vec<Digest>,
-    /// The blob each layer asked about was asked for, where known.
-    asked: HashMap<usize, Digest>,
-    /// Blobs asked about and said present, not yet matched to a layer.
-    heads: Vec<Digest>,
+    /// The blobs each layer asked about may have been asked for.
+    asked: plan::AskedBlobs,
     /// True when the wanted layers asked about are still to be captured.
     capture_asked: bool,
 }
@@ -136,10 +134,16 @@ impl Exporter {
                     .await
                     .context("survey push")?;
                 if end.cancelled && end.capture_asked {
-                    let asked: Vec<Digest> = indexes
+                    let mut asked: Vec<Digest> = Vec::new();
+                    for digest in indexes
                         .iter()
-                        .filter_map(|i| end.asked.get(i).cloned())
-                        .collect();
+                        .filter_map(|&i| end.asked.candidates(i))
+                        .flatten()
+                    {
+                        if !asked.contains(digest) {
+                            asked.push(digest.clone());
+                        }
+                    }
                     policy.capture(asked.clone());
                     self.reporter
                         .phase("capture push: uploading the wanted layers");
@@ -300,8 +304,7 @@ impl Exporter {
             cancelled: false,
             uploaded: HashMap::new(),
             unmatched: Vec::new(),
-            asked: HashMap::new(),
-            heads: Vec::new(),
+            asked: plan::AskedBlobs::default(),
             capture_asked: false,
         };
         let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
@@ -317,7 +320,7 @@ impl Exporter {
                 digest,
                 present: true,
                 ..
-            } => end.heads.push(digest),
+            } => end.asked.head(digest),
             other => tracing::trace!(?other, "registry event"),
         };
         loop {
@@ -338,14 +341,11 @@ impl Exporter {
                                 end.uploaded.insert(i, digest.clone());
                             }
                         }
-                        // Its HEAD came just before the daemon said so.
-                        if status == "Layer already exists" && end.heads.len() == 1 {
-                            let digest = end.heads.remove(0);
-                            for &i in &layers {
-                                end.asked.insert(i, digest.clone());
-                            }
+                        // Its HEAD came before the daemon said so.
+                        if status == "Layer already exists" {
+                            end.asked.exists(layers.clone());
                         }
-                        let known: Vec<usize> = end.asked.keys().copied().collect();
+                        let known = capturable(&survey, &end.asked, forced, share);
                         match plan::survey_step(&survey, wanted, &known, config_at_hand, forced, share) {
                             SurveyStep::Continue => {}
                             SurveyStep::CancelThenCapture => {
@@ -483,10 +483,10 @@ enum Found {
 fn upload_candidates(wanted: &[usize], end: &SurveyEnd) -> Vec<Vec<Digest>> {
     wanted
         .iter()
-        .map(|i| match (end.uploaded.get(i), end.asked.get(i)) {
+        .map(|&i| match (end.uploaded.get(&i), end.asked.candidates(i)) {
             (Some(digest), _) => vec![digest.clone()],
             (None, asked) => {
-                let mut candidates: Vec<Digest> = asked.into_iter().cloned().collect();
+                let mut candidates: Vec<Digest> = asked.unwrap_or_default().to_vec();
                 for digest in &end.unmatched {
                     if !candidates.contains(digest) {
                         candidates.push(digest.clone());
@@ -494,6 +494,32 @@ fn upload_candidates(wanted: &[usize], end: &SurveyEnd) -> Vec<Vec<Digest>> {
                 }
                 candidates
             }
+        })
+        .collect()
+}
+
+/// The layers asked about whose capture is affordable: matched to one blob,
+/// or to a group of blobs whose other layers (uploaded with it) stay within
+/// the share of the image a push may compress (always, when forced).
+fn capturable(survey: &Survey, asked: &plan::AskedBlobs, forced: bool, share: f64) -> Vec<usize> {
+    let budget = (survey.image_bytes() as f64 * share) as u64;
+    asked
+        .known()
+        .into_iter()
+        .filter(|&i| {
+            let mates = asked.group_mates(i);
+            let extra: u64 = mates.iter().map(|&m| survey.size(m)).sum();
+            let ok = forced || extra <= budget;
+            if !mates.is_empty() {
+                tracing::debug!(
+                    layer = i,
+                    ?mates,
+                    extra,
+                    ok,
+                    "asked about together with other layers"
+                );
+            }
+            ok
         })
         .collect()
 }

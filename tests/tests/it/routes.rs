@@ -278,3 +278,61 @@ async fn a_pulled_then_retagged_image_is_asked_about_and_nothing_crosses_in_the_
     );
     assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
 }
+
+/// A daemon that recorded digests for two layers asks about both at once
+/// and uploads the one between unasked: the answers and its "Layer already
+/// exists" messages interleave, so which blob is the top's may stay open
+/// between the two. The survey is still dropped and the capture asks for
+/// both blobs (the writer keeps the top's by its diff ID): the middle layer
+/// is never uploaded whole.
+#[test]
+fn two_layers_asked_about_at_once_are_captured_without_pushing_the_rest() {
+    let test = "two_layers_asked_about_at_once_are_captured_without_pushing_the_rest";
+    let Some(d) = classic_or_skip(test) else {
+        return;
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(43, |t| t.as_nanos() as u64 ^ 0xa5a5);
+    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/two-asked")))
+        .file("/base.txt", format!("base {seed}\n"))
+        .random_file("/middle.bin", 16 << 20, seed)
+        .file("/top.txt", format!("top {seed}\n"))
+        .build(&d);
+    let out = tempfile::tempdir().expect("tempdir");
+    if !store_readable(&d, &out.path().join("probe"), &img) {
+        skip(
+            test,
+            "the layer store is not readable here: without the config at hand the push is not cancelled",
+        );
+        return;
+    }
+    let top = img.layer_diff_ids.len() - 1;
+    let export = |args: &[&str], dir: &str| {
+        let mut all = vec![img.tag.as_str()];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--via", "push", "--json", "--debug", "-o"]);
+        let path = out.path().join(dir);
+        all.push(path_str(&path));
+        d.dlgrab(&all)
+    };
+    // The daemon records a digest for the top, then for the base (each
+    // captured; the middle's upload is dropped with the survey).
+    exported(&export(&[], "top"), &img.layer_diff_ids[top]);
+    exported(&export(&["--index", "0"], "base"), &img.layer_diff_ids[0]);
+
+    let run = export(&[], "top-again");
+    exported(&run, &img.layer_diff_ids[top]);
+    let log = strip_ansi(&String::from_utf8_lossy(&run.stderr));
+    let middle: String = img.layer_diff_ids[1]
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    let pushed_whole = log
+        .lines()
+        .any(|l| l.contains(&middle) && l.contains("Pushed") && !l.contains("Pushing"));
+    assert!(!pushed_whole, "the middle layer was uploaded whole:\n{log}");
+    assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
+    img.remove(&d);
+}
