@@ -1,6 +1,6 @@
 //! Crash safety and faults, end to end: a run killed mid-export leaves
 //! leftovers that the next run sweeps (a live run's are kept); a full disk,
-//! a read-only output folder, a daemon that hangs, dies or restarts in the
+//! an exceeded disk quota, a read-only output folder, a daemon that hangs, dies or restarts in the
 //! middle of a push or a save each fail with their cause named, a non-zero
 //! exit, nothing half-written and no temporary tag left for good.
 //!
@@ -300,6 +300,129 @@ fn a_full_disk_is_named_and_leaves_nothing() {
             listing(fs.path()).is_empty(),
             "--via {via} left {:?}",
             listing(fs.path())
+        );
+        assert_eq!(temp_tags_of(&d, &img.id), [] as [String; 0], "--via {via}");
+    }
+    img.remove(&d);
+}
+
+/// A btrfs image loop-mounted on a new folder, its top-level qgroup limited
+/// to `limit` bytes: writes beyond fail with EDQUOT, for root too (a qgroup
+/// limit knows no CAP_SYS_RESOURCE exemption). This kernel has neither
+/// tmpfs quotas (CONFIG_TMPFS_QUOTA) nor ext4's (CONFIG_QFMT_V2), hence
+/// btrfs. Unmounted and removed on drop, nothing recursively.
+struct QuotaFs {
+    dir: std::path::PathBuf,
+    mounted: bool,
+}
+
+impl QuotaFs {
+    /// Needs root, a loop device and `mkfs.btrfs` (btrfs-progs); the error
+    /// says what failed.
+    fn mount(limit: u64) -> Result<QuotaFs, String> {
+        let dir = std::env::temp_dir().join(unique_name("dlgrab-quota"));
+        std::fs::create_dir_all(dir.join("mnt"))
+            .map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let mut fs = QuotaFs {
+            dir,
+            mounted: false,
+        };
+        let image = fs.dir.join("image");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(128 << 20))
+            .map_err(|e| format!("creating {}: {e}", image.display()))?;
+        let mnt = fs.path();
+        let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let out = Command::new(program)
+                .args(args)
+                .output()
+                .map_err(|e| format!("cannot run {program}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{program} {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        run(
+            "mkfs.btrfs",
+            &["-q".as_ref(), "-f".as_ref(), "-M".as_ref(), image.as_ref()],
+        )?;
+        run(
+            "mount",
+            &["-o".as_ref(), "loop".as_ref(), image.as_ref(), mnt.as_ref()],
+        )?;
+        fs.mounted = true;
+        run(
+            "btrfs",
+            &["quota".as_ref(), "enable".as_ref(), mnt.as_ref()],
+        )?;
+        let limit = limit.to_string();
+        run(
+            "btrfs",
+            &[
+                "qgroup".as_ref(),
+                "limit".as_ref(),
+                limit.as_ref(),
+                mnt.as_ref(),
+            ],
+        )?;
+        Ok(fs)
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.join("mnt")
+    }
+}
+
+impl Drop for QuotaFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            // The loop device is freed with the mount (mount -o loop).
+            let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+        }
+        let _ = std::fs::remove_file(self.dir.join("image"));
+        let _ = std::fs::remove_dir(self.path());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_disk_quota_exceeded_is_named_and_leaves_nothing() {
+    const TEST: &str = "faults::a_disk_quota_exceeded_is_named_and_leaves_nothing";
+    let Some(d) = daemon_or_skip(TEST) else {
+        return;
+    };
+    let fs = match QuotaFs::mount(4 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            skip(TEST, &why);
+            return;
+        }
+    };
+    let img = big_image(&d, "dlgrab-e2e/edquot", 16 << 20, 33);
+    let path = fs.path();
+    let dir = path.to_str().expect("utf-8");
+    // Built before the clock starts.
+    testkit::dlgrab_bin();
+    for via in routes(&d) {
+        let started = Instant::now();
+        let out = d.dlgrab(&[&img.tag, "--via", via, "-o", dir]);
+        if via == "store" && String::from_utf8_lossy(&out.stderr).contains("data root") {
+            continue; // the data root is not readable here
+        }
+        failed_naming(&out, "disk quota exceeded");
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "--via {via}: an exceeded quota took {:?} to report",
+            started.elapsed()
+        );
+        assert!(
+            listing(&path).is_empty(),
+            "--via {via} left {:?}",
+            listing(&path)
         );
         assert_eq!(temp_tags_of(&d, &img.id), [] as [String; 0], "--via {via}");
     }
