@@ -24,6 +24,9 @@ use std::path::{Component, Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
+#[cfg(test)]
+mod props;
+
 /// CRC-64 as Go's `crc64.MakeTable(crc64.ISO)` computes it.
 static CRC64_ISO: crc::Crc<u64, crc::Table<16>> =
     crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_GO_ISO);
