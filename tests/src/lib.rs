@@ -11,6 +11,8 @@
 //! - [`random_bytes`] / [`RandomReader`]: seeded incompressible content.
 //! - [`unique_name`]: repository names unique per test run.
 //! - [`Daemon::dlgrab`] / [`dlgrab_bin`]: the `dlgrab` binary against the daemon.
+//! - [`Sshd`] and [`TlsProxy`]: a daemon reached over ssh, or over TCP with
+//!   TLS and a client certificate, as the Docker CLI reaches one.
 //!
 //! Helpers whose name does not start with `try_` panic with a readable
 //! message on failure, as test helpers do.
@@ -28,6 +30,7 @@ mod process;
 mod random;
 mod sshd;
 mod tar;
+mod tls_proxy;
 
 pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
 pub use dlgrab::{dlgrab_bin, succeeded};
@@ -38,6 +41,7 @@ pub use private::{PrivateDaemon, Tmpfs};
 pub use random::{RandomReader, random_bytes};
 pub use sshd::{SSH_HOST, Sshd};
 pub use tar::tar_paths;
+pub use tls_proxy::{Fault, TlsProxy};
 
 /// Environment variable naming the daemon under test (`a`, `b`, `c`).
 pub const ENV_DAEMON_NAME: &str = "DLGRAB_TEST_DAEMON";

@@ -12,7 +12,9 @@
 use std::process::Output;
 
 use serde_json::Value;
-use testkit::{BuiltImage, Daemon, ImageBuilder, Sshd, daemon_or_skip, succeeded, unique_name};
+use testkit::{
+    BuiltImage, Daemon, Fault, ImageBuilder, Sshd, TlsProxy, daemon_or_skip, succeeded, unique_name,
+};
 
 /// `name=host …` of the daemons a copy test may use besides the one under test.
 const ENV_PEERS: &str = "DLGRAB_TEST_PEERS";
@@ -303,4 +305,310 @@ fn copies_over_ssh_both_ways() {
     assert_eq!(from["images"][0]["how"], "whole", "{from:#}");
     assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
     runs(e, &image.tag);
+}
+
+/// `dlgrab --to DEST --json IMAGES…` from `source_host`, with `envs` set.
+fn copy_with(
+    via: &Daemon,
+    source_host: &str,
+    envs: &[(&str, &str)],
+    dest: &str,
+    images: &[&str],
+) -> Output {
+    let mut args = vec!["--to", dest, "--json", "-q"];
+    args.extend_from_slice(images);
+    let mut cmd = via.dlgrab_command(&args);
+    cmd.env("DOCKER_HOST", source_host)
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_TLS")
+        .env_remove("DOCKER_CERT_PATH")
+        .env_remove("DOCKER_CONTEXT");
+    for (name, value) in envs {
+        cmd.env(name, value);
+    }
+    cmd.output().expect("dlgrab runs")
+}
+
+/// `docker context create NAME --docker SPEC` in the CLI config folder `config`.
+#[track_caller]
+fn create_context(config: &std::path::Path, name: &str, spec: &str) {
+    let out = std::process::Command::new("docker")
+        .args(["context", "create", name, "--docker", spec])
+        .env("DOCKER_CONFIG", config)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker context create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The peer `name` and a TLS proxy in front of it, or `None` after saying why.
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn peer_behind_tls(test: &str, name: &str) -> Option<(Daemon, TlsProxy)> {
+    let peer = peers_or_skip(test, &[name])?.pop()?;
+    match TlsProxy::start(&peer.host) {
+        Ok(proxy) => Some((peer, proxy)),
+        Err(why) => {
+            assert!(
+                std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() != Ok("1"),
+                "{test}: {why}"
+            );
+            eprintln!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn copies_to_tcp_with_tls_and_to_contexts() {
+    let test = "copies_to_tcp_with_tls_and_to_contexts";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some((b, proxy)) = peer_behind_tls(test, "b") else {
+        return;
+    };
+    let name = unique_name("dlgrab-e2e/copy-tls");
+    let (base, image) = pair(&d, &name);
+    let base_layers = base.layer_diff_ids.len() as u64;
+    let _on_b = PeerImages::new(&b, &[&base.tag, &image.tag]);
+    let certs = proxy.cert_path().display().to_string();
+    let tls_env = [
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", certs.as_str()),
+    ];
+
+    // Without the client's TLS material the proxy lets nothing through.
+    let plain = copy_with(&d, &d.host, &[], &proxy.host(), &[&base.tag]);
+    assert!(
+        !plain.status.success(),
+        "a plain HTTP copy went through the TLS proxy"
+    );
+    assert!(proxy.refused() > 0, "the proxy saw no refused handshake");
+    assert_eq!(proxy.sessions(), 0);
+    assert!(b.try_inspect(&base.tag).is_err(), "{} reached b", base.tag);
+
+    // DOCKER_TLS_VERIFY + DOCKER_CERT_PATH, as the Docker CLI reads them.
+    let first = report(&copy_with(
+        &d,
+        &d.host,
+        &tls_env,
+        &proxy.host(),
+        &[&base.tag],
+    ));
+    assert!(proxy.sessions() > 0, "no TLS session through the proxy");
+    assert_eq!(b.inspect(&base.tag)["Id"], base.id.as_str(), "{first:#}");
+
+    // A context with the same material in the CLI's store.
+    let config = tempfile::tempdir().expect("a temporary folder");
+    let ca = proxy.cert_path().join("ca.pem");
+    let cert = proxy.cert_path().join("cert.pem");
+    let key = proxy.cert_path().join("key.pem");
+    create_context(
+        config.path(),
+        "dlgrab-tls",
+        &format!(
+            "host={},ca={},cert={},key={}",
+            proxy.host(),
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    create_context(config.path(), "dlgrab-unix", &format!("host={}", b.host));
+    let config_env = [(
+        "DOCKER_CONFIG",
+        config.path().to_str().expect("a UTF-8 path"),
+    )];
+    let sessions = proxy.sessions();
+    let delta = report(&copy_with(
+        &d,
+        &d.host,
+        &config_env,
+        "dlgrab-tls",
+        &[&image.tag],
+    ));
+    assert_eq!(delta["images"][0]["how"], "delta", "{delta:#}");
+    assert_eq!(
+        n(&delta["images"][0], "layers_skipped"),
+        base_layers,
+        "{delta:#}"
+    );
+    assert!(
+        proxy.sessions() > sessions,
+        "the context's copy did not go through the proxy"
+    );
+    assert_eq!(b.inspect(&image.tag)["Id"], image.id.as_str());
+    runs(&b, &image.tag);
+
+    // A context naming a unix socket: IMAGE again, once b lost it.
+    b.remove_image(&image.tag);
+    assert!(b.try_inspect(&image.tag).is_err());
+    let sessions = proxy.sessions();
+    let again = report(&copy_with(
+        &d,
+        &d.host,
+        &config_env,
+        "dlgrab-unix",
+        &[&image.tag],
+    ));
+    assert_eq!(again["images"][0]["how"], "delta", "{again:#}");
+    assert_eq!(
+        proxy.sessions(),
+        sessions,
+        "the unix context went through the proxy"
+    );
+    assert_eq!(b.inspect(&image.tag)["Id"], image.id.as_str());
+
+    // A context that does not exist is refused, naming it.
+    let missing = copy_with(
+        &d,
+        &d.host,
+        &config_env,
+        "dlgrab-no-such-context",
+        &[&image.tag],
+    );
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("dlgrab-no-such-context"), "{stderr}");
+}
+
+/// Waits up to `limit` for `child` to exit.
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// Kills a child left running when a test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// What a daemon lists: every image row (temporary tags included) and ID.
+fn listing(d: &Daemon) -> (Vec<String>, Vec<String>) {
+    (d.image_refs(), d.image_ids())
+}
+
+#[test]
+fn ctrl_c_mid_load_leaves_nothing() {
+    let test = "ctrl_c_mid_load_leaves_nothing";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some((b, proxy)) = peer_behind_tls(test, "b") else {
+        return;
+    };
+    let scratch_before = scratch_entries();
+    let name = unique_name("dlgrab-e2e/copy-int");
+    let (base, _image) = pair(&d, &name);
+    let _on_b = PeerImages::new(&b, &[&base.tag]);
+    let (b_before, d_before) = (listing(&b), listing(&d));
+    let certs = proxy.cert_path().display().to_string();
+
+    // The load's body stops halfway: dlgrab is mid-copy, waiting.
+    proxy.set_fault(Fault::Stall { after: 1 << 20 });
+    let mut cmd = d.dlgrab_command(&["--to", &proxy.host(), "-q", &base.tag]);
+    cmd.env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = KillOnDrop(cmd.spawn().expect("dlgrab starts"));
+    let start = std::time::Instant::now();
+    while proxy.faulted() == 0 && start.elapsed() < std::time::Duration::from_secs(120) {
+        assert!(
+            matches!(child.0.try_wait(), Ok(None)),
+            "dlgrab ended before its load was stalled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(proxy.faulted(), 1, "the load never reached the stall");
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = wait_exit(&mut child.0, std::time::Duration::from_secs(60))
+        .expect("dlgrab did not stop within 60 s of SIGINT");
+    let mut stderr = String::new();
+    if let Some(mut err) = child.0.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The proxy closed the daemon's side when dlgrab went: b aborted the load.
+    drop(proxy);
+    assert_eq!(listing(&b), b_before, "b's images changed");
+    assert_eq!(listing(&d), d_before, "d's images changed");
+    assert_eq!(
+        scratch_entries(),
+        scratch_before,
+        "a scratch folder was left"
+    );
+}
+
+#[test]
+fn a_load_cut_midway_fails_and_leaves_nothing() {
+    let test = "a_load_cut_midway_fails_and_leaves_nothing";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some((b, proxy)) = peer_behind_tls(test, "b") else {
+        return;
+    };
+    let scratch_before = scratch_entries();
+    let name = unique_name("dlgrab-e2e/copy-cut");
+    let (base, image) = pair(&d, &name);
+    let _on_b = PeerImages::new(&b, &[&base.tag, &image.tag]);
+    let (b_before, d_before) = (listing(&b), listing(&d));
+    let certs = proxy.cert_path().display().to_string();
+    let tls_env = [
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", certs.as_str()),
+    ];
+
+    // The connection carrying the load is cut after 1 MiB of its body.
+    proxy.set_fault(Fault::Cut { after: 1 << 20 });
+    let out = copy_with(
+        &d,
+        &d.host,
+        &tls_env,
+        &proxy.host(),
+        &[&base.tag, &image.tag],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(proxy.faulted(), 1, "{stderr}");
+    assert!(out.stdout.is_empty(), "a failed copy printed a report");
+    assert!(
+        stderr.contains(&format!("cannot copy {}", base.tag)) && stderr.contains("load"),
+        "{stderr}"
+    );
+    assert_eq!(listing(&b), b_before, "b's images changed");
+    assert_eq!(listing(&d), d_before, "d's images changed");
+    assert_eq!(
+        scratch_entries(),
+        scratch_before,
+        "a scratch folder was left"
+    );
 }
