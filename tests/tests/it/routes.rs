@@ -98,6 +98,15 @@ fn strip_ansi(text: &str) -> String {
     plain
 }
 
+/// Bytes of their own for a test's layers (from the clock; `fallback`
+/// without one): a daemon keeps the digests it recorded for a layer after
+/// the image is gone, so bytes pushed by an earlier run would be asked about.
+fn fresh_seed(fallback: u64) -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(fallback, |t| t.as_nanos() as u64 ^ fallback)
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -119,9 +128,7 @@ fn capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before() {
     // A seed of its own: a daemon keeps the digests it recorded for a
     // layer after the image is gone, so the same bytes pushed by an earlier
     // run would be asked about.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(41, |t| t.as_nanos() as u64);
+    let seed = fresh_seed(41);
     let img = image(&d, "dlgrab-e2e/cancel", seed);
     let out = tempfile::tempdir().expect("tempdir");
     if !store_readable(&d, &out.path().join("probe"), &img) {
@@ -211,9 +218,7 @@ async fn a_pulled_then_retagged_image_is_asked_about_and_nothing_crosses_in_the_
     let Some(d) = classic_or_skip(test) else {
         return;
     };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(42, |t| t.as_nanos() as u64 ^ 0x5eed);
+    let seed = fresh_seed(42);
     let img = image(&d, "dlgrab-e2e/pulled", seed);
     let (sink, _events) = ChannelSink::new();
     let registry = Registry::builder()
@@ -291,9 +296,7 @@ fn two_layers_asked_about_at_once_are_captured_without_pushing_the_rest() {
     let Some(d) = classic_or_skip(test) else {
         return;
     };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(43, |t| t.as_nanos() as u64 ^ 0xa5a5);
+    let seed = fresh_seed(43);
     let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/two-asked")))
         .file("/base.txt", format!("base {seed}\n"))
         .random_file("/middle.bin", 16 << 20, seed)
