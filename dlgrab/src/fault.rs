@@ -3,7 +3,8 @@
 //! only sees a 5xx or, on its retry, "blob upload unknown to registry"; the
 //! registry reports the real cause as a
 //! [`RegistryEvent::StorageFailed`](shim_registry::RegistryEvent), which
-//! [`StorageFaults`] keeps so that the push's error can lead with it.
+//! [`StorageFaults`] keeps so that the push's error can lead with it; so
+//! is an upload past the registry's budget (`UploadBudgetSpent`).
 
 use std::sync::{Arc, Mutex};
 
@@ -67,13 +68,26 @@ struct Tee {
 
 impl EventSink for Tee {
     fn event(&self, event: &RegistryEvent) {
-        if let RegistryEvent::StorageFailed { message, .. } = event {
-            tracing::warn!(message, "the temporary registry's storage failed");
+        let failure = match event {
+            RegistryEvent::StorageFailed { message, .. } => {
+                tracing::warn!(message, "the temporary registry's storage failed");
+                Some(message.clone())
+            }
+            RegistryEvent::UploadBudgetSpent { .. } => {
+                tracing::warn!("the daemon pushed more than the export needs");
+                Some(
+                    "its upload budget is spent (the daemon pushed more than the export needs)"
+                        .to_owned(),
+                )
+            }
+            _ => None,
+        };
+        if let Some(message) = failure {
             self.faults
                 .0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(message.clone());
+                .push(message);
             self.faults.1.notify_waiters();
         }
         self.inner.event(event);
@@ -132,5 +146,18 @@ mod tests {
         );
         let ok = faults.abort_on_failure(async { Ok(1) }).await;
         assert!(ok.is_err(), "a failed storage stops later pushes at once");
+    }
+
+    #[test]
+    fn a_spent_upload_budget_leads_the_error() {
+        let faults = StorageFaults::default();
+        let (sink, _rx) = ChannelSink::new();
+        let tee = faults.wrap(sink);
+        tee.event(&RegistryEvent::UploadBudgetSpent {
+            repository: "r".into(),
+            upload_id: Some("u".into()),
+        });
+        let text = format!("{:#}", faults.explain(anyhow::anyhow!("push failed")));
+        assert!(text.contains("upload budget is spent"), "{text}");
     }
 }

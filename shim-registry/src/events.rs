@@ -68,6 +68,15 @@ pub enum RegistryEvent {
         /// …: No space left on device (os error 28)`).
         message: String,
     },
+    /// An upload went past the registry's upload budget
+    /// ([`RegistryBuilder::upload_budget`](crate::RegistryBuilder::upload_budget)):
+    /// it was answered `413` and its data discarded.
+    UploadBudgetSpent {
+        /// The repository pushed to.
+        repository: String,
+        /// The upload session, when there was one.
+        upload_id: Option<String>,
+    },
 }
 
 /// Receives [`RegistryEvent`]s.

@@ -190,6 +190,16 @@ fn storage_failed(
     e: crate::storage::StorageError,
 ) -> ApiError {
     use crate::storage::StorageError;
+    if let StorageError::Incoming { source } = &e
+        && source
+            .get_ref()
+            .is_some_and(|s| s.is::<super::BudgetExhausted>())
+    {
+        shared.events.event(&RegistryEvent::UploadBudgetSpent {
+            repository: name.to_owned(),
+            upload_id: id.map(str::to_owned),
+        });
+    }
     if matches!(e, StorageError::Io { .. } | StorageError::Backend { .. }) {
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use shim_registry::RegistryBuilder;
 use shim_registry::fault::{Fault, FaultRule, Faults, Occurrence};
+use shim_registry::{RegistryBuilder, RegistryEvent};
 
 use crate::support::{bytes, sha256, start_with};
 
@@ -165,7 +165,7 @@ async fn cut_body_sends_only_the_first_bytes() {
 
 #[tokio::test]
 async fn manifest_size_and_upload_budget_are_bounded() {
-    let reg =
+    let mut reg =
         start_with(|b: RegistryBuilder| b.max_manifest_size(1024).upload_budget(10_000)).await;
     let big = format!("{{\"schemaVersion\":2,\"x\":\"{}\"}}", "a".repeat(2000));
     let r = reg
@@ -193,6 +193,12 @@ async fn manifest_size_and_upload_budget_are_bounded() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let v: Value = serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).expect("json body");
     assert_eq!(v["errors"][0]["code"], "SIZE_INVALID");
+    let spent: Vec<_> = reg
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, RegistryEvent::UploadBudgetSpent { repository, .. } if repository == "m"))
+        .collect();
+    assert_eq!(spent.len(), 1, "{spent:?}");
     let r = reg
         .req(
             Method::GET,

@@ -1,8 +1,9 @@
 //! Crash safety and faults, end to end: a run killed mid-export leaves
 //! leftovers that the next run sweeps (a live run's are kept); a full disk,
-//! an exceeded disk quota, a read-only output folder, a daemon that hangs, dies or restarts in the
-//! middle of a push or a save each fail with their cause named, a non-zero
-//! exit, nothing half-written and no temporary tag left for good.
+//! an exceeded disk quota, a read-only output folder, a daemon that hangs,
+//! dies or restarts in the middle of a push or a save each fail with their
+//! cause named, a non-zero exit, nothing half-written and no temporary tag
+//! left for good.
 //!
 //! The daemon faults run on a private dockerd (the binaries of daemon `d`),
 //! never on the shared daemons of the matrix, and only in the suite of `d`
