@@ -609,7 +609,7 @@ async fn load(
     };
     tokio::select! {
         loaded = dest.load(body) => {
-            let lines = loaded.context("the destination refused the archive")?;
+            let lines = loaded.context("loading the archive into the destination failed")?;
             for line in lines {
                 tracing::debug!(%line, "destination");
             }
