@@ -92,6 +92,7 @@ impl Exporter {
             .event_sink(faults.wrap(sink))
             .auth(Auth::basic().user(user.clone(), password.clone()))
             .max_manifest_size(MAX_MANIFEST)
+            .upload_budget(upload_budget(image))
             .build()
             .context("cannot set up the temporary registry")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.options.port));
@@ -522,6 +523,20 @@ fn capturable(survey: &Survey, asked: &plan::AskedBlobs, forced: bool, share: f6
             ok
         })
         .collect()
+}
+
+/// The most the temporary registry takes in: a survey that uploads every
+/// layer unasked, then a capture that uploads the wanted ones again, with
+/// room for tar headers and gzip the history's file sizes do not count.
+/// Another local client cannot make it store more (the push fails, named).
+fn upload_budget(image: &ImageDetails) -> u64 {
+    let sizes: u64 = image
+        .history
+        .iter()
+        .filter(|row| row.layer_index.is_some())
+        .map(|row| u64::try_from(row.size).unwrap_or(0))
+        .sum();
+    sizes.saturating_mul(4).saturating_add(256 << 20)
 }
 
 /// Reads a small blob (the image config) whole, checking its digest.
