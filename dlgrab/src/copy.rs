@@ -324,7 +324,7 @@ async fn copy_one(
         .await
         .with_context(|| format!("cannot find {image} on the source daemon"))?;
     let layers = details.diff_ids.len();
-    let tags = details.repo_tags.clone();
+    let tags = crate::sweep::user_tags(&details.repo_tags);
     let done = |how, dest_image_id: String, skipped, sent, bytes_sent, routes| Copied {
         image: image.to_owned(),
         image_id: details.id.clone(),
@@ -498,10 +498,11 @@ async fn load_whole(
     counter: Arc<AtomicU64>,
     bar: Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<()> {
-    let names = if details.repo_tags.is_empty() {
+    let tags = crate::sweep::user_tags(&details.repo_tags);
+    let names = if tags.is_empty() {
         vec![details.id.clone()]
     } else {
-        details.repo_tags.clone()
+        tags
     };
     let mut save = source.export_images(&names);
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);

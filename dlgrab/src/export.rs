@@ -316,8 +316,7 @@ impl Exporter {
         ImageContext {
             config_json,
             // As `docker save` writes them, whatever the engine lists.
-            repo_tags: image
-                .repo_tags
+            repo_tags: crate::sweep::user_tags(&image.repo_tags)
                 .iter()
                 .map(|t| docker_driver::familiar_tag(t))
                 .collect(),

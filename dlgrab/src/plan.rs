@@ -524,7 +524,8 @@ pub(crate) fn registry_name(image: &ImageDetails) -> (String, String) {
         .chars()
         .take(12)
         .collect::<String>();
-    let Some(tag) = image.repo_tags.first() else {
+    let tags = crate::sweep::user_tags(&image.repo_tags);
+    let Some(tag) = tags.first() else {
         return (format!("dlgrab/{short}"), "latest".to_owned());
     };
     // A tag is NAME[:TAG]; NAME may hold a registry host with a port.

@@ -84,6 +84,16 @@ impl Swept {
     }
 }
 
+/// `tags` without dlgrab's temporary ones: an image being exported by
+/// another run at the same moment carries that run's tag, which must not
+/// be copied into an output or onto another daemon.
+pub(crate) fn user_tags(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .filter(|t| tag_run(t).is_none())
+        .cloned()
+        .collect()
+}
+
 /// The run that made temporary tag `reference`
 /// (`127.0.0.1:PORT/dlgrab-run-…:TAG`), if it is one of dlgrab's.
 pub(crate) fn tag_run(reference: &str) -> Option<RunId> {
@@ -198,6 +208,18 @@ mod tests {
         ] {
             assert_eq!(tag_run(&not_ours), None, "{not_ours}");
         }
+    }
+
+    #[test]
+    fn user_tags_leave_out_any_runs_temporary_tags() {
+        let me = RunId::current().expect("identity").token();
+        let tags = vec![
+            "app:1".to_owned(),
+            format!("127.0.0.1:41000/dlgrab-{me}-0:export"),
+            format!("127.0.0.1:41001/dlgrab-{}-0:export", dead_token()),
+            "127.0.0.1:5000/team/app:2".to_owned(),
+        ];
+        assert_eq!(user_tags(&tags), ["app:1", "127.0.0.1:5000/team/app:2"]);
     }
 
     #[tokio::test]

@@ -90,6 +90,8 @@ impl Drop for Scope {
             ]);
             for line in listed.unwrap_or_default().lines() {
                 let repo = line.rsplit_once(':').map_or(line, |(r, _)| r);
+                // Podman lists a name without a registry under `localhost/`.
+                let repo = repo.strip_prefix("localhost/").unwrap_or(repo);
                 if self
                     .repositories
                     .iter()

@@ -267,6 +267,16 @@ fn two_runs_at_once_into_one_folder() {
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest.json"))
             .expect("JSON");
     assert_eq!(entries.as_array().map(Vec::len), Some(2), "{entries}");
+    // Each run's temporary tag is on the image while the others inspect it:
+    // none of them may be written as a name.
+    for entry in entries.as_array().into_iter().flatten() {
+        let tags = entry["RepoTags"].as_array().cloned().unwrap_or_default();
+        assert!(
+            tags.iter()
+                .all(|t| !t.as_str().unwrap_or_default().contains("/dlgrab-run-")),
+            "a temporary tag was written: {entry}"
+        );
+    }
     let archive = tar_folder(&dir, tmp.path());
     remove_all(&d, &[&one, &two]);
     load_ok(&d, &archive, "");
