@@ -220,4 +220,64 @@ mod tests {
             Err(DriverError::ConfigMismatch { .. })
         ));
     }
+
+    /// Whatever the stream holds, `find_config` returns: an error, or a
+    /// config whose bytes hash to the digest it reports.
+    fn returns_sanely(tar: &[u8], id: &str) {
+        if let Ok((config, digest)) = find_config(tar, id) {
+            assert_eq!(digest, format!("sha256:{}", sha(&config)));
+        }
+    }
+
+    fn classic(config: &[u8]) -> (Vec<u8>, String) {
+        let id = format!("sha256:{}", sha(config));
+        let tar = archive(&[
+            ("0000/layer.tar", &[7u8; 3000][..]),
+            (&format!("{}.json", sha(config)), config),
+            (
+                "manifest.json",
+                format!(r#"[{{"Config":"{}.json"}}]"#, sha(config)).as_bytes(),
+            ),
+        ]);
+        (tar, id)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_are_an_error(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096)) {
+            let id = format!("sha256:{}", "a".repeat(64));
+            let got = find_config(&bytes[..], &id);
+            proptest::prop_assert!(got.is_err());
+        }
+
+        #[test]
+        fn a_stream_cut_anywhere_never_panics(cut in 0usize..8192) {
+            let (tar, id) = classic(br#"{"architecture":"amd64"}"#);
+            let cut = cut.min(tar.len());
+            returns_sanely(&tar[..cut], &id);
+        }
+
+        #[test]
+        fn overwritten_bytes_never_panic(at in 0usize..8192, junk in proptest::collection::vec(proptest::num::u8::ANY, 1..600)) {
+            let (mut tar, id) = classic(br#"{"os":"linux"}"#);
+            let at = at.min(tar.len());
+            let end = (at + junk.len()).min(tar.len());
+            tar[at..end].copy_from_slice(&junk[..end - at]);
+            returns_sanely(&tar, &id);
+        }
+
+        #[test]
+        fn hostile_names_are_only_names(name in "(\\.\\./|/|[a-z]{1,8}/){0,6}[a-z0-9.]{1,12}") {
+            // manifest.json naming any path: it is looked for among the
+            // stream's entries, never opened on disk.
+            let manifest = format!(r#"[{{"Config":"{name}"}}]"#);
+            let tar = archive(&[("manifest.json", manifest.as_bytes())]);
+            let got = find_config(&tar[..], &format!("sha256:{}", "b".repeat(64)));
+            proptest::prop_assert!(
+                matches!(got, Err(DriverError::ConfigNotFound { .. })),
+                "{:?}",
+                got
+            );
+        }
+    }
 }
