@@ -142,6 +142,32 @@ fn stopped_mid_push(daemon: &Daemon, args: &[&str]) -> (Child, String) {
     panic!("never caught dlgrab mid-push in eight tries");
 }
 
+/// Ctrl-C while the daemon pushes: exit 130, the temporary tag removed, no
+/// scratch folder or partial output left, the image list as before.
+#[test]
+fn ctrl_c_mid_push_leaves_nothing() {
+    let Some(daemon) = daemon_or_skip("faults::ctrl_c_mid_push_leaves_nothing") else {
+        return;
+    };
+    let img = big_image(&daemon, "dlgrab-e2e/ctrl-c", 16 << 20, 0xc7c);
+    let before = daemon.image_refs();
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().to_str().expect("utf-8");
+    let (mut child, tag) = stopped_mid_push(&daemon, &[&img.tag, "--via", "push", "-q", "-o", dir]);
+    let pid = child.id();
+    signal(pid, "INT");
+    signal(pid, "CONT");
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(130), "{}", stderr_of(&mut child));
+    assert!(
+        !daemon.image_refs().contains(&tag),
+        "the temporary tag {tag} is left"
+    );
+    assert_eq!(daemon.image_refs(), before, "the image list changed");
+    assert!(listing(out.path()).is_empty(), "{:?}", listing(out.path()));
+    img.remove(&daemon);
+}
+
 fn big_image(daemon: &Daemon, prefix: &str, size: u64, seed: u64) -> BuiltImage {
     ImageBuilder::new(&format!("{}:1", unique_name(prefix)))
         .random_file("/big", size, seed)
