@@ -18,7 +18,7 @@ use bytes::Bytes;
 use reqwest::{Body, Client, Method, StatusCode};
 use shim_registry::storage::{FsStorage, MemoryStorage, Storage};
 
-use crate::support::{Running, bytes, header, sha256, start_on};
+use crate::support::{Running, bytes, expect_status, header, sha256, start_on};
 
 const CLIENTS: usize = 50;
 const ROUNDS: usize = 4;
@@ -283,12 +283,7 @@ async fn push_monolithic(http: &Client, base: &str, repo: &str, digest: &str, da
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    expect_status(r, StatusCode::CREATED).await;
 }
 
 /// PATCHes of at most 64 KiB with Content-Range, then an empty PUT.
@@ -304,12 +299,7 @@ async fn push_chunked(http: &Client, base: &str, repo: &str, digest: &str, data:
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::ACCEPTED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        let r = expect_status(r, StatusCode::ACCEPTED).await;
         loc = header(&r, "location");
         at += chunk.len();
     }
@@ -318,12 +308,7 @@ async fn push_chunked(http: &Client, base: &str, repo: &str, digest: &str, data:
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    expect_status(r, StatusCode::CREATED).await;
 }
 
 /// Docker's way: one streamed PATCH without Content-Range, an empty PUT.
@@ -339,24 +324,14 @@ async fn push_streamed(http: &Client, base: &str, repo: &str, digest: &str, data
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    let r = expect_status(r, StatusCode::ACCEPTED).await;
     let loc = header(&r, "location");
     let r = http
         .put(location_url(base, &loc, &format!("digest={digest}")))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    expect_status(r, StatusCode::CREATED).await;
 }
 
 /// A chunked PATCH of which only the first chunk arrives before the

@@ -74,12 +74,7 @@ impl Running {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        expect_status(r, StatusCode::CREATED).await;
         digest
     }
 
@@ -181,4 +176,16 @@ pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// `r`, after checking its status is `want` (else a panic with its body).
+pub(crate) async fn expect_status(r: reqwest::Response, want: StatusCode) -> reqwest::Response {
+    let status = r.status();
+    if status != want {
+        panic!(
+            "{status}, not {want}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    r
 }
