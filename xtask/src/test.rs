@@ -28,8 +28,14 @@ const DEFAULT_JOBS: usize = 3;
 /// A daemon's suite is stopped after this long (a hung push must not hang CI).
 const DAEMON_LIMIT: Duration = Duration::from_secs(40 * 60);
 
-/// Debian packages the daemon tests use.
-const PREREQUISITES: [&str; 3] = ["busybox-static", "skopeo", "docker-registry"];
+/// Debian packages the daemon tests use (`btrfs-progs`: the disk-quota test's
+/// loop-mounted file system).
+const PREREQUISITES: [&str; 4] = [
+    "busybox-static",
+    "skopeo",
+    "docker-registry",
+    "btrfs-progs",
+];
 
 /// The outcome of one step.
 #[derive(Debug, Default)]
