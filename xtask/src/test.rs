@@ -30,12 +30,7 @@ const DAEMON_LIMIT: Duration = Duration::from_secs(40 * 60);
 
 /// Debian packages the daemon tests use (`btrfs-progs`: the disk-quota test's
 /// loop-mounted file system).
-const PREREQUISITES: [&str; 4] = [
-    "busybox-static",
-    "skopeo",
-    "docker-registry",
-    "btrfs-progs",
-];
+const PREREQUISITES: [&str; 4] = ["busybox-static", "skopeo", "docker-registry", "btrfs-progs"];
 
 /// The outcome of one step.
 #[derive(Debug, Default)]
