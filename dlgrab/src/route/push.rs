@@ -530,13 +530,10 @@ fn capturable(survey: &Survey, asked: &plan::AskedBlobs, forced: bool, share: f6
 /// room for tar headers and gzip the history's file sizes do not count.
 /// Another local client cannot make it store more (the push fails, named).
 fn upload_budget(image: &ImageDetails) -> u64 {
-    let sizes: u64 = image
-        .history
-        .iter()
-        .filter(|row| row.layer_index.is_some())
-        .map(|row| u64::try_from(row.size).unwrap_or(0))
-        .sum();
-    sizes.saturating_mul(4).saturating_add(256 << 20)
+    Survey::new(image)
+        .image_bytes()
+        .saturating_mul(4)
+        .saturating_add(256 << 20)
 }
 
 /// Reads a small blob (the image config) whole, checking its digest.

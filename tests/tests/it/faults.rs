@@ -308,29 +308,35 @@ fn a_full_disk_is_named_and_leaves_nothing() {
         }
     };
     let img = big_image(&d, "dlgrab-e2e/enospc", 16 << 20, 32);
-    let dir = fs.path().to_str().expect("utf-8");
+    every_route_fails_naming(&d, &img, fs.path(), "no space left on device");
+    img.remove(&d);
+}
+
+/// Exports `img` into `out` by every route `d` has: each fails within 40 s
+/// naming `cause`, and leaves nothing in `out` and no temporary tag.
+fn every_route_fails_naming(d: &Daemon, img: &BuiltImage, out: &Path, cause: &str) {
+    let dir = out.to_str().expect("utf-8");
     // Built before the clock starts.
     testkit::dlgrab_bin();
-    for via in routes(&d) {
+    for via in routes(d) {
         let started = Instant::now();
-        let out = d.dlgrab(&[&img.tag, "--via", via, "-o", dir]);
-        if via == "store" && String::from_utf8_lossy(&out.stderr).contains("data root") {
+        let run = d.dlgrab(&[&img.tag, "--via", via, "-o", dir]);
+        if via == "store" && String::from_utf8_lossy(&run.stderr).contains("data root") {
             continue; // the data root is not readable here
         }
-        failed_naming(&out, "no space left on device");
+        failed_naming(&run, cause);
         assert!(
             started.elapsed() < Duration::from_secs(40),
-            "--via {via}: a full disk took {:?} to report",
+            "--via {via}: {cause} took {:?} to report",
             started.elapsed()
         );
         assert!(
-            listing(fs.path()).is_empty(),
+            listing(out).is_empty(),
             "--via {via} left {:?}",
-            listing(fs.path())
+            listing(out)
         );
-        assert_eq!(temp_tags_of(&d, &img.id), [] as [String; 0], "--via {via}");
+        assert_eq!(temp_tags_of(d, &img.id), [] as [String; 0], "--via {via}");
     }
-    img.remove(&d);
 }
 
 /// A btrfs image loop-mounted on a new folder, its top-level qgroup limited
@@ -430,29 +436,7 @@ fn a_disk_quota_exceeded_is_named_and_leaves_nothing() {
         }
     };
     let img = big_image(&d, "dlgrab-e2e/edquot", 16 << 20, 33);
-    let path = fs.path();
-    let dir = path.to_str().expect("utf-8");
-    // Built before the clock starts.
-    testkit::dlgrab_bin();
-    for via in routes(&d) {
-        let started = Instant::now();
-        let out = d.dlgrab(&[&img.tag, "--via", via, "-o", dir]);
-        if via == "store" && String::from_utf8_lossy(&out.stderr).contains("data root") {
-            continue; // the data root is not readable here
-        }
-        failed_naming(&out, "disk quota exceeded");
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "--via {via}: an exceeded quota took {:?} to report",
-            started.elapsed()
-        );
-        assert!(
-            listing(&path).is_empty(),
-            "--via {via} left {:?}",
-            listing(&path)
-        );
-        assert_eq!(temp_tags_of(&d, &img.id), [] as [String; 0], "--via {via}");
-    }
+    every_route_fails_naming(&d, &img, &fs.path(), "disk quota exceeded");
     img.remove(&d);
 }
 

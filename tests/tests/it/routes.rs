@@ -112,11 +112,21 @@ fn path_str(p: &Path) -> &str {
 }
 
 /// Whether dlgrab can read the daemon's layer store (it then has the
-/// config without the push, which capture and cancel needs).
-fn store_readable(d: &Daemon, dir: &Path, img: &BuiltImage) -> bool {
-    d.dlgrab(&[&img.tag, "--via", "store", "-q", "-o", path_str(dir)])
+/// config without the push, which capture and cancel needs); skips the
+/// test with the reason when not. Probes into `out`/probe.
+fn config_at_hand_or_skip(test: &str, d: &Daemon, out: &Path, img: &BuiltImage) -> bool {
+    let probe = out.join("probe");
+    let readable = d
+        .dlgrab(&[&img.tag, "--via", "store", "-q", "-o", path_str(&probe)])
         .status
-        .success()
+        .success();
+    if !readable {
+        skip(
+            test,
+            "the layer store is not readable here: without the config at hand the push is not cancelled",
+        );
+    }
+    readable
 }
 
 #[test]
@@ -131,11 +141,7 @@ fn capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before() {
     let seed = fresh_seed(41);
     let img = image(&d, "dlgrab-e2e/cancel", seed);
     let out = tempfile::tempdir().expect("tempdir");
-    if !store_readable(&d, &out.path().join("probe"), &img) {
-        skip(
-            test,
-            "the layer store is not readable here: without the config at hand the push is not cancelled",
-        );
+    if !config_at_hand_or_skip(test, &d, out.path(), &img) {
         return;
     }
     let top = img.layer_diff_ids.len() - 1;
@@ -303,11 +309,7 @@ fn two_layers_asked_about_at_once_are_captured_without_pushing_the_rest() {
         .file("/top.txt", format!("top {seed}\n"))
         .build(&d);
     let out = tempfile::tempdir().expect("tempdir");
-    if !store_readable(&d, &out.path().join("probe"), &img) {
-        skip(
-            test,
-            "the layer store is not readable here: without the config at hand the push is not cancelled",
-        );
+    if !config_at_hand_or_skip(test, &d, out.path(), &img) {
         return;
     }
     let top = img.layer_diff_ids.len() - 1;
