@@ -68,6 +68,17 @@ pub enum RegistryEvent {
         /// …: No space left on device (os error 28)`).
         message: String,
     },
+    /// An upload session grew to the size the registry's
+    /// [`UploadHold`](crate::UploadHold) allows: its body is not read until
+    /// the hold is raised or released.
+    UploadHeld {
+        /// The repository pushed to.
+        repository: String,
+        /// The session's id.
+        upload_id: String,
+        /// The bytes taken in before the hold.
+        total: u64,
+    },
     /// An upload went past the registry's upload budget
     /// ([`RegistryBuilder::upload_budget`](crate::RegistryBuilder::upload_budget)):
     /// it was answered `413` and its data discarded.

@@ -52,6 +52,7 @@ struct ReadmeDoctests;
 pub mod auth;
 mod events;
 pub mod fault;
+mod hold;
 mod policy;
 pub mod seed;
 mod server;
@@ -65,6 +66,7 @@ use std::time::Duration;
 pub use oci_spec;
 
 pub use events::{ChannelSink, EventSink, RegistryEvent};
+pub use hold::UploadHold;
 pub use policy::{Presence, PresencePolicy};
 pub use server::{RegistryHandle, ServeError};
 pub use tls::TlsConfig;
@@ -99,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) max_manifest: usize,
     /// Blob bytes still allowed in, over all uploads (`None`: no bound).
     pub(crate) upload_budget: Option<Arc<wire::UploadBudget>>,
+    /// Where uploads stop being read (`None`: never).
+    pub(crate) upload_hold: Option<UploadHold>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -156,6 +160,7 @@ pub struct RegistryBuilder {
     faults: Option<fault::Faults>,
     max_manifest: usize,
     upload_budget: Option<u64>,
+    upload_hold: Option<UploadHold>,
 }
 
 impl Default for RegistryBuilder {
@@ -170,6 +175,7 @@ impl Default for RegistryBuilder {
             faults: None,
             max_manifest: DEFAULT_MAX_MANIFEST,
             upload_budget: None,
+            upload_hold: None,
         }
     }
 }
@@ -183,6 +189,7 @@ impl std::fmt::Debug for RegistryBuilder {
             .field("faults", &self.faults)
             .field("max_manifest", &self.max_manifest)
             .field("upload_budget", &self.upload_budget)
+            .field("upload_hold", &self.upload_hold)
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +219,13 @@ impl RegistryBuilder {
     /// answered `413` with `SIZE_INVALID` (default: no bound).
     pub fn upload_budget(mut self, bytes: u64) -> Self {
         self.upload_budget = Some(bytes);
+        self
+    }
+
+    /// Holds upload sessions past the hold's size (default: none); see
+    /// [`UploadHold`].
+    pub fn upload_hold(mut self, hold: UploadHold) -> Self {
+        self.upload_hold = Some(hold);
         self
     }
 
@@ -266,6 +280,7 @@ impl RegistryBuilder {
             upload_budget: self
                 .upload_budget
                 .map(|b| Arc::new(wire::UploadBudget::new(b))),
+            upload_hold: self.upload_hold,
         };
         Ok(Registry {
             shared: Arc::new(shared),

@@ -147,6 +147,10 @@ pub(crate) async fn serve(
     }
     drop(listener);
     sweeper.abort();
+    // No request in flight may wait for a hold nobody will release now.
+    if let Some(hold) = &registry.shared.upload_hold {
+        hold.release();
+    }
     debug!(connections = graceful.count(), "registry shutting down");
     if tokio::time::timeout(GRACE, graceful.shutdown())
         .await

@@ -3,7 +3,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -433,7 +433,9 @@ impl Reply {
 }
 
 /// The request body as a stream of data frames, reporting progress of the
-/// upload `upload_id` (whose size before this request was `base`).
+/// upload `upload_id` (whose size before this request was `base`), taking
+/// each frame from the upload budget and waiting while the upload hold
+/// holds the session.
 pub(super) fn upload_stream<B>(
     body: B,
     shared: &Shared,
@@ -445,33 +447,83 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    const EVERY: u64 = 1 << 20;
-    let events = shared.events.clone();
-    let repository = repository.to_owned();
-    let upload_id = upload_id.to_owned();
-    let mut total = base;
-    let mut reported = base;
-    let budget = shared.upload_budget.clone();
+    let state = Arc::new(Ingest {
+        events: shared.events.clone(),
+        budget: shared.upload_budget.clone(),
+        hold: shared.upload_hold.clone(),
+        repository: repository.to_owned(),
+        upload_id: upload_id.to_owned(),
+        total: AtomicU64::new(base),
+        reported: AtomicU64::new(base),
+    });
     let stream = BodyDataStream::new(body)
         .map_err(|e| io::Error::other(e.into()))
         .and_then(move |frame| {
-            std::future::ready(match &budget {
-                Some(b) if !b.take(frame.len() as u64) => Err(io::Error::other(BudgetExhausted)),
-                _ => Ok(frame),
-            })
-        })
-        .inspect_ok(move |frame| {
-            total += frame.len() as u64;
-            if total - reported >= EVERY {
-                reported = total;
-                events.event(&RegistryEvent::BytesReceived {
-                    repository: repository.clone(),
-                    upload_id: upload_id.clone(),
-                    total,
-                });
+            let state = state.clone();
+            async move {
+                state.take(&frame).await?;
+                Ok(frame)
             }
         });
     Box::pin(stream)
+}
+
+/// One request's share of an upload session, as its frames arrive.
+struct Ingest {
+    events: Arc<dyn crate::EventSink>,
+    budget: Option<Arc<UploadBudget>>,
+    hold: Option<crate::UploadHold>,
+    repository: String,
+    upload_id: String,
+    /// The session's size with the frames taken so far.
+    total: AtomicU64,
+    /// The size last reported in a `BytesReceived` event.
+    reported: AtomicU64,
+}
+
+impl Ingest {
+    /// Progress is reported at most this often (in bytes).
+    const EVERY: u64 = 1 << 20;
+
+    /// Takes one frame: from the budget, past the hold, into the count.
+    /// Frames come one at a time (the stream polls one future at a time).
+    async fn take(&self, frame: &Bytes) -> io::Result<()> {
+        let len = frame.len() as u64;
+        if let Some(budget) = &self.budget
+            && !budget.take(len)
+        {
+            return Err(io::Error::other(BudgetExhausted));
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        let after = total.saturating_add(len);
+        if let Some(hold) = &self.hold
+            && hold.holds(after)
+        {
+            tracing::debug!(
+                repository = self.repository,
+                upload_id = self.upload_id,
+                total,
+                "upload held"
+            );
+            self.events.event(&RegistryEvent::UploadHeld {
+                repository: self.repository.clone(),
+                upload_id: self.upload_id.clone(),
+                total,
+            });
+            hold.admit(after).await;
+            tracing::debug!(upload_id = self.upload_id, "upload resumed");
+        }
+        self.total.store(after, Ordering::Relaxed);
+        if after - self.reported.load(Ordering::Relaxed) >= Self::EVERY {
+            self.reported.store(after, Ordering::Relaxed);
+            self.events.event(&RegistryEvent::BytesReceived {
+                repository: self.repository.clone(),
+                upload_id: self.upload_id.clone(),
+                total: after,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Blob bytes the registry still takes in (see

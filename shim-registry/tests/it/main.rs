@@ -7,6 +7,7 @@ mod binary;
 mod blobs;
 mod dev_mode;
 mod faults;
+mod hold;
 mod load;
 mod manifests;
 mod oci_client;
