@@ -157,6 +157,9 @@ pub(crate) struct Survey {
     short_ids: Vec<String>,
     seen: Vec<Seen>,
     sizes: Vec<u64>,
+    /// The registry saw an upload start: some layer is uploaded unasked
+    /// (the daemon's own `Pushing` message may come some time later).
+    upload_started: bool,
 }
 
 impl Survey {
@@ -176,7 +179,13 @@ impl Survey {
                 .collect(),
             seen: vec![Seen::Unknown; image.diff_ids.len()],
             sizes,
+            upload_started: false,
         }
+    }
+
+    /// The registry saw an upload session open.
+    pub(crate) fn upload_started(&mut self) {
+        self.upload_started = true;
     }
 
     /// One progress message of the push; returns the layers it is about
@@ -252,6 +261,12 @@ impl AskedBlobs {
             self.messages.push(layers);
             self.settle();
         }
+    }
+
+    /// True while `HEAD`s or "Layer already exists" messages wait for
+    /// their counterparts: layers asked about may still be matched.
+    pub(crate) fn settling(&self) -> bool {
+        !self.heads.is_empty() || !self.messages.is_empty()
     }
 
     fn settle(&mut self) {
@@ -344,7 +359,8 @@ pub(crate) fn survey_step(
     share: f64,
 ) -> SurveyStep {
     let unasked = |i: &usize| matches!(survey.seen(*i), Seen::Uploading | Seen::Uploaded);
-    let uploading = (0..survey.seen.len()).any(|i| survey.seen(i) == Seen::Uploading);
+    let uploading =
+        survey.upload_started || (0..survey.seen.len()).any(|i| survey.seen(i) == Seen::Uploading);
     if config_at_hand
         && uploading
         && wanted.iter().any(|&i| survey.seen(i) == Seen::Asked)
@@ -383,6 +399,23 @@ pub(crate) fn survey_step(
         ));
     }
     SurveyStep::Continue
+}
+
+/// Whether the survey push may still be dropped before its end (by
+/// [`SurveyStep::Cancel`] or [`SurveyStep::CancelThenCapture`]): the config
+/// is at hand and no wanted layer was asked about without its blob known
+/// or still to be matched. Otherwise the push must run to its end (its
+/// manifest names the asked layers' blobs), so no upload may be held.
+pub(crate) fn survey_may_cancel(
+    survey: &Survey,
+    wanted: &[usize],
+    asked: &AskedBlobs,
+    config_at_hand: bool,
+) -> bool {
+    config_at_hand
+        && wanted.iter().all(|&i| {
+            survey.seen(i) != Seen::Asked || asked.candidates(i).is_some() || asked.settling()
+        })
 }
 
 /// The folder name (64 hex digits) of each layer of `image`, base first.
@@ -799,6 +832,44 @@ mod tests {
             survey_step(&s, &[2], &[2], false, true, share),
             SurveyStep::CancelThenCapture
         );
+    }
+
+    #[test]
+    fn an_upload_seen_by_the_registry_counts_before_the_daemon_says_pushing() {
+        // The top was asked about (its blob known); the registry saw an
+        // upload start though the daemon has not said which layer yet.
+        let mut s = surveyed();
+        s.progress(&short(2), "Layer already exists", None);
+        assert_eq!(
+            survey_step(&s, &[2], &[2], true, false, 0.15),
+            SurveyStep::Continue
+        );
+        s.upload_started();
+        assert_eq!(
+            survey_step(&s, &[2], &[2], true, false, 0.15),
+            SurveyStep::CancelThenCapture
+        );
+    }
+
+    #[test]
+    fn the_survey_may_be_dropped_while_no_wanted_layer_waits_for_the_manifest() {
+        let mut s = surveyed();
+        let mut asked = AskedBlobs::default();
+        assert!(survey_may_cancel(&s, &[2], &asked, true));
+        assert!(!survey_may_cancel(&s, &[2], &asked, false));
+        // Asked about, its HEAD not matched yet: may still be.
+        asked.head(digest('a'));
+        s.progress(&short(2), "Layer already exists", None);
+        assert!(survey_may_cancel(&s, &[2], &asked, true));
+        asked.exists(vec![2]);
+        assert!(survey_may_cancel(&s, &[2], &asked, true));
+        // Asked about with no HEAD to match (mounted, say): only the
+        // manifest will name its blob.
+        let mut s = surveyed();
+        s.progress(&short(1), "Mounted from library/x", None);
+        let asked = AskedBlobs::default();
+        assert!(!survey_may_cancel(&s, &[1], &asked, true));
+        assert!(survey_may_cancel(&s, &[2], &asked, true));
     }
 
     fn digest(c: char) -> Digest {

@@ -79,6 +79,7 @@ use oci_spec::image::Digest;
 use serde_json::Value;
 
 pub use error::WriteError;
+pub use pipeline::diff_id_of;
 pub use save_archive::{SaveExtract, SaveImage};
 pub use v1::{v1_layer_ids, v1_layer_ids_below_top};
 

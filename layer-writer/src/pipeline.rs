@@ -177,6 +177,28 @@ pub(crate) fn to_digest(h: Sha256) -> Digest {
         .expect("a sha256 digest is valid")
 }
 
+/// The diff ID of a layer blob: the SHA-256 of its tar once decompressed
+/// (gzip, zstd or none, told from its first bytes). Reads all of `src`;
+/// checks nothing else (the writer does). Synchronous.
+pub fn diff_id_of(mut src: impl Read) -> Result<Digest, WriteError> {
+    let mut head = Vec::with_capacity(512);
+    (&mut src)
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(WriteError::Read)?;
+    let input = io::Cursor::new(head.clone()).chain(src);
+    let decoded: Box<dyn Read> = match sniff(&head)? {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(BUF, input),
+        )),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(input).map_err(WriteError::Decompress)?)
+        }
+    };
+    crate::folder::digest_of_reader(decoded).map_err(WriteError::Decompress)
+}
+
 fn sniff(head: &[u8]) -> Result<Compression, WriteError> {
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Compression::Gzip)

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 /// produces its upload on the fly (a daemon compressing a layer) stops
 /// spending work on it. Nothing fails: reading resumes where it stopped
 /// when the hold is raised or released, or ends with the connection when
-/// the client gives up. A registry that shuts down releases its hold, so
-/// that no request waits for it.
+/// the client gives up. When a registry shuts down, its held requests end
+/// (answered with an error, their data discarded) instead of keeping the
+/// shutdown waiting; the hold itself is left as it is.
 ///
 /// The size counts a session's bytes over all its requests (`PATCH`es and
 /// the final `PUT`). Clones share the same hold; one hold may serve several

@@ -103,6 +103,9 @@ pub(crate) struct Shared {
     pub(crate) upload_budget: Option<Arc<wire::UploadBudget>>,
     /// Where uploads stop being read (`None`: never).
     pub(crate) upload_hold: Option<UploadHold>,
+    /// Counts the shutdowns of servers serving this registry: a held
+    /// upload ends when it changes.
+    pub(crate) shutdowns: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -281,6 +284,7 @@ impl RegistryBuilder {
                 .upload_budget
                 .map(|b| Arc::new(wire::UploadBudget::new(b))),
             upload_hold: self.upload_hold,
+            shutdowns: tokio::sync::watch::Sender::new(0),
         };
         Ok(Registry {
             shared: Arc::new(shared),

@@ -147,10 +147,9 @@ pub(crate) async fn serve(
     }
     drop(listener);
     sweeper.abort();
-    // No request in flight may wait for a hold nobody will release now.
-    if let Some(hold) = &registry.shared.upload_hold {
-        hold.release();
-    }
+    // Held uploads end now rather than keep the shutdown waiting for a
+    // release (or read on, when released, what nobody will commit).
+    registry.shared.shutdowns.send_modify(|n| *n += 1);
     debug!(connections = graceful.count(), "registry shutting down");
     if tokio::time::timeout(GRACE, graceful.shutdown())
         .await

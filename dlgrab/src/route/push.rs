@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use futures::StreamExt;
 use shim_registry::auth::Auth;
 use shim_registry::oci_spec::image::Digest;
 use shim_registry::storage::{FsStorage, Storage};
-use shim_registry::{ChannelSink, Registry, RegistryEvent};
+use shim_registry::{ChannelSink, Registry, RegistryEvent, UploadHold};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cli::Via;
@@ -53,6 +54,8 @@ struct SurveyEnd {
     asked: plan::AskedBlobs,
     /// True when the wanted layers asked about are still to be captured.
     capture_asked: bool,
+    /// The blob each wanted layer was found in by its diff ID.
+    identified: HashMap<usize, Digest>,
 }
 
 impl Exporter {
@@ -83,6 +86,10 @@ impl Exporter {
         let policy = Arc::new(CapturePolicy::new(name.clone()));
         let (sink, mut events) = ChannelSink::new();
         let faults = crate::fault::StorageFaults::default();
+        // Uploads that cannot be a wanted layer stop being read while a
+        // push that will be dropped goes on: the daemon stops compressing
+        // them and its time goes to the wanted ones.
+        let hold = UploadHold::new();
         // The registry serves only this run: the daemon gets per-run
         // credentials in X-Registry-Auth; every other request gets a 401.
         let (user, password) = run_credentials();
@@ -93,6 +100,7 @@ impl Exporter {
             .auth(Auth::basic().user(user.clone(), password.clone()))
             .max_manifest_size(MAX_MANIFEST)
             .upload_budget(upload_budget(image))
+            .upload_hold(hold.clone())
             .build()
             .context("cannot set up the temporary registry")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.options.port));
@@ -131,6 +139,7 @@ impl Exporter {
                         tag,
                         &credentials,
                         &mut events,
+                        &hold,
                     )
                     .await
                     .context("survey push")?;
@@ -148,16 +157,27 @@ impl Exporter {
                     policy.capture(asked.clone());
                     self.reporter
                         .phase("capture push: uploading the wanted layers");
-                    let committed = self
-                        .push_until(&repo, tag, &credentials, &mut events, &asked)
+                    // Each committed blob is told by its diff ID: the
+                    // group mates' blobs are not needed, and a bigger one
+                    // waits.
+                    hold.hold_beyond(wanted_bound(image, &indexes));
+                    let capture = Capture {
+                        blobs: &asked,
+                        layers: wanted_diff_ids(image, &indexes),
+                        storage: storage.as_ref(),
+                        hold: &hold,
+                    };
+                    let (committed, identified) = self
+                        .push_until(&repo, tag, &credentials, &mut events, capture)
                         .await
                         .context("capture push")?;
                     // A pulled layer is compressed anew: its blob is not the
                     // one asked about; the writer finds it by its diff ID.
                     end.unmatched.extend(committed);
+                    end.identified.extend(identified);
                 }
                 if end.cancelled {
-                    return Ok(Found::Cancelled(end));
+                    return Ok(Found::Cancelled(Box::new(end)));
                 }
                 let (media_type, body) = end.manifest.clone().context(
                     "the survey push ended without a manifest reaching the temporary registry",
@@ -183,6 +203,8 @@ impl Exporter {
                 }
                 missing.push(survey.config.digest.clone());
                 policy.capture(missing);
+                // This push runs to its end: nothing may wait.
+                hold.release();
                 self.reporter
                     .phase("capture push: uploading the wanted layers");
                 // The containerd store finds the survey's manifest already there
@@ -284,7 +306,8 @@ impl Exporter {
 
     /// The survey push: every blob claimed present; follows the daemon's
     /// progress per layer and the blobs it stores, and drops the push when
-    /// [`plan::survey_step`] says so.
+    /// [`plan::survey_step`] says so. While the push may still be dropped
+    /// early, uploads bigger than any wanted layer's blob are held.
     #[allow(clippy::too_many_arguments)]
     async fn survey(
         &self,
@@ -297,6 +320,7 @@ impl Exporter {
         tag: &str,
         credentials: &RegistryCredentials,
         events: &mut UnboundedReceiver<RegistryEvent>,
+        hold: &UploadHold,
     ) -> anyhow::Result<SurveyEnd> {
         let share = plan::unasked_share(info);
         let mut survey = Survey::new(image);
@@ -307,9 +331,15 @@ impl Exporter {
             unmatched: Vec::new(),
             asked: plan::AskedBlobs::default(),
             capture_asked: false,
+            identified: HashMap::new(),
         };
+        if config_at_hand {
+            hold.hold_beyond(wanted_bound(image, wanted));
+        }
+        let mut idle = Idle::new(hold);
         let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
-        let on_event = |end: &mut SurveyEnd, event: RegistryEvent| match event {
+        let on_event = |end: &mut SurveyEnd, survey: &mut Survey, event: RegistryEvent| match event
+        {
             RegistryEvent::ManifestPut {
                 media_type, body, ..
             } => end.manifest = Some((media_type, body)),
@@ -322,6 +352,7 @@ impl Exporter {
                 present: true,
                 ..
             } => end.asked.head(digest),
+            RegistryEvent::UploadStarted { .. } => survey.upload_started(),
             other => tracing::trace!(?other, "registry event"),
         };
         loop {
@@ -330,9 +361,10 @@ impl Exporter {
                     None => break,
                     Some(Err(e)) => return Err(e).context("the daemon's push failed"),
                     Some(Ok(PushEvent::Layer { id, status, total, .. })) => {
+                        idle.touch();
                         // Its blob's commit came before the daemon said so.
                         while let Ok(event) = events.try_recv() {
-                            on_event(&mut end, event);
+                            on_event(&mut end, &mut survey, event);
                         }
                         tracing::debug!(id, status, "push progress");
                         let layers = survey.progress(&id, &status, total);
@@ -346,68 +378,112 @@ impl Exporter {
                         if status == "Layer already exists" {
                             end.asked.exists(layers.clone());
                         }
-                        let known = capturable(&survey, &end.asked, forced, share);
-                        match plan::survey_step(&survey, wanted, &known, config_at_hand, forced, share) {
-                            SurveyStep::Continue => {}
-                            SurveyStep::CancelThenCapture => {
-                                tracing::debug!("the wanted layers were asked about while others are uploaded unasked: the push is dropped");
-                                end.cancelled = true;
-                                end.capture_asked = true;
-                                break;
-                            }
-                            SurveyStep::Cancel => {
-                                tracing::debug!("every wanted layer is in: the push is dropped");
-                                end.cancelled = true;
-                                break;
-                            }
-                            SurveyStep::GiveUp(why) => {
-                                tracing::debug!(why, "the survey push is given up");
-                                return Err(GaveUp(why).into());
-                            }
-                        }
                     }
-                    Some(Ok(event)) => tracing::debug!(?event, "push progress"),
+                    Some(Ok(event)) => {
+                        tracing::debug!(?event, "push progress");
+                        continue;
+                    }
                 },
-                Some(event) = events.recv() => on_event(&mut end, event),
+                Some(event) = events.recv() => {
+                    if !matches!(event, RegistryEvent::UploadHeld { .. }) {
+                        idle.touch();
+                    }
+                    let decide = matches!(event, RegistryEvent::UploadStarted { .. });
+                    on_event(&mut end, &mut survey, event);
+                    if !decide {
+                        continue;
+                    }
+                }
+                () = idle.expired() => {
+                    idle.release("the survey push");
+                    continue;
+                }
+            }
+            let known = capturable(&survey, &end.asked, forced, share);
+            match plan::survey_step(&survey, wanted, &known, config_at_hand, forced, share) {
+                SurveyStep::Continue => {
+                    if hold.limit().is_some()
+                        && !plan::survey_may_cancel(&survey, wanted, &end.asked, config_at_hand)
+                    {
+                        tracing::debug!(
+                            "the survey push must run to its end: held uploads released"
+                        );
+                        hold.release();
+                    }
+                }
+                SurveyStep::CancelThenCapture => {
+                    tracing::debug!(
+                        "the wanted layers were asked about while others are uploaded unasked: the push is dropped"
+                    );
+                    end.cancelled = true;
+                    end.capture_asked = true;
+                    break;
+                }
+                SurveyStep::Cancel => {
+                    tracing::debug!("every wanted layer is in: the push is dropped");
+                    end.cancelled = true;
+                    break;
+                }
+                SurveyStep::GiveUp(why) => {
+                    tracing::debug!(why, "the survey push is given up");
+                    return Err(GaveUp(why).into());
+                }
             }
         }
         drop(stream);
         while let Ok(event) = events.try_recv() {
-            on_event(&mut end, event);
+            on_event(&mut end, &mut survey, event);
         }
         Ok(end)
     }
 
-    /// Pushes `repo:tag` until every blob of `wanted` is stored, then drops
-    /// the push (the daemon cancels the rest).
+    /// Pushes `repo:tag` until every wanted layer is stored (found by its
+    /// diff ID in a committed blob), or else every blob asked for, then
+    /// drops the push (the daemon cancels the rest). Returns the blobs
+    /// committed and the ones found to be the wanted layers.
     async fn push_until(
         &self,
         repo: &str,
         tag: &str,
         credentials: &RegistryCredentials,
         events: &mut UnboundedReceiver<RegistryEvent>,
-        wanted: &[Digest],
-    ) -> anyhow::Result<Vec<Digest>> {
+        capture: Capture<'_>,
+    ) -> anyhow::Result<(Vec<Digest>, HashMap<usize, Digest>)> {
         let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
-        let mut left: Vec<Digest> = wanted.to_vec();
+        let mut left: Vec<Digest> = capture.blobs.to_vec();
         let mut committed = Vec::new();
-        while !left.is_empty() {
+        let mut identified = HashMap::new();
+        let mut idle = Idle::new(capture.hold);
+        while !left.is_empty() && identified.len() < capture.layers.len() {
             tokio::select! {
                 item = stream.next() => match item {
                     None => break,
                     Some(Err(e)) => return Err(e).context("the daemon's push failed"),
-                    Some(Ok(event)) => tracing::debug!(?event, "push progress"),
+                    Some(Ok(event)) => {
+                        idle.touch();
+                        tracing::debug!(?event, "push progress");
+                    }
                 },
-                Some(event) = events.recv() => {
-                    if let RegistryEvent::BlobCommitted { digest, .. } = event {
+                Some(event) = events.recv() => match event {
+                    RegistryEvent::UploadHeld { .. } => {}
+                    RegistryEvent::BlobCommitted { digest, size, .. } => {
+                        idle.touch();
                         left.retain(|d| *d != digest);
+                        if size <= PROBE_MAX
+                            && let Some(index) = capture.identify(&digest).await
+                        {
+                            tracing::debug!(%digest, layer = index, "a wanted layer is in");
+                            identified.insert(index, digest.clone());
+                        }
                         committed.push(digest);
                     }
-                }
+                    _ => idle.touch(),
+                },
+                () = idle.expired() => idle.release("the capture push"),
             }
         }
         tracing::debug!("the wanted layers are in: the capture push is dropped");
-        Ok(committed)
+        Ok((committed, identified))
     }
 
     /// Pushes `repo:tag`, following the registry's events, and returns the
@@ -472,9 +548,110 @@ impl Exporter {
 /// What the pushes brought.
 enum Found {
     /// The survey was dropped once the wanted layers were in.
-    Cancelled(SurveyEnd),
+    Cancelled(Box<SurveyEnd>),
     /// A push ran to its end and put this manifest.
     Manifest(String, Bytes),
+}
+
+/// What a capture push waits for.
+struct Capture<'a> {
+    /// The blobs asked for (absent from the registry, so uploaded).
+    blobs: &'a [Digest],
+    /// The wanted layers: index and diff ID.
+    layers: Vec<(usize, Digest)>,
+    storage: &'a dyn Storage,
+    hold: &'a UploadHold,
+}
+
+impl Capture<'_> {
+    /// The wanted layer the stored blob `digest` holds, if any (read and
+    /// hashed once decompressed; a blob that cannot be read is none).
+    async fn identify(&self, digest: &Digest) -> Option<usize> {
+        let reader = self.storage.open_blob(digest).await.ok().flatten()?;
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let diff_id = tokio::task::spawn_blocking(move || layer_writer::diff_id_of(bridge))
+            .await
+            .ok()?
+            .ok()?;
+        self.layers
+            .iter()
+            .find(|(_, d)| *d == diff_id)
+            .map(|(i, _)| *i)
+    }
+}
+
+/// The diff IDs of the layers `indexes` of `image`.
+fn wanted_diff_ids(image: &ImageDetails, indexes: &[usize]) -> Vec<(usize, Digest)> {
+    indexes
+        .iter()
+        .filter_map(|&i| Some((i, image.diff_ids.get(i)?.parse().ok()?)))
+        .collect()
+}
+
+/// The most the blob of any of the layers `indexes` of `image` may weigh.
+fn wanted_bound(image: &ImageDetails, indexes: &[usize]) -> u64 {
+    let survey = Survey::new(image);
+    let largest = indexes.iter().map(|&i| survey.size(i)).max().unwrap_or(0);
+    blob_bound(largest)
+}
+
+/// The most a layer's blob may weigh, from its history size (the bytes of
+/// its files): tar headers and padding, and gzip's few bytes per block of
+/// data that does not compress. Uploads past it are not this layer.
+fn blob_bound(size: u64) -> u64 {
+    size.saturating_add(size / 64).saturating_add(HOLD_SLACK)
+}
+
+/// The largest blob a capture push reads to tell which layer it is (a
+/// bigger one waits for the rest of the blobs asked for, and the writer
+/// tells).
+const PROBE_MAX: u64 = 32 << 20;
+
+/// Room in [`blob_bound`] for tar headers (about 60 bytes per file once
+/// compressed: some 35,000 files).
+const HOLD_SLACK: u64 = 2 << 20;
+
+/// How long a push may show no progress at all while uploads are held
+/// before the hold is released (a wanted layer bigger than its bound
+/// would otherwise wait for ever).
+const HOLD_IDLE: Duration = Duration::from_secs(2);
+
+/// Releases the upload hold when a push shows no progress for [`HOLD_IDLE`].
+struct Idle<'a> {
+    hold: &'a UploadHold,
+    since: tokio::time::Instant,
+}
+
+impl<'a> Idle<'a> {
+    fn new(hold: &'a UploadHold) -> Self {
+        Self {
+            hold,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Something moved.
+    fn touch(&mut self) {
+        self.since = tokio::time::Instant::now();
+    }
+
+    /// Resolves once nothing moved for [`HOLD_IDLE`] while uploads are
+    /// held; never while nothing is.
+    async fn expired(&self) {
+        if self.hold.limit().is_none() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.since + HOLD_IDLE).await;
+    }
+
+    fn release(&mut self, push: &str) {
+        tracing::debug!(
+            push,
+            "no progress while uploads are held: the hold is released"
+        );
+        self.hold.release();
+        self.touch();
+    }
 }
 
 /// The stored blobs that may be each wanted layer after a cancelled
@@ -484,16 +661,21 @@ enum Found {
 fn upload_candidates(wanted: &[usize], end: &SurveyEnd) -> Vec<Vec<Digest>> {
     wanted
         .iter()
-        .map(|&i| match (end.uploaded.get(&i), end.asked.candidates(i)) {
-            (Some(digest), _) => vec![digest.clone()],
-            (None, asked) => {
-                let mut candidates: Vec<Digest> = asked.unwrap_or_default().to_vec();
-                for digest in &end.unmatched {
-                    if !candidates.contains(digest) {
-                        candidates.push(digest.clone());
+        .map(|&i| {
+            match (
+                end.identified.get(&i).or(end.uploaded.get(&i)),
+                end.asked.candidates(i),
+            ) {
+                (Some(digest), _) => vec![digest.clone()],
+                (None, asked) => {
+                    let mut candidates: Vec<Digest> = asked.unwrap_or_default().to_vec();
+                    for digest in &end.unmatched {
+                        if !candidates.contains(digest) {
+                            candidates.push(digest.clone());
+                        }
                     }
+                    candidates
                 }
-                candidates
             }
         })
         .collect()
@@ -575,4 +757,40 @@ fn run_credentials() -> (String, String) {
         "dlgrab".to_owned(),
         format!("{:032x}", rand::random::<u128>()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hold_is_released_after_a_quiet_spell_and_only_while_it_holds() {
+        let hold = UploadHold::new();
+        let idle = Idle::new(&hold);
+        let quiet = tokio::time::timeout(HOLD_IDLE * 5, idle.expired()).await;
+        assert!(quiet.is_err(), "expired with nothing held");
+
+        hold.hold_beyond(1);
+        let mut idle = Idle::new(&hold);
+        tokio::time::advance(HOLD_IDLE / 2).await;
+        idle.touch();
+        let early = tokio::time::timeout(HOLD_IDLE * 3 / 4, idle.expired()).await;
+        assert!(
+            early.is_err(),
+            "expired before a quiet spell since the touch"
+        );
+        let late = tokio::time::timeout(HOLD_IDLE, idle.expired()).await;
+        assert!(late.is_ok(), "did not expire after a quiet spell");
+        idle.release("test");
+        assert_eq!(hold.limit(), None);
+    }
+
+    #[test]
+    fn a_blob_bound_leaves_room_for_tar_headers_and_incompressible_data() {
+        assert_eq!(blob_bound(0), HOLD_SLACK);
+        let size = 256u64 << 20;
+        // gzip adds 5 bytes per 64 KiB stored block; tar pads each file.
+        assert!(blob_bound(size) > size + size / 10_000 + (64 << 10));
+        assert_eq!(blob_bound(u64::MAX), u64::MAX);
+    }
 }

@@ -150,3 +150,22 @@ async fn cancelled_write_leaves_nothing() {
     }
     check_tree(dir.path(), &s.image, &[]);
 }
+
+#[test]
+fn diff_id_of_reads_gzip_zstd_and_plain_tar_alike_and_names_what_it_cannot_read() {
+    let tar = tar_of(&[("a.txt", b"alpha"), ("dir/b.bin", &[7u8; 70_000])]);
+    let want = sha(&tar);
+    let zstd = zstd::stream::encode_all(&tar[..], 3).unwrap();
+    for (name, blob) in [("tar", tar.clone()), ("gzip", gzip(&tar)), ("zstd", zstd)] {
+        assert_eq!(layer_writer::diff_id_of(&blob[..]).unwrap(), want, "{name}");
+    }
+    assert!(matches!(
+        layer_writer::diff_id_of(&b"neither gzip nor tar"[..]),
+        Err(WriteError::UnknownCompression)
+    ));
+    let gz = gzip(&tar);
+    assert!(matches!(
+        layer_writer::diff_id_of(&gz[..gz.len() / 2]),
+        Err(WriteError::Decompress(_))
+    ));
+}

@@ -451,6 +451,7 @@ where
         events: shared.events.clone(),
         budget: shared.upload_budget.clone(),
         hold: shared.upload_hold.clone(),
+        shutdowns: shared.shutdowns.subscribe(),
         repository: repository.to_owned(),
         upload_id: upload_id.to_owned(),
         total: AtomicU64::new(base),
@@ -473,12 +474,25 @@ struct Ingest {
     events: Arc<dyn crate::EventSink>,
     budget: Option<Arc<UploadBudget>>,
     hold: Option<crate::UploadHold>,
+    /// Changes when a server of this registry shuts down.
+    shutdowns: tokio::sync::watch::Receiver<u64>,
     repository: String,
     upload_id: String,
     /// The session's size with the frames taken so far.
     total: AtomicU64,
     /// The size last reported in a `BytesReceived` event.
     reported: AtomicU64,
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        tracing::debug!(
+            repository = self.repository,
+            upload_id = self.upload_id,
+            total = self.total.load(Ordering::Relaxed),
+            "upload request ended"
+        );
+    }
 }
 
 impl Ingest {
@@ -510,8 +524,16 @@ impl Ingest {
                 upload_id: self.upload_id.clone(),
                 total,
             });
-            hold.admit(after).await;
-            tracing::debug!(upload_id = self.upload_id, "upload resumed");
+            let mut shutdowns = self.shutdowns.clone();
+            tokio::select! {
+                _ = hold.admit(after) => {
+                    tracing::debug!(upload_id = self.upload_id, "upload resumed");
+                }
+                _ = shutdowns.changed() => {
+                    tracing::debug!(upload_id = self.upload_id, "held upload ended by shutdown");
+                    return Err(io::Error::other("the registry is shutting down"));
+                }
+            }
         }
         self.total.store(after, Ordering::Relaxed);
         if after - self.reported.load(Ordering::Relaxed) >= Self::EVERY {

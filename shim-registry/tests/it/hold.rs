@@ -159,19 +159,39 @@ async fn raising_the_hold_lets_a_session_go_on_to_the_new_size() {
 }
 
 #[tokio::test]
-async fn shutdown_releases_held_uploads() {
+async fn shutdown_ends_held_uploads_without_reading_on() {
     let hold = UploadHold::new();
     hold.hold_beyond(1 << 20);
-    let mut reg = start_with(|b| b.tls(TlsConfig::Disabled).upload_hold(hold.clone())).await;
+    let storage = Arc::new(shim_registry::storage::MemoryStorage::new());
+    let mut reg = start_with(|b| {
+        b.tls(TlsConfig::Disabled)
+            .upload_hold(hold.clone())
+            .storage(storage.clone())
+    })
+    .await;
     let loc = reg.start_upload("shut").await;
+    let id = loc.rsplit('/').next().unwrap().to_owned();
     let (_, task) = streamed_patch(&reg, reg.url(&loc, ""), Arc::new(bytes(16 << 20, 10)));
-    wait_held(&mut reg).await;
+    let held = wait_held(&mut reg).await;
     let Running { handle, .. } = reg;
     // The grace period is 10 s: a held request would keep shutdown waiting
     // for all of it.
     tokio::time::timeout(Duration::from_secs(5), handle.shutdown())
         .await
         .expect("shutdown did not wait for the held upload");
-    assert_eq!(hold.limit(), None, "shutdown released the hold");
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    assert_eq!(hold.limit(), Some(1 << 20), "the hold is left as it was");
+    let answer = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the held request ended")
+        .unwrap();
+    if let Ok(r) = answer {
+        assert!(!r.status().is_success(), "{}", r.status());
+    }
+    // Nothing past the hold was taken into the session.
+    use shim_registry::storage::Storage as _;
+    let size = storage.upload_size("shut", &id).await.unwrap().unwrap_or(0);
+    assert!(
+        size <= held,
+        "the session grew from {held} to {size} after the hold"
+    );
 }

@@ -5,6 +5,7 @@
 //! cancel), again once the daemon asks about it, after which the daemon
 //! pushes as before and keeps no tag.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
@@ -338,6 +339,100 @@ fn two_layers_asked_about_at_once_are_captured_without_pushing_the_rest() {
         .lines()
         .any(|l| l.contains(&middle) && l.contains("Pushed") && !l.contains("Pushing"));
     assert!(!pushed_whole, "the middle layer was uploaded whole:\n{log}");
+    assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
+    img.remove(&d);
+}
+
+/// Each upload session's size when its last request ended, from the
+/// registry's debug lines ("upload request ended").
+fn upload_totals(log: &str) -> HashMap<String, u64> {
+    let mut totals = HashMap::new();
+    for line in log.lines().filter(|l| l.contains("upload request ended")) {
+        let field = |name: &str| {
+            let at = line.find(&format!(" {name}="))? + name.len() + 2;
+            let value = line[at..].split_whitespace().next()?;
+            Some(value.trim_matches('"').to_owned())
+        };
+        if let (Some(id), Some(total)) = (field("upload_id"), field("total"))
+            && let Ok(total) = total.parse::<u64>()
+        {
+            let slot = totals.entry(id).or_insert(0);
+            *slot = total.max(*slot);
+        }
+    }
+    totals
+}
+
+/// While a push will be dropped once the wanted layers are in, the layers
+/// it does not want stop being read past the size the wanted ones can
+/// have: the daemon stops compressing them. Both in the survey (the top of
+/// a never-pushed image, uploaded unasked) and in the capture push (the
+/// top asked about, once the daemon has recorded its digest), the 48 MiB
+/// middle layer is held after a few MiB, never uploaded whole, and the top
+/// comes out verified.
+#[test]
+fn layers_not_wanted_are_held_while_the_wanted_upload() {
+    let test = "layers_not_wanted_are_held_while_the_wanted_upload";
+    let Some(d) = classic_or_skip(test) else {
+        return;
+    };
+    let seed = fresh_seed(47);
+    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/held")))
+        .file("/base.txt", format!("base {seed}\n"))
+        .random_file("/middle.bin", 48 << 20, seed)
+        .file("/top.txt", format!("top {seed}\n"))
+        .build(&d);
+    let out = tempfile::tempdir().expect("tempdir");
+    if !config_at_hand_or_skip(test, &d, out.path(), &img) {
+        return;
+    }
+    let top = img.layer_diff_ids.len() - 1;
+    let middle: String = img.layer_diff_ids[1]
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    for (round, dir) in ["survey", "capture"].iter().enumerate() {
+        let path = out.path().join(dir);
+        let run = d.dlgrab(&[
+            &img.tag,
+            "--via",
+            "push",
+            "--json",
+            "--debug",
+            "-o",
+            path_str(&path),
+        ]);
+        exported(&run, &img.layer_diff_ids[top]);
+        let log = strip_ansi(&String::from_utf8_lossy(&run.stderr));
+        if round == 1 {
+            assert!(
+                log.contains("the wanted layers were asked about"),
+                "the second run did not go by a capture push:\n{log}"
+            );
+            assert!(
+                log.contains("a wanted layer is in"),
+                "the capture did not tell the top's blob by its diff ID:\n{log}"
+            );
+        }
+        let pushed_whole = log
+            .lines()
+            .any(|l| l.contains(&middle) && l.contains("Pushed") && !l.contains("Pushing"));
+        assert!(
+            !pushed_whole,
+            "round {round}: the middle layer was uploaded whole:\n{log}"
+        );
+        // Every upload but the wanted top's (a few bytes) is the middle's
+        // or the base's: none went past the bound (2 MiB and a frame).
+        let totals = upload_totals(&log);
+        assert!(!totals.is_empty(), "round {round}: no upload seen:\n{log}");
+        for (upload, total) in totals {
+            assert!(
+                total <= 3 << 20,
+                "round {round}: upload {upload} took in {total} bytes:\n{log}"
+            );
+        }
+    }
     assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
     img.remove(&d);
 }
