@@ -3,7 +3,7 @@
 //! manifests map to layers, and what each layer's folder is called.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use docker_driver::{DaemonInfo, ImageDetails, ImageStore};
@@ -517,6 +517,7 @@ pub(crate) struct CapturePolicy {
     repository: String,
     claimed_size: u64,
     capture: Mutex<Option<HashSet<Digest>>>,
+    pace: Option<HeadPacer>,
 }
 
 impl CapturePolicy {
@@ -527,7 +528,39 @@ impl CapturePolicy {
             repository: repository.into(),
             claimed_size: 1,
             capture: Mutex::new(None),
+            pace: None,
         }
+    }
+
+    /// In survey mode, answers the `HEAD`s one at a time: each waits until
+    /// the daemon has said what it made of the answers before it (one
+    /// "Layer already exists" each, see [`Self::layer_reported`]), or for
+    /// [`PACE_WAIT`] at most. Each message then matches one `HEAD`, so the
+    /// capture asks for the wanted layers' blobs only, not for the blobs of
+    /// layers asked about at the same moment. `not_paced` (the image
+    /// config, asked about after the layers) is answered at once.
+    pub(crate) fn paced(mut self, not_paced: Option<Digest>) -> Self {
+        self.pace = Some(HeadPacer {
+            tickets: std::sync::atomic::AtomicU64::new(0),
+            reported: Arc::new(tokio::sync::watch::Sender::new(0)),
+            not_paced,
+        });
+        self
+    }
+
+    /// The daemon reported a layer it asked about ("Layer already
+    /// exists"): the next paced `HEAD` may be answered.
+    pub(crate) fn layer_reported(&self) {
+        if let Some(pace) = &self.pace {
+            pace.reported.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn surveying(&self) -> bool {
+        self.capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     /// Switches to capture mode: only `wanted` may be uploaded.
@@ -537,7 +570,46 @@ impl CapturePolicy {
     }
 }
 
+/// Paces the survey's `HEAD` answers (see [`CapturePolicy::paced`]).
+#[derive(Debug)]
+struct HeadPacer {
+    /// Handed out to `HEAD`s in order of arrival.
+    tickets: std::sync::atomic::AtomicU64,
+    /// How many answered `HEAD`s the daemon has reported on (or been
+    /// waited for in vain): ticket `n` is answered once it reaches `n`.
+    reported: Arc<tokio::sync::watch::Sender<u64>>,
+    not_paced: Option<Digest>,
+}
+
+/// The longest a paced `HEAD` waits for the daemon to report on the one
+/// before it (it answers in about a millisecond; a daemon that says
+/// nothing, e.g. of a `HEAD` it makes for another reason, costs this).
+pub(crate) const PACE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl PresencePolicy for CapturePolicy {
+    fn pace_head(&self, repository: &str, digest: &Digest) -> Option<shim_registry::HeadPace> {
+        let pace = self.pace.as_ref()?;
+        if repository != self.repository
+            || pace.not_paced.as_ref() == Some(digest)
+            || !self.surveying()
+        {
+            return None;
+        }
+        let ticket = pace
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let reported = pace.reported.clone();
+        Some(Box::pin(async move {
+            let mut rx = reported.subscribe();
+            let waited = tokio::time::timeout(PACE_WAIT, rx.wait_for(|n| *n >= ticket)).await;
+            if waited.is_err() {
+                // Later `HEAD`s do not wait for this report either.
+                reported.send_modify(|n| *n = (*n).max(ticket));
+                tracing::debug!(ticket, "no report on the previous HEAD: answering");
+            }
+        }))
+    }
+
     fn blob(&self, repository: &str, digest: &Digest) -> Presence {
         if repository != self.repository {
             return Presence::Stored;
@@ -831,6 +903,39 @@ mod tests {
         assert_ne!(
             survey_step(&s, &[2], &[2], false, true, share),
             SurveyStep::CancelThenCapture
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn survey_heads_are_answered_one_at_a_time() {
+        use futures::FutureExt as _;
+        let policy = CapturePolicy::new("r").paced(Some(digest('c')));
+        // The first is answered at once, the second once the daemon has
+        // reported on the first.
+        let first = policy.pace_head("r", &digest('1')).expect("paced");
+        assert!(first.now_or_never().is_some());
+        let mut second = policy.pace_head("r", &digest('2')).expect("paced");
+        assert!((&mut second).now_or_never().is_none());
+        policy.layer_reported();
+        assert!(second.now_or_never().is_some());
+        // A report that never comes costs PACE_WAIT, once.
+        let third = policy.pace_head("r", &digest('3')).expect("paced");
+        let fourth = policy.pace_head("r", &digest('4')).expect("paced");
+        let started = tokio::time::Instant::now();
+        third.await;
+        assert!(started.elapsed() >= PACE_WAIT);
+        policy.layer_reported();
+        assert!(fourth.now_or_never().is_some());
+        // Not paced: the config, other repositories, capture mode, or a
+        // policy made without pacing.
+        assert!(policy.pace_head("r", &digest('c')).is_none());
+        assert!(policy.pace_head("other", &digest('5')).is_none());
+        policy.capture([digest('2')]);
+        assert!(policy.pace_head("r", &digest('6')).is_none());
+        assert!(
+            CapturePolicy::new("r")
+                .pace_head("r", &digest('1'))
+                .is_none()
         );
     }
 

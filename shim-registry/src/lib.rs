@@ -67,7 +67,7 @@ pub use oci_spec;
 
 pub use events::{ChannelSink, EventSink, RegistryEvent};
 pub use hold::UploadHold;
-pub use policy::{Presence, PresencePolicy};
+pub use policy::{HeadPace, Presence, PresencePolicy};
 pub use server::{RegistryHandle, ServeError};
 pub use tls::TlsConfig;
 pub use wire::{RegistryService, ResponseBody};

@@ -1,5 +1,8 @@
 //! Deciding whether a blob is present.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use oci_spec::image::Digest;
 
 /// Decides how the registry answers "is this blob present?" — blob `HEAD`
@@ -10,7 +13,19 @@ use oci_spec::image::Digest;
 pub trait PresencePolicy: Send + Sync {
     /// The answer for `digest` in `repository`.
     fn blob(&self, repository: &str, digest: &Digest) -> Presence;
+
+    /// Lets the answer to a blob `HEAD` wait: when this returns a future,
+    /// the registry awaits it before asking [`blob`](Self::blob) and
+    /// answering (default: none, answered at once). For pacing a client's
+    /// questions, e.g. answering one at a time to see what it does with
+    /// each answer. The future should end by itself (a client waits for it).
+    fn pace_head(&self, _repository: &str, _digest: &Digest) -> Option<HeadPace> {
+        None
+    }
 }
+
+/// What [`PresencePolicy::pace_head`] has a `HEAD` wait for.
+pub type HeadPace = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// An answer of a [`PresencePolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

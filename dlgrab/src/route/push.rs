@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use docker_driver::{DaemonInfo, ImageDetails, PushEvent, RegistryCredentials};
+use docker_driver::{DaemonInfo, ImageDetails, ImageStore, PushEvent, RegistryCredentials};
 use futures::StreamExt;
 use shim_registry::auth::Auth;
 use shim_registry::oci_spec::image::Digest;
@@ -83,7 +83,13 @@ impl Exporter {
                 format!("cannot create the scratch folder {}", scratch.display())
             })?);
         let name = format!("dlgrab-{}", unique_suffix());
-        let policy = Arc::new(CapturePolicy::new(name.clone()));
+        let mut policy = CapturePolicy::new(name.clone());
+        if matches!(info.image_store, ImageStore::Classic { .. }) {
+            // A classic store's "Layer already exists" names the layer:
+            // answered one at a time, each `HEAD` is matched to its layer.
+            policy = policy.paced(image.id.parse().ok());
+        }
+        let policy = Arc::new(policy);
         let (sink, mut events) = ChannelSink::new();
         let faults = crate::fault::StorageFaults::default();
         // Uploads that cannot be a wanted layer stop being read while a
@@ -140,6 +146,7 @@ impl Exporter {
                         &credentials,
                         &mut events,
                         &hold,
+                        &policy,
                     )
                     .await
                     .context("survey push")?;
@@ -321,6 +328,7 @@ impl Exporter {
         credentials: &RegistryCredentials,
         events: &mut UnboundedReceiver<RegistryEvent>,
         hold: &UploadHold,
+        policy: &CapturePolicy,
     ) -> anyhow::Result<SurveyEnd> {
         let share = plan::unasked_share(info);
         let mut survey = Survey::new(image);
@@ -377,6 +385,7 @@ impl Exporter {
                         // Its HEAD came before the daemon said so.
                         if status == "Layer already exists" {
                             end.asked.exists(layers.clone());
+                            policy.layer_reported();
                         }
                     }
                     Some(Ok(event)) => {

@@ -53,6 +53,9 @@ pub(super) async fn get<B>(
     let unknown =
         || ApiError::new(Code::BlobUnknown).detail(json!({ "digest": digest.to_string() }));
     if req.method == Method::HEAD {
+        if let Some(pace) = shared.presence.pace_head(name, &digest) {
+            pace.await;
+        }
         let size = presence(shared, name, &digest).await?;
         shared.events.event(&RegistryEvent::BlobHeadAnswered {
             repository: name.to_owned(),

@@ -291,3 +291,67 @@ async fn a_mount_asks_the_policy_about_the_repository_it_comes_from() {
         StatusCode::ACCEPTED
     );
 }
+
+/// Holds every `HEAD` until the test lets it go, then claims the blob.
+struct Paced {
+    go: Arc<tokio::sync::Semaphore>,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PresencePolicy for Paced {
+    fn blob(&self, _repository: &str, _digest: &Digest) -> Presence {
+        Presence::Present { size: 7 }
+    }
+
+    fn pace_head(&self, _repository: &str, _digest: &Digest) -> Option<shim_registry::HeadPace> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let go = self.go.clone();
+        Some(Box::pin(async move {
+            go.acquire().await.expect("open").forget();
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_policy_paces_head_answers() {
+    let go = Arc::new(tokio::sync::Semaphore::new(0));
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let policy = Arc::new(Paced {
+        go: go.clone(),
+        asked: asked.clone(),
+    });
+    let reg = start_with(|b| b.presence(policy)).await;
+    let digest = sha256(b"never stored");
+    let url = format!("{}/v2/paced/blobs/{digest}", reg.base);
+    let heads: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(reg.client.head(&url).send()))
+        .collect();
+    // Nobody is answered while the pace holds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while asked.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HEADs did not arrive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        heads.iter().all(|h| !h.is_finished()),
+        "answered while paced"
+    );
+    // One let go: exactly one answered.
+    go.add_permits(1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(heads.iter().filter(|h| h.is_finished()).count(), 1);
+    go.add_permits(2);
+    for head in heads {
+        let r = head.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "content-length"), "7");
+    }
+    // GET is not paced.
+    let r = reg.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
