@@ -48,6 +48,28 @@ fn image(d: &Daemon, prefix: &str, seed: u64) -> BuiltImage {
         .build(d)
 }
 
+/// A three-layer image: a small base, `middle_bytes` of random bytes, a
+/// small top.
+fn three_layers(d: &Daemon, prefix: &str, seed: u64, middle_bytes: u64) -> BuiltImage {
+    ImageBuilder::new(&format!("{}:1", unique_name(prefix)))
+        .file("/base.txt", format!("base {seed}\n"))
+        .random_file("/middle.bin", middle_bytes, seed)
+        .file("/top.txt", format!("top {seed}\n"))
+        .build(d)
+}
+
+/// Whether a `--debug` log shows the daemon saying it pushed the layer
+/// `diff_id` whole.
+fn pushed_whole(log: &str, diff_id: &str) -> bool {
+    let short: String = diff_id
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    log.lines()
+        .any(|l| l.contains(&short) && l.contains("Pushed") && !l.contains("Pushing"))
+}
+
 /// The one layer of a `--json` run, its `layer.tar` checked against its diff ID.
 #[track_caller]
 fn exported(out: &Output, diff_id: &str) -> serde_json::Value {
@@ -130,21 +152,33 @@ fn config_at_hand_or_skip(test: &str, d: &Daemon, out: &Path, img: &BuiltImage) 
     readable
 }
 
+/// A classic dockerd whose layer store dlgrab can read, an image `build`
+/// made on it from a fresh seed (a daemon keeps the digests it recorded for
+/// a layer after the image is gone, so the same bytes pushed by an earlier
+/// run would be asked about), and an output folder; `None` (the test
+/// skipped, with the reason) where capture and cancel cannot be seen.
+fn capture_setup(
+    test: &str,
+    seed: u64,
+    build: impl FnOnce(&Daemon, u64) -> BuiltImage,
+) -> Option<(Daemon, BuiltImage, tempfile::TempDir)> {
+    let d = classic_or_skip(test)?;
+    let img = build(&d, fresh_seed(seed));
+    let out = tempfile::tempdir().expect("tempdir");
+    if !config_at_hand_or_skip(test, &d, out.path(), &img) {
+        return None;
+    }
+    Some((d, img, out))
+}
+
 #[test]
 fn capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before() {
     let test = "capture_and_cancel_takes_the_top_layer_then_the_daemon_pushes_as_before";
-    let Some(d) = classic_or_skip(test) else {
+    let Some((d, img, out)) =
+        capture_setup(test, 41, |d, seed| image(d, "dlgrab-e2e/cancel", seed))
+    else {
         return;
     };
-    // A seed of its own: a daemon keeps the digests it recorded for a
-    // layer after the image is gone, so the same bytes pushed by an earlier
-    // run would be asked about.
-    let seed = fresh_seed(41);
-    let img = image(&d, "dlgrab-e2e/cancel", seed);
-    let out = tempfile::tempdir().expect("tempdir");
-    if !config_at_hand_or_skip(test, &d, out.path(), &img) {
-        return;
-    }
     let top = img.layer_diff_ids.len() - 1;
     let run = d.dlgrab(&[
         &img.tag,
@@ -292,27 +326,19 @@ async fn a_pulled_then_retagged_image_is_asked_about_and_nothing_crosses_in_the_
 }
 
 /// A daemon that recorded digests for two layers asks about both at once
-/// and uploads the one between unasked: the answers and its "Layer already
-/// exists" messages interleave, so which blob is the top's may stay open
-/// between the two. The survey is still dropped and the capture asks for
-/// both blobs (the writer keeps the top's by its diff ID): the middle layer
-/// is never uploaded whole.
+/// and uploads the one between unasked. The survey answers those `HEAD`s
+/// one at a time, so each "Layer already exists" matches one (should the
+/// daemon be slow to report, the two form a group whose blobs the capture
+/// both asks for, and the writer keeps the top's by its diff ID); the
+/// survey is dropped and the middle layer never uploaded whole.
 #[test]
 fn two_layers_asked_about_at_once_are_captured_without_pushing_the_rest() {
     let test = "two_layers_asked_about_at_once_are_captured_without_pushing_the_rest";
-    let Some(d) = classic_or_skip(test) else {
+    let Some((d, img, out)) = capture_setup(test, 43, |d, seed| {
+        three_layers(d, "dlgrab-e2e/two-asked", seed, 16 << 20)
+    }) else {
         return;
     };
-    let seed = fresh_seed(43);
-    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/two-asked")))
-        .file("/base.txt", format!("base {seed}\n"))
-        .random_file("/middle.bin", 16 << 20, seed)
-        .file("/top.txt", format!("top {seed}\n"))
-        .build(&d);
-    let out = tempfile::tempdir().expect("tempdir");
-    if !config_at_hand_or_skip(test, &d, out.path(), &img) {
-        return;
-    }
     let top = img.layer_diff_ids.len() - 1;
     let export = |args: &[&str], dir: &str| {
         let mut all = vec![img.tag.as_str()];
@@ -330,15 +356,10 @@ fn two_layers_asked_about_at_once_are_captured_without_pushing_the_rest() {
     let run = export(&[], "top-again");
     exported(&run, &img.layer_diff_ids[top]);
     let log = strip_ansi(&String::from_utf8_lossy(&run.stderr));
-    let middle: String = img.layer_diff_ids[1]
-        .trim_start_matches("sha256:")
-        .chars()
-        .take(12)
-        .collect();
-    let pushed_whole = log
-        .lines()
-        .any(|l| l.contains(&middle) && l.contains("Pushed") && !l.contains("Pushing"));
-    assert!(!pushed_whole, "the middle layer was uploaded whole:\n{log}");
+    assert!(
+        !pushed_whole(&log, &img.layer_diff_ids[1]),
+        "the middle layer was uploaded whole:\n{log}"
+    );
     assert!(temporary_tags(&d).is_empty(), "{:?}", temporary_tags(&d));
     img.remove(&d);
 }
@@ -373,25 +394,12 @@ fn upload_totals(log: &str) -> HashMap<String, u64> {
 #[test]
 fn layers_not_wanted_are_held_while_the_wanted_upload() {
     let test = "layers_not_wanted_are_held_while_the_wanted_upload";
-    let Some(d) = classic_or_skip(test) else {
+    let Some((d, img, out)) = capture_setup(test, 47, |d, seed| {
+        three_layers(d, "dlgrab-e2e/held", seed, 48 << 20)
+    }) else {
         return;
     };
-    let seed = fresh_seed(47);
-    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/held")))
-        .file("/base.txt", format!("base {seed}\n"))
-        .random_file("/middle.bin", 48 << 20, seed)
-        .file("/top.txt", format!("top {seed}\n"))
-        .build(&d);
-    let out = tempfile::tempdir().expect("tempdir");
-    if !config_at_hand_or_skip(test, &d, out.path(), &img) {
-        return;
-    }
     let top = img.layer_diff_ids.len() - 1;
-    let middle: String = img.layer_diff_ids[1]
-        .trim_start_matches("sha256:")
-        .chars()
-        .take(12)
-        .collect();
     for (round, dir) in ["survey", "capture"].iter().enumerate() {
         let path = out.path().join(dir);
         let run = d.dlgrab(&[
@@ -415,11 +423,8 @@ fn layers_not_wanted_are_held_while_the_wanted_upload() {
                 "the capture did not tell the top's blob by its diff ID:\n{log}"
             );
         }
-        let pushed_whole = log
-            .lines()
-            .any(|l| l.contains(&middle) && l.contains("Pushed") && !l.contains("Pushing"));
         assert!(
-            !pushed_whole,
+            !pushed_whole(&log, &img.layer_diff_ids[1]),
             "round {round}: the middle layer was uploaded whole:\n{log}"
         );
         // Every upload but the wanted top's (a few bytes) is the middle's
