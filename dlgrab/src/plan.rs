@@ -678,6 +678,7 @@ mod tests {
             arch: "x86_64".into(),
             root_dir: None,
             elsewhere: None,
+            podman: false,
         }
     }
 

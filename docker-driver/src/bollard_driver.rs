@@ -248,18 +248,16 @@ impl BollardDriver {
 #[async_trait]
 impl DockerDriver for BollardDriver {
     async fn info(&self) -> Result<DaemonInfo, DriverError> {
-        let version = self
-            .inner
-            .api
-            .version()
-            .await
-            .map_err(|e| self.api_err("reading the daemon's version", None, e))?;
-        let info = self
-            .inner
-            .api
-            .info()
-            .await
-            .map_err(|e| self.api_err("reading the daemon's info", None, e))?;
+        // Asked together: each is a round trip, and `/info` takes tens of
+        // milliseconds on some daemons.
+        let (version, info) = tokio::join!(self.inner.api.version(), self.inner.api.info());
+        let version = version.map_err(|e| self.api_err("reading the daemon's version", None, e))?;
+        let info = info.map_err(|e| self.api_err("reading the daemon's info", None, e))?;
+        let podman = version
+            .components
+            .iter()
+            .flatten()
+            .any(|c| c.name == "Podman Engine");
         let containerd = info.driver_status.iter().flatten().any(|pair| {
             pair.first().is_some_and(|k| k == "driver-type")
                 && pair
@@ -285,6 +283,7 @@ impl DockerDriver for BollardDriver {
                 .map(std::path::PathBuf::from),
             elsewhere: (!DaemonEndpoint::plain(&self.inner.transport.host).is_local())
                 .then(|| self.inner.transport.host.clone()),
+            podman,
         })
     }
 

@@ -207,6 +207,7 @@ impl DockerDriver for DataRootDriver {
             arch: go_arch(std::env::consts::ARCH).to_owned(),
             root_dir: Some(self.store.root().to_path_buf()),
             elsewhere: None,
+            podman: false,
         })
     }
 

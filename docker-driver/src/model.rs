@@ -35,6 +35,11 @@ pub struct DaemonInfo {
     /// machine's loopback, and `root_dir` is not a path here. `None` for a
     /// daemon on this machine (a unix socket, TCP to a loopback address).
     pub elsewhere: Option<String>,
+    /// True for Podman's Docker-compatible API (its version names a
+    /// `Podman Engine` component), which pushes as containers/image does:
+    /// it asks about every layer and reports none as "Layer already
+    /// exists".
+    pub podman: bool,
 }
 
 /// One row of an image's history, oldest first.

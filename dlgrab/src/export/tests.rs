@@ -124,6 +124,7 @@ fn driver(f: &Arc<Fixture>, store: ImageStore, repo_digests: &[&str]) -> MockDoc
             arch: "x86_64".into(),
             root_dir: None,
             elsewhere: None,
+            podman: false,
         })
     });
     let image = details(f, repo_digests);
@@ -793,6 +794,7 @@ async fn a_small_unasked_top_layer_is_kept_from_the_survey_without_a_second_uplo
             arch: "x86_64".into(),
             root_dir: None,
             elsewhere: None,
+            podman: false,
         })
     });
     let mut image = details(&f, &[]);

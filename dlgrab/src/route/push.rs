@@ -84,9 +84,10 @@ impl Exporter {
             })?);
         let name = format!("dlgrab-{}", unique_suffix());
         let mut policy = CapturePolicy::new(name.clone());
-        if matches!(info.image_store, ImageStore::Classic { .. }) {
+        if matches!(info.image_store, ImageStore::Classic { .. }) && !info.podman {
             // A classic store's "Layer already exists" names the layer:
             // answered one at a time, each `HEAD` is matched to its layer.
+            // (Podman asks about every layer and says nothing of the sort.)
             policy = policy.paced(image.id.parse().ok());
         }
         let policy = Arc::new(policy);

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use docker_driver::{BollardDriver, DockerDriver, DriverError, ImageStore, LayerSelector};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
-use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, unique_name};
+use testkit::{BuiltImage, Daemon, Engine, ImageBuilder, Store, daemon_or_skip, unique_name};
 
 /// The driver test image: busybox, a file, ENV, RUN, LABEL; built once per
 /// process with a fixed tag (deterministic, so rebuilding hits the cache).
@@ -35,6 +35,7 @@ async fn info_names_version_and_store() {
         return;
     };
     let info = driver(&daemon).await.info().await.unwrap();
+    assert_eq!(info.podman, daemon.engine == Engine::Podman, "{info:?}");
     assert_eq!(info.server_version, daemon.version);
     let store = match info.image_store {
         ImageStore::Classic { driver } => {
