@@ -504,32 +504,79 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Every image row (temporary tags included), and every image ID.
+type Listing = (Vec<String>, Vec<String>);
+
 /// What a daemon lists: every image row (temporary tags included) and ID.
-fn listing(d: &Daemon) -> (Vec<String>, Vec<String>) {
+fn listing(d: &Daemon) -> Listing {
     (d.image_refs(), d.image_ids())
+}
+
+/// A copy to b through a TLS proxy that can stall or cut the load: the
+/// daemon under test, b behind the proxy, an image and its base on the
+/// source (both removed from b when done), and what both daemons and the
+/// scratch folders held before.
+struct FaultedCopy {
+    d: Daemon,
+    b: Daemon,
+    proxy: TlsProxy,
+    base: BuiltImage,
+    image: BuiltImage,
+    certs: String,
+    /// b's listing, then d's.
+    before: (Listing, Listing),
+    scratch_before: usize,
+    _on_b: PeerImages,
+}
+
+impl FaultedCopy {
+    /// `None` (the test skipped, with the reason) without the daemons.
+    fn set_up(test: &str, prefix: &str) -> Option<Self> {
+        let d = daemon_or_skip(test)?;
+        let (b, proxy) = peer_behind_tls(test, "b")?;
+        let scratch_before = scratch_entries();
+        let (base, image) = pair(&d, &unique_name(prefix));
+        let on_b = PeerImages::new(&b, &[&base.tag, &image.tag]);
+        let before = (listing(&b), listing(&d));
+        let certs = proxy.cert_path().display().to_string();
+        Some(Self {
+            d,
+            b,
+            proxy,
+            base,
+            image,
+            certs,
+            before,
+            scratch_before,
+            _on_b: on_b,
+        })
+    }
+
+    /// Neither daemon's images changed and no scratch folder was left.
+    fn nothing_changed(&self) {
+        assert_eq!(listing(&self.b), self.before.0, "b's images changed");
+        assert_eq!(listing(&self.d), self.before.1, "d's images changed");
+        assert_eq!(
+            scratch_entries(),
+            self.scratch_before,
+            "a scratch folder was left"
+        );
+    }
 }
 
 #[test]
 fn ctrl_c_mid_load_leaves_nothing() {
-    let test = "ctrl_c_mid_load_leaves_nothing";
-    let Some(d) = daemon_or_skip(test) else {
+    let Some(c) = FaultedCopy::set_up("ctrl_c_mid_load_leaves_nothing", "dlgrab-e2e/copy-int")
+    else {
         return;
     };
-    let Some((b, proxy)) = peer_behind_tls(test, "b") else {
-        return;
-    };
-    let scratch_before = scratch_entries();
-    let name = unique_name("dlgrab-e2e/copy-int");
-    let (base, _image) = pair(&d, &name);
-    let _on_b = PeerImages::new(&b, &[&base.tag]);
-    let (b_before, d_before) = (listing(&b), listing(&d));
-    let certs = proxy.cert_path().display().to_string();
+    let (d, proxy, base) = (&c.d, &c.proxy, &c.base);
 
     // The load's body stops halfway: dlgrab is mid-copy, waiting.
     proxy.set_fault(Fault::Stall { after: 1 << 20 });
     let mut cmd = d.dlgrab_command(&["--to", &proxy.host(), "-q", &base.tag]);
     cmd.env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", &certs)
+        .env("DOCKER_CERT_PATH", &c.certs)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = KillOnDrop(cmd.spawn().expect("dlgrab starts"));
@@ -557,40 +604,27 @@ fn ctrl_c_mid_load_leaves_nothing() {
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     // The proxy closed the daemon's side when dlgrab went: b aborted the load.
-    drop(proxy);
-    assert_eq!(listing(&b), b_before, "b's images changed");
-    assert_eq!(listing(&d), d_before, "d's images changed");
-    assert_eq!(
-        scratch_entries(),
-        scratch_before,
-        "a scratch folder was left"
-    );
+    c.nothing_changed();
 }
 
 #[test]
 fn a_load_cut_midway_fails_and_leaves_nothing() {
-    let test = "a_load_cut_midway_fails_and_leaves_nothing";
-    let Some(d) = daemon_or_skip(test) else {
+    let Some(c) = FaultedCopy::set_up(
+        "a_load_cut_midway_fails_and_leaves_nothing",
+        "dlgrab-e2e/copy-cut",
+    ) else {
         return;
     };
-    let Some((b, proxy)) = peer_behind_tls(test, "b") else {
-        return;
-    };
-    let scratch_before = scratch_entries();
-    let name = unique_name("dlgrab-e2e/copy-cut");
-    let (base, image) = pair(&d, &name);
-    let _on_b = PeerImages::new(&b, &[&base.tag, &image.tag]);
-    let (b_before, d_before) = (listing(&b), listing(&d));
-    let certs = proxy.cert_path().display().to_string();
+    let (d, proxy, base, image) = (&c.d, &c.proxy, &c.base, &c.image);
     let tls_env = [
         ("DOCKER_TLS_VERIFY", "1"),
-        ("DOCKER_CERT_PATH", certs.as_str()),
+        ("DOCKER_CERT_PATH", c.certs.as_str()),
     ];
 
     // The connection carrying the load is cut after 1 MiB of its body.
     proxy.set_fault(Fault::Cut { after: 1 << 20 });
     let out = copy_with(
-        &d,
+        d,
         &d.host,
         &tls_env,
         &proxy.host(),
@@ -604,11 +638,5 @@ fn a_load_cut_midway_fails_and_leaves_nothing() {
         stderr.contains(&format!("cannot copy {}", base.tag)) && stderr.contains("load"),
         "{stderr}"
     );
-    assert_eq!(listing(&b), b_before, "b's images changed");
-    assert_eq!(listing(&d), d_before, "d's images changed");
-    assert_eq!(
-        scratch_entries(),
-        scratch_before,
-        "a scratch folder was left"
-    );
+    c.nothing_changed();
 }
