@@ -624,7 +624,7 @@ const HOLD_SLACK: u64 = 2 << 20;
 /// How long a push may show no progress at all while uploads are held
 /// before the hold is released (a wanted layer bigger than its bound
 /// would otherwise wait for ever).
-const HOLD_IDLE: Duration = Duration::from_secs(2);
+const HOLD_IDLE: Duration = Duration::from_secs(5);
 
 /// Releases the upload hold when a push shows no progress for [`HOLD_IDLE`].
 struct Idle<'a> {

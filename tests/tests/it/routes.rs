@@ -428,9 +428,14 @@ fn layers_not_wanted_are_held_while_the_wanted_upload() {
             "round {round}: the middle layer was uploaded whole:\n{log}"
         );
         // Every upload but the wanted top's (a few bytes) is the middle's
-        // or the base's: none went past the bound (2 MiB and a frame).
+        // or the base's: none went past the bound (2 MiB and a frame),
+        // unless a push that showed no progress for 5 s (a loaded machine)
+        // released the hold, which it says.
         let totals = upload_totals(&log);
         assert!(!totals.is_empty(), "round {round}: no upload seen:\n{log}");
+        if log.contains("no progress while uploads are held") {
+            continue;
+        }
         for (upload, total) in totals {
             assert!(
                 total <= 3 << 20,
