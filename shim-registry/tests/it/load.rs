@@ -36,19 +36,15 @@ const RSS_GROWTH_BOUND: u64 = 128 << 20;
 /// per request would be several hundred per round.
 const FD_GROWTH_BOUND: usize = 100;
 
-/// The two load tests share the machine's cores and the process's
-/// counters: one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_on_memory_storage() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::support::HEAVY.lock().await;
     run(Arc::new(MemoryStorage::new()), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_on_filesystem_storage() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::support::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let storage = Arc::new(FsStorage::new(&root).unwrap());

@@ -8,6 +8,11 @@ use shim_registry::storage::Storage;
 use shim_registry::{ChannelSink, Registry, RegistryEvent, RegistryHandle, TlsConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// Tests that move tens of MiB or count the process's memory and
+/// descriptors (the load tests, the upload-hold tests) run one at a time:
+/// they share the machine's cores and the process's counters.
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub(crate) struct Running {
     pub(crate) handle: RegistryHandle,
     pub(crate) base: String,
