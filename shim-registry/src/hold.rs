@@ -64,16 +64,14 @@ impl UploadHold {
         Some(*self.limit.borrow()).filter(|l| *l != u64::MAX)
     }
 
-    /// Waits until a session may hold `size` bytes. Returns `true` when it
-    /// had to wait.
-    pub(crate) async fn admit(&self, size: u64) -> bool {
-        let mut rx = self.limit.subscribe();
-        if *rx.borrow_and_update() >= size {
-            return false;
-        }
+    /// Waits until a session may hold `size` bytes.
+    pub(crate) async fn admit(&self, size: u64) {
         // The sender lives as long as `self`: `wait_for` cannot fail here.
-        let _ = rx.wait_for(|limit| *limit >= size).await;
-        true
+        let _ = self
+            .limit
+            .subscribe()
+            .wait_for(|limit| *limit >= size)
+            .await;
     }
 
     /// True when a session of `size` bytes is past the limit.

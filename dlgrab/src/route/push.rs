@@ -395,9 +395,7 @@ impl Exporter {
                     }
                 },
                 Some(event) = events.recv() => {
-                    if !matches!(event, RegistryEvent::UploadHeld { .. }) {
-                        idle.touch();
-                    }
+                    idle.saw(&event);
                     let decide = matches!(event, RegistryEvent::UploadStarted { .. });
                     on_event(&mut end, &mut survey, event);
                     if !decide {
@@ -474,10 +472,9 @@ impl Exporter {
                         tracing::debug!(?event, "push progress");
                     }
                 },
-                Some(event) = events.recv() => match event {
-                    RegistryEvent::UploadHeld { .. } => {}
-                    RegistryEvent::BlobCommitted { digest, size, .. } => {
-                        idle.touch();
+                Some(event) = events.recv() => {
+                    idle.saw(&event);
+                    if let RegistryEvent::BlobCommitted { digest, size, .. } = event {
                         left.retain(|d| *d != digest);
                         if size <= PROBE_MAX
                             && let Some(index) = capture.identify(&digest).await
@@ -487,8 +484,7 @@ impl Exporter {
                         }
                         committed.push(digest);
                     }
-                    _ => idle.touch(),
-                },
+                }
                 () = idle.expired() => idle.release("the capture push"),
             }
         }
@@ -643,6 +639,13 @@ impl<'a> Idle<'a> {
     /// Something moved.
     fn touch(&mut self) {
         self.since = tokio::time::Instant::now();
+    }
+
+    /// The registry reported `event`: progress, unless it is a hold.
+    fn saw(&mut self, event: &RegistryEvent) {
+        if !matches!(event, RegistryEvent::UploadHeld { .. }) {
+            self.touch();
+        }
     }
 
     /// Resolves once nothing moved for [`HOLD_IDLE`] while uploads are

@@ -526,7 +526,7 @@ impl Ingest {
             });
             let mut shutdowns = self.shutdowns.clone();
             tokio::select! {
-                _ = hold.admit(after) => {
+                () = hold.admit(after) => {
                     tracing::debug!(upload_id = self.upload_id, "upload resumed");
                 }
                 _ = shutdowns.changed() => {

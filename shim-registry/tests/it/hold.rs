@@ -44,6 +44,20 @@ fn streamed_patch(
     (produced, task)
 }
 
+/// The `PATCH` started by [`streamed_patch`] once it ends (within 30 s),
+/// answered `202 Accepted`.
+async fn accepted(
+    task: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    why: &str,
+) -> reqwest::Response {
+    let r = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect(why)
+        .unwrap()
+        .unwrap();
+    expect_status(r, StatusCode::ACCEPTED).await
+}
+
 /// Waits (bounded) for the registry to report a held upload.
 async fn wait_held(reg: &mut Running) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -91,12 +105,7 @@ async fn a_held_upload_stops_being_read_and_goes_on_when_released() {
 
     hold.release();
     assert_eq!(hold.limit(), None);
-    let r = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the released upload ends")
-        .unwrap()
-        .unwrap();
-    let r = expect_status(r, StatusCode::ACCEPTED).await;
+    let r = accepted(task, "the released upload ends").await;
     assert_eq!(
         crate::support::header(&r, "range"),
         format!("0-{}", BIG - 1)
@@ -136,12 +145,7 @@ async fn uploads_within_the_hold_are_not_held() {
     reg.push_blob("small", &data).await;
     let loc = reg.start_upload("small").await;
     let (_, task) = streamed_patch(&reg, reg.url(&loc, ""), Arc::new(data));
-    let r = tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("an upload within the hold is not held")
-        .unwrap()
-        .unwrap();
-    expect_status(r, StatusCode::ACCEPTED).await;
+    accepted(task, "an upload within the hold is not held").await;
     let held = reg
         .events()
         .into_iter()
@@ -167,12 +171,7 @@ async fn raising_the_hold_lets_a_session_go_on_to_the_new_size() {
         "held at {first}, then at {second}"
     );
     hold.release();
-    let r = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the released upload ends")
-        .unwrap()
-        .unwrap();
-    expect_status(r, StatusCode::ACCEPTED).await;
+    accepted(task, "the released upload ends").await;
 }
 
 #[tokio::test]
