@@ -299,19 +299,24 @@ impl DockerDriver for BollardDriver {
     }
 
     async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError> {
-        let id = self.inspect_raw(reference).await?.id;
+        let inspect = self.inspect_raw(reference).await?;
+        let id = inspect.id.clone();
         let save = self
             .export_images(std::slice::from_ref(&id))
             .map_err(std::io::Error::other);
         let reader = SyncIoBridge::new(StreamReader::new(save));
         let image = id.clone();
-        let (config, digest) =
-            tokio::task::spawn_blocking(move || config::find_config(reader, &image))
-                .await
-                .map_err(|e| DriverError::Protocol {
-                    operation: "reading the saved image",
-                    source: Box::new(e),
-                })??;
+        // An index (containerd store) leads to the manifest of the platform
+        // the daemon shows the image as.
+        let (os, arch) = (inspect.os, inspect.architecture);
+        let (config, digest) = tokio::task::spawn_blocking(move || {
+            config::find_config(reader, &image, Some((&os, &arch)))
+        })
+        .await
+        .map_err(|e| DriverError::Protocol {
+            operation: "reading the saved image",
+            source: Box::new(e),
+        })??;
         if digest != id && matches!(self.store().await?, ImageStore::Classic { .. }) {
             return Err(DriverError::ConfigMismatch {
                 image: id.clone(),

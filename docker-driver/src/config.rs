@@ -19,11 +19,14 @@ const SMALL: u64 = 8 << 20;
 const KEEP: usize = 64 << 20;
 
 /// Reads a tar stream until the config of `image_id` (`sha256:…`) is found;
-/// returns the config and its digest. `classic_id` says the image ID is the
-/// config's digest (classic store).
+/// returns the config and its digest. On a classic store the image ID is
+/// the config's digest; on the containerd store it names an image manifest
+/// or an index, whose image manifest for `platform` (os, architecture) names
+/// the config. Without a platform, an index must hold one image manifest.
 pub(crate) fn find_config(
     archive: impl Read,
     image_id: &str,
+    platform: Option<(&str, &str)>,
 ) -> Result<(Vec<u8>, String), DriverError> {
     let operation = "reading the saved image";
     let protocol = |e: std::io::Error| DriverError::Protocol {
@@ -32,6 +35,8 @@ pub(crate) fn find_config(
     };
     let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
     let direct = [format!("{hex}.json"), format!("blobs/sha256/{hex}")];
+    // What the image ID leads to: an index names a manifest, a manifest a
+    // config; `wanted` is the next blob of that chain.
     let mut wanted: Option<String> = None;
     let mut kept: HashMap<String, Vec<u8>> = HashMap::new();
     let mut kept_bytes = 0;
@@ -49,40 +54,109 @@ pub(crate) fn find_config(
         }
         let mut data = Vec::with_capacity(entry.size() as usize);
         entry.read_to_end(&mut data).map_err(protocol)?;
-        if wanted.as_deref() == Some(path.as_str()) {
-            return checked(image_id, &path, data);
-        }
-        if direct.contains(&path) {
-            // On the containerd store the image ID is the manifest's digest:
-            // the blob it names is the manifest, which names the config.
-            let Some(config) = image_manifest_config(&data) else {
-                return checked(image_id, &path, data);
-            };
-            if let Some(data) = kept.remove(&config) {
-                return checked(image_id, &config, data);
-            }
-            wanted = Some(config);
-            kept.clear();
-            continue;
-        }
-        if path == "manifest.json" {
+        let arrived = if wanted.as_deref() == Some(path.as_str()) || direct.contains(&path) {
+            Some((path, data))
+        } else if path == "manifest.json" && wanted.is_none() {
             let config = manifest_config(&data).ok_or_else(|| DriverError::Protocol {
                 operation,
                 source: "manifest.json names no config".into(),
             })?;
-            if let Some(data) = kept.remove(&config) {
-                return checked(image_id, &config, data);
-            }
             wanted = Some(config);
-            kept.clear();
-        } else if wanted.is_none() && kept_bytes + data.len() <= KEEP {
-            kept_bytes += data.len();
-            kept.insert(path, data);
+            None
+        } else {
+            // Kept while the chain is unknown, and past an index or a
+            // manifest too: the blob it names may have come already.
+            if kept_bytes + data.len() <= KEEP {
+                kept_bytes += data.len();
+                kept.insert(path, data);
+            }
+            None
+        };
+        // Follow the chain, through the blobs kept so far.
+        let mut next = arrived.or_else(|| {
+            let blob = wanted.clone()?;
+            kept.remove(&blob).map(|data| (blob, data))
+        });
+        while let Some((path, data)) = next.take() {
+            match step(image_id, &path, data, platform)? {
+                Step::Config(found) => return Ok(found),
+                Step::Next(blob) => {
+                    next = kept.remove(&blob).map(|data| (blob.clone(), data));
+                    wanted = Some(blob);
+                }
+            }
         }
     }
     Err(DriverError::ConfigNotFound {
         image: image_id.to_owned(),
     })
+}
+
+/// Where a blob of the chain leads.
+enum Step {
+    /// It is the config (checked against its name).
+    Config((Vec<u8>, String)),
+    /// It is an index or manifest naming this blob path next.
+    Next(String),
+}
+
+/// Reads one blob of the chain from the image ID to the config.
+fn step(
+    image_id: &str,
+    path: &str,
+    data: Vec<u8>,
+    platform: Option<(&str, &str)>,
+) -> Result<Step, DriverError> {
+    use crate::manifest::{self, ManifestKind};
+    match manifest::kind_of("", &data) {
+        ManifestKind::Image => match image_manifest_config(&data) {
+            Some(config) => {
+                checked(image_id, path, data)?;
+                Ok(Step::Next(config))
+            }
+            None => Err(DriverError::Protocol {
+                operation: "reading the saved image",
+                source: format!("the image manifest {path} names no sha256 config").into(),
+            }),
+        },
+        ManifestKind::Index => {
+            checked(image_id, path, data.clone())?;
+            let entry = match platform {
+                Some((os, arch)) => manifest::manifest_for(&data, os, arch, None),
+                None => manifest::index_entries(&data).and_then(|entries| {
+                    let images: Vec<_> = entries
+                        .into_iter()
+                        .filter(|e| !e.is_attestation())
+                        .collect();
+                    match <[_; 1]>::try_from(images) {
+                        Ok([one]) => Ok(one),
+                        Err(images) => Err(manifest::IndexChoiceError::NoSuchPlatform {
+                            wanted: "one platform".to_owned(),
+                            present: images
+                                .iter()
+                                .map(|e| e.platform.clone().unwrap_or_default().to_string())
+                                .collect(),
+                        }),
+                    }
+                }),
+            }
+            .map_err(|source| DriverError::NoPlatformManifest {
+                image: image_id.to_owned(),
+                source,
+            })?;
+            let hex =
+                entry
+                    .digest
+                    .strip_prefix("sha256:")
+                    .ok_or_else(|| DriverError::Protocol {
+                        operation: "reading the saved image",
+                        source: format!("the image index names {}", entry.digest).into(),
+                    })?;
+            tracing::debug!(manifest = %entry.digest, "image index: the platform's manifest");
+            Ok(Step::Next(format!("blobs/sha256/{hex}")))
+        }
+        ManifestKind::Other => checked(image_id, path, data).map(Step::Config),
+    }
 }
 
 /// The `Config` path of the first `manifest.json` entry.
@@ -100,7 +174,6 @@ fn manifest_config(manifest: &[u8]) -> Option<String> {
 /// `None` when `data` is not an image manifest.
 fn image_manifest_config(data: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(data).ok()?;
-    value.get("layers")?.as_array()?;
     let digest = value.get("config")?.get("digest")?.as_str()?;
     let hex = digest.strip_prefix("sha256:")?;
     Some(format!("blobs/sha256/{hex}"))
@@ -150,7 +223,7 @@ mod tests {
             (&format!("{}.json", sha(config)), config),
             ("manifest.json", b"[]"),
         ]);
-        let (got, digest) = find_config(&tar[..], &id).unwrap();
+        let (got, digest) = find_config(&tar[..], &id, None).unwrap();
         assert_eq!(got, config);
         assert_eq!(digest, id);
     }
@@ -173,7 +246,7 @@ mod tests {
             ),
             ("index.json", b"{}"),
         ]);
-        let (got, digest) = find_config(&tar[..], &id).unwrap();
+        let (got, digest) = find_config(&tar[..], &id, None).unwrap();
         assert_eq!(got, config);
         assert_eq!(digest, format!("sha256:{}", sha(config)));
         // …and when the config comes after the manifest.
@@ -184,7 +257,88 @@ mod tests {
             ),
             (&format!("blobs/sha256/{}", sha(config)), config),
         ]);
-        assert_eq!(find_config(&tar[..], &id).unwrap().0, config);
+        assert_eq!(find_config(&tar[..], &id, None).unwrap().0, config);
+    }
+
+    /// A BuildKit-made image on the containerd store: the image ID names an
+    /// index holding the amd64 and arm64 manifests and an attestation.
+    fn buildkit_index(order: &[usize]) -> (Vec<u8>, String, Vec<u8>) {
+        let config =
+            br#"{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{}}},"layers":[]}}"#,
+            sha(&config),
+            config.len()
+        );
+        let attestation = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{},"platform":{{"architecture":"unknown","os":"unknown"}},"annotations":{{"vnd.docker.reference.type":"attestation-manifest"}}}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":9,"platform":{{"architecture":"arm64","os":"linux"}}}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+            sha(attestation.as_bytes()),
+            attestation.len(),
+            "b".repeat(64),
+            sha(manifest.as_bytes()),
+            manifest.len()
+        );
+        let id = format!("sha256:{}", sha(index.as_bytes()));
+        let files: Vec<(String, Vec<u8>)> = vec![
+            (format!("blobs/sha256/{}", sha(&config)), config.clone()),
+            (
+                format!("blobs/sha256/{}", sha(manifest.as_bytes())),
+                manifest.into_bytes(),
+            ),
+            (
+                format!("blobs/sha256/{}", sha(index.as_bytes())),
+                index.into_bytes(),
+            ),
+            (
+                format!("blobs/sha256/{}", sha(attestation.as_bytes())),
+                attestation.as_bytes().to_vec(),
+            ),
+            ("index.json".to_owned(), b"{}".to_vec()),
+        ];
+        let ordered: Vec<(&str, &[u8])> = order
+            .iter()
+            .map(|&i| (files[i].0.as_str(), files[i].1.as_slice()))
+            .collect();
+        (archive(&ordered), id, config)
+    }
+
+    #[test]
+    fn an_index_leads_to_the_platform_manifest_then_its_config() {
+        for order in [
+            [0, 1, 2, 3, 4],
+            [2, 1, 0, 3, 4],
+            [3, 2, 0, 1, 4],
+            [1, 2, 3, 0, 4],
+        ] {
+            let (tar, id, config) = buildkit_index(&order);
+            let (got, digest) = find_config(&tar[..], &id, Some(("linux", "amd64")))
+                .unwrap_or_else(|e| panic!("{order:?}: {e}"));
+            assert_eq!(got, config, "{order:?}");
+            assert_eq!(digest, format!("sha256:{}", sha(&config)));
+        }
+    }
+
+    #[test]
+    fn an_index_without_the_platform_names_those_it_has() {
+        let (tar, id, _) = buildkit_index(&[0, 1, 2, 3, 4]);
+        let err = find_config(&tar[..], &id, Some(("linux", "s390x"))).unwrap_err();
+        let DriverError::NoPlatformManifest { source, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            source.to_string(),
+            "the image index has no manifest for linux/s390x (it has linux/arm64, linux/amd64)"
+        );
+        // Without a platform, two image manifests cannot be told apart.
+        assert!(matches!(
+            find_config(&tar[..], &id, None),
+            Err(DriverError::NoPlatformManifest { .. })
+        ));
     }
 
     #[test]
@@ -201,7 +355,7 @@ mod tests {
             ("manifest.json", manifest.as_bytes()),
         ]);
         let id = format!("sha256:{}", "e".repeat(64));
-        let (got, digest) = find_config(&tar[..], &id).unwrap();
+        let (got, digest) = find_config(&tar[..], &id, None).unwrap();
         assert_eq!(got, config);
         assert_eq!(digest, format!("sha256:{}", sha(config)));
     }
@@ -211,12 +365,12 @@ mod tests {
         let id = format!("sha256:{}", "a".repeat(64));
         let tar = archive(&[("repositories", b"{}")]);
         assert!(matches!(
-            find_config(&tar[..], &id),
+            find_config(&tar[..], &id, None),
             Err(DriverError::ConfigNotFound { .. })
         ));
         let tar = archive(&[(&format!("{}.json", "a".repeat(64)), b"{}")]);
         assert!(matches!(
-            find_config(&tar[..], &id),
+            find_config(&tar[..], &id, None),
             Err(DriverError::ConfigMismatch { .. })
         ));
     }
@@ -224,7 +378,7 @@ mod tests {
     /// Whatever the stream holds, `find_config` returns: an error, or a
     /// config whose bytes hash to the digest it reports.
     fn returns_sanely(tar: &[u8], id: &str) {
-        if let Ok((config, digest)) = find_config(tar, id) {
+        if let Ok((config, digest)) = find_config(tar, id, None) {
             assert_eq!(digest, format!("sha256:{}", sha(&config)));
         }
     }
@@ -246,7 +400,7 @@ mod tests {
         #[test]
         fn random_bytes_are_an_error(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096)) {
             let id = format!("sha256:{}", "a".repeat(64));
-            let got = find_config(&bytes[..], &id);
+            let got = find_config(&bytes[..], &id, None);
             proptest::prop_assert!(got.is_err());
         }
 
@@ -272,7 +426,7 @@ mod tests {
             // stream's entries, never opened on disk.
             let manifest = format!(r#"[{{"Config":"{name}"}}]"#);
             let tar = archive(&[("manifest.json", manifest.as_bytes())]);
-            let got = find_config(&tar[..], &format!("sha256:{}", "b".repeat(64)));
+            let got = find_config(&tar[..], &format!("sha256:{}", "b".repeat(64)), None);
             proptest::prop_assert!(
                 matches!(got, Err(DriverError::ConfigNotFound { .. })),
                 "{:?}",

@@ -159,6 +159,15 @@ pub enum DriverError {
         /// The image ID.
         image: String,
     },
+    /// The image is an index with no image manifest for the platform.
+    #[error("cannot pick the image manifest of {image}")]
+    NoPlatformManifest {
+        /// The image ID.
+        image: String,
+        /// Which platforms it has.
+        #[source]
+        source: crate::manifest::IndexChoiceError,
+    },
     /// The config read does not hash to the digest it was stored under.
     #[error("the image config of {image} hashes to {actual}, not {expected}")]
     ConfigMismatch {

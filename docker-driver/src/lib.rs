@@ -42,6 +42,7 @@ mod driver;
 mod error;
 mod history;
 pub mod layer_store;
+pub mod manifest;
 mod model;
 mod one_connection;
 mod reference;
