@@ -32,9 +32,6 @@ pub enum WriteError {
     /// The gzip or zstd stream is corrupt or truncated.
     #[error("cannot decompress layer")]
     Decompress(#[source] std::io::Error),
-    /// The (decompressed) stream is not a well-formed tar archive.
-    #[error("layer is not a valid tar archive")]
-    CorruptTar(#[source] std::io::Error),
     /// Reading the input stream failed.
     #[error("cannot read layer input")]
     Read(#[source] std::io::Error),

@@ -112,7 +112,6 @@ impl Exporter {
                         e,
                         WriteError::DiffIdMismatch { .. }
                             | WriteError::Read(_)
-                            | WriteError::CorruptTar(_)
                             | WriteError::Decompress(_)
                             | WriteError::UnknownCompression
                     );

@@ -4,6 +4,7 @@
 mod errors;
 mod folder;
 mod formats;
+mod lenient;
 mod props;
 mod pushed;
 mod save;
