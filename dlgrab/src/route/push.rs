@@ -42,8 +42,8 @@ impl std::error::Error for GaveUp {}
 
 /// How the survey push ended.
 struct SurveyEnd {
-    /// The manifest the daemon put, when the push ran to its end.
-    manifest: Option<(String, Bytes)>,
+    /// The manifests the daemon put (all of them when the push ran to its end).
+    manifests: plan::PushedManifests,
     /// True when it was dropped because the wanted layers were in.
     cancelled: bool,
     /// The blob each layer uploaded unasked was stored as, where known.
@@ -187,7 +187,7 @@ impl Exporter {
                 if end.cancelled {
                     return Ok(Found::Cancelled(Box::new(end)));
                 }
-                let (media_type, body) = end.manifest.clone().context(
+                let (media_type, body) = end.manifests.image_manifest(image)?.context(
                     "the survey push ended without a manifest reaching the temporary registry",
                 )?;
                 let survey = PushedManifest::parse(&media_type, &body)?;
@@ -221,7 +221,12 @@ impl Exporter {
                     .push(&repo, tag, &credentials, &mut events)
                     .await
                     .context("capture push")?;
-                let (media_type, body) = captured.unwrap_or((media_type, body));
+                // An index may name a manifest only the survey put.
+                let mut manifests = end.manifests.clone();
+                manifests.extend(captured);
+                let (media_type, body) = manifests
+                    .image_manifest(image)?
+                    .unwrap_or((media_type, body));
                 Ok(Found::Manifest(media_type, body))
             })
             .await;
@@ -334,7 +339,7 @@ impl Exporter {
         let share = plan::unasked_share(info);
         let mut survey = Survey::new(image);
         let mut end = SurveyEnd {
-            manifest: None,
+            manifests: plan::PushedManifests::default(),
             cancelled: false,
             uploaded: HashMap::new(),
             unmatched: Vec::new(),
@@ -350,8 +355,11 @@ impl Exporter {
         let on_event = |end: &mut SurveyEnd, survey: &mut Survey, event: RegistryEvent| match event
         {
             RegistryEvent::ManifestPut {
-                media_type, body, ..
-            } => end.manifest = Some((media_type, body)),
+                digest,
+                media_type,
+                body,
+                ..
+            } => end.manifests.record(digest, media_type, body),
             RegistryEvent::BlobCommitted { digest, size, .. } => {
                 tracing::debug!(%digest, size, "blob received");
                 end.unmatched.push(digest);
@@ -493,26 +501,27 @@ impl Exporter {
     }
 
     /// Pushes `repo:tag`, following the registry's events, and returns the
-    /// manifest the daemon put, if it put one.
+    /// manifests the daemon put.
     async fn push(
         &self,
         repo: &str,
         tag: &str,
         credentials: &RegistryCredentials,
         events: &mut UnboundedReceiver<RegistryEvent>,
-    ) -> anyhow::Result<Option<(String, Bytes)>> {
+    ) -> anyhow::Result<plan::PushedManifests> {
         let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
-        let mut manifest = None;
+        let mut manifests = plan::PushedManifests::default();
         let mut bars = HashMap::new();
         let mut on_event = |event: RegistryEvent| match event {
             RegistryEvent::ManifestPut {
+                digest,
                 media_type,
                 body,
                 reference,
                 ..
             } => {
                 tracing::debug!(reference, media_type, "manifest put");
-                manifest = Some((media_type, body));
+                manifests.record(digest, media_type, body);
             }
             RegistryEvent::UploadStarted { upload_id, .. } => {
                 if let Some(bar) = self.reporter.bytes_bar("receiving blob", None) {
@@ -547,7 +556,7 @@ impl Exporter {
         for bar in bars.values() {
             bar.finish_and_clear();
         }
-        Ok(manifest)
+        Ok(manifests)
     }
 }
 
