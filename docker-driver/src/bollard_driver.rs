@@ -148,21 +148,27 @@ impl BollardDriver {
             .cloned()
     }
 
-    /// `GET /images/{reference}/json`, read without bollard (whose model
-    /// has no `Parent`).
-    async fn inspect_raw(&self, reference: &str) -> Result<wire::Inspect, DriverError> {
-        let operation = "inspecting an image";
-        let uri = self.uri(&format!("/images/{}/json", encode(reference)));
+    /// `GET` of `path_and_query` at the negotiated version, read into one
+    /// of [`wire`]'s structs (only the fields used, absent ones default).
+    /// A 404 is [`DriverError::NoSuchImage`] when the call is about an
+    /// image (`reference`).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        path_and_query: &str,
+        reference: Option<&str>,
+    ) -> Result<T, DriverError> {
+        let uri = self.uri(path_and_query);
         let (status, _, body) = self.inner.transport.get(operation, &uri, SHORT).await?;
-        match status.as_u16() {
-            200 => serde_json::from_slice(&body).map_err(|e| DriverError::Protocol {
+        match (status.as_u16(), reference) {
+            (200, _) => serde_json::from_slice(&body).map_err(|e| DriverError::Protocol {
                 operation,
                 source: Box::new(e),
             }),
-            404 => Err(DriverError::NoSuchImage {
+            (404, Some(reference)) => Err(DriverError::NoSuchImage {
                 reference: reference.to_owned(),
             }),
-            status => Err(DriverError::Api {
+            (status, _) => Err(DriverError::Api {
                 operation,
                 status,
                 message: transport::error_message(&body),
@@ -170,14 +176,24 @@ impl BollardDriver {
         }
     }
 
+    /// `GET /images/{reference}/json`, read without bollard (whose model
+    /// has no `Parent`).
+    async fn inspect_raw(&self, reference: &str) -> Result<wire::Inspect, DriverError> {
+        let path = format!("/images/{}/json", encode(reference));
+        self.get_json("inspecting an image", &path, Some(reference))
+            .await
+    }
+
     /// The details of an inspected image, with its history mapped.
     async fn details(&self, inspect: wire::Inspect) -> Result<ImageDetails, DriverError> {
+        let path = format!("/images/{}/history", encode(&inspect.id));
         let rows: Vec<ApiRow> = self
-            .inner
-            .api
-            .image_history(&inspect.id)
-            .await
-            .map_err(|e| self.api_err("reading an image's history", Some(&inspect.id), e))?
+            .get_json::<Vec<wire::HistoryItem>>(
+                "reading an image's history",
+                &path,
+                Some(&inspect.id),
+            )
+            .await?
             .into_iter()
             .map(|r| ApiRow {
                 id: r.id,
@@ -250,35 +266,29 @@ impl DockerDriver for BollardDriver {
     async fn info(&self) -> Result<DaemonInfo, DriverError> {
         // Asked together: each is a round trip, and `/info` takes tens of
         // milliseconds on some daemons.
-        let (version, info) = tokio::join!(self.inner.api.version(), self.inner.api.info());
-        let version = version.map_err(|e| self.api_err("reading the daemon's version", None, e))?;
-        let info = info.map_err(|e| self.api_err("reading the daemon's info", None, e))?;
-        let podman = version
-            .components
-            .iter()
-            .flatten()
-            .any(|c| c.name == "Podman Engine");
-        let containerd = info.driver_status.iter().flatten().any(|pair| {
-            pair.first().is_some_and(|k| k == "driver-type")
-                && pair
-                    .get(1)
-                    .is_some_and(|v| v == "io.containerd.snapshotter.v1")
-        });
-        let image_store = if containerd {
+        // Read without bollard's models: only the fields used, so a field
+        // a daemon leaves out (or one bollard's model would require) cannot
+        // fail the call.
+        let (version, info) = tokio::join!(
+            self.get_json::<wire::Version>("reading the daemon's version", "/version", None),
+            self.get_json::<wire::Info>("reading the daemon's info", "/info", None),
+        );
+        let (version, info) = (version?, info?);
+        let podman = version.components.iter().any(|c| c.name == "Podman Engine");
+        let image_store = if info.containerd_store() {
             ImageStore::Containerd
         } else {
             ImageStore::Classic {
-                driver: info.driver.unwrap_or_default(),
+                driver: info.driver,
             }
         };
         Ok(DaemonInfo {
-            server_version: version.version.unwrap_or_default(),
-            api_version: version.api_version.unwrap_or_default(),
+            server_version: version.version,
+            api_version: version.api_version,
             image_store,
-            os: version.os.unwrap_or_default(),
-            arch: version.arch.unwrap_or_default(),
-            root_dir: info
-                .docker_root_dir
+            os: version.os,
+            arch: version.arch,
+            root_dir: Some(info.docker_root_dir)
                 .filter(|d| !d.is_empty())
                 .map(std::path::PathBuf::from),
             elsewhere: (!DaemonEndpoint::plain(&self.inner.transport.host).is_local())
@@ -693,19 +703,12 @@ fn choose_version(server: &ServerApi, ours: ClientVersion) -> ClientVersion {
 /// unversioned `/version`, else the `API-Version` header of `/_ping`.
 async fn negotiate(transport: &Transport) -> Result<ServerApi, DriverError> {
     let operation = "negotiating the API version";
-    #[derive(serde::Deserialize)]
-    struct Version {
-        #[serde(rename = "ApiVersion")]
-        api_version: String,
-        #[serde(rename = "MinAPIVersion", default)]
-        min_api_version: String,
-    }
     let (status, _, body) = transport
         .get(operation, &transport.uri(None, "/version"), SHORT)
         .await?;
     let from_version = status
         .is_success()
-        .then(|| serde_json::from_slice::<Version>(&body).ok())
+        .then(|| serde_json::from_slice::<wire::Version>(&body).ok())
         .flatten()
         .and_then(|v| {
             Some(ServerApi {

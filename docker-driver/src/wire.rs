@@ -1,11 +1,101 @@
 //! The Engine API's JSON, for the answers read without bollard's models:
-//! image inspect (bollard's model has no `Parent`) and push progress
-//! (bollard's has no layer `id` and no `aux`).
+//! `/version`, `/info`, image inspect (bollard's model has no `Parent`),
+//! image history and push progress (bollard's has no layer `id` and no
+//! `aux`).
+//!
+//! Each struct holds only the fields dlgrab reads, and every field but an
+//! image's `Id` may be absent or `null`: daemons leave fields out as the API
+//! moves on. API 1.45 (Docker 26) dropped `Container` and `ContainerConfig`
+//! from image inspect; 1.52 (Docker 29) leaves `Parent`, `Comment`,
+//! `DockerVersion` and `Author` out when they are empty, and no longer
+//! restores `GraphDriver` on the containerd store; 1.48 added `Descriptor`
+//! (and `Manifests` with `?manifests=1`), which are not read. Unknown fields
+//! are ignored.
 
 use serde::Deserialize;
 
 use crate::error::DriverError;
 use crate::model::PushEvent;
+
+/// `GET /version`, the fields used (also read unversioned, to negotiate).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Version {
+    /// The engine version, e.g. `29.0.0`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) version: String,
+    /// The newest API version the daemon speaks, e.g. `1.52`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) api_version: String,
+    /// The oldest API version it accepts, e.g. `1.44` (Docker 29); absent
+    /// on some daemons.
+    #[serde(
+        rename = "MinAPIVersion",
+        default,
+        deserialize_with = "null_as_default"
+    )]
+    pub(crate) min_api_version: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) os: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) arch: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) components: Vec<Component>,
+}
+
+/// One of `/version`'s `Components`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Component {
+    /// `Engine`, `containerd`, `Podman Engine`, …
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) name: String,
+}
+
+/// `GET /info`, the fields used.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Info {
+    /// The graph driver (`overlay2`, …) or, on the containerd store, the
+    /// snapshotter (`overlayfs`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) driver: String,
+    /// Pairs such as `["driver-type", "io.containerd.snapshotter.v1"]`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) driver_status: Vec<Vec<String>>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) docker_root_dir: String,
+}
+
+impl Info {
+    /// Whether the daemon keeps images in containerd (`DriverStatus` has
+    /// `driver-type` `io.containerd.snapshotter.v1`).
+    pub(crate) fn containerd_store(&self) -> bool {
+        self.driver_status.iter().any(|pair| {
+            pair.first().is_some_and(|k| k == "driver-type")
+                && pair
+                    .get(1)
+                    .is_some_and(|v| v == "io.containerd.snapshotter.v1")
+        })
+    }
+}
+
+/// One row of `GET /images/{name}/history` (newest first).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct HistoryItem {
+    /// `sha256:…`, or `<missing>` for a row without an image of its own.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) created: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) created_by: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) size: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) comment: String,
+}
 
 /// `GET /images/{name}/json`, the fields used.
 #[derive(Debug, Deserialize)]
