@@ -10,6 +10,7 @@ mod delta;
 mod driver;
 mod export;
 mod faults;
+mod imported;
 mod kit;
 mod registry;
 mod routes;
