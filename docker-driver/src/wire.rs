@@ -298,6 +298,48 @@ mod tests {
     }
 
     #[test]
+    fn fields_left_out_are_defaults() {
+        // Docker 29 (API 1.52) on the containerd store: no Parent, Comment,
+        // DockerVersion, Author, GraphDriver; a Descriptor.
+        let inspect: Inspect = serde_json::from_str(
+            r#"{"Id":"sha256:aa","RepoTags":["a:1"],"RepoDigests":[],"Os":"linux",
+                "Architecture":"amd64","Size":1,"RootFS":{"Type":"layers","Layers":["sha256:01"]},
+                "Metadata":{},"Descriptor":{"mediaType":"application/vnd.oci.image.index.v1+json",
+                "digest":"sha256:aa","size":856}}"#,
+        )
+        .unwrap();
+        assert_eq!((inspect.parent(), inspect.created.as_deref()), (None, None));
+        assert_eq!(inspect.diff_ids(), ["sha256:01"]);
+        let inspect: Inspect = serde_json::from_str(r#"{"Id":"sha256:aa"}"#).unwrap();
+        assert!(inspect.diff_ids().is_empty() && inspect.os.is_empty());
+
+        let version: Version = serde_json::from_str(r#"{"ApiVersion":"1.41"}"#).unwrap();
+        assert_eq!(
+            (
+                version.api_version.as_str(),
+                version.min_api_version.as_str()
+            ),
+            ("1.41", "")
+        );
+        assert!(version.components.is_empty());
+        let version: Version =
+            serde_json::from_str(r#"{"ApiVersion":"1.52","Components":null,"Os":null}"#).unwrap();
+        assert!(version.components.is_empty() && version.os.is_empty());
+
+        let info: Info = serde_json::from_str(r#"{"Driver":"overlayfs","DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}"#).unwrap();
+        assert!(info.containerd_store());
+        let info: Info =
+            serde_json::from_str(r#"{"DriverStatus":null,"DockerRootDir":null}"#).unwrap();
+        assert!(
+            !info.containerd_store() && info.driver.is_empty() && info.docker_root_dir.is_empty()
+        );
+
+        let row: HistoryItem =
+            serde_json::from_str(r#"{"Id":"<missing>","Created":1,"Tags":null}"#).unwrap();
+        assert_eq!((row.size, row.comment.as_str()), (0, ""));
+    }
+
+    #[test]
     fn inspect_with_nulls() {
         let inspect: Inspect = serde_json::from_str(
             r#"{"Id":"sha256:aa","RepoTags":null,"RepoDigests":[],"Parent":"","Os":"linux",
