@@ -211,6 +211,20 @@ impl Exporter {
                         };
                         (route, why, written)
                     }
+                    Err(e)
+                        if self.options.via == Via::Auto
+                            && e.downcast_ref::<route::push::Refused>().is_some() =>
+                    {
+                        let refused = e
+                            .downcast_ref::<route::push::Refused>()
+                            .map(|r| r.0.clone())
+                            .unwrap_or_default();
+                        let why = format!(
+                            "the daemon's push to dlgrab's registry failed ({refused}): docker save reads the layers instead"
+                        );
+                        tracing::info!(image = %image.id, why, "route chosen after the push failed");
+                        (Route::Save, why, self.by_save(info, image, &left).await)
+                    }
                     written => (route, why, written),
                 },
                 Route::Save => (route, why, self.by_save(info, image, &left).await),

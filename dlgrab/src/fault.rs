@@ -42,7 +42,7 @@ impl StorageFaults {
         }
     }
 
-    fn first(&self) -> Option<String> {
+    pub(crate) fn first(&self) -> Option<String> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -481,7 +481,8 @@ async fn a_refused_survey_push_fails_and_leaves_no_tag_and_no_output() {
         .times(1)
         .withf(is_temporary_tag)
         .returning(|_| Ok(()));
-    let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
+    // Forced: with auto, docker save would be taken instead.
+    let (exporter, cleanup) = exporter(mock, out.path(), Via::Push);
 
     let error = exporter
         .run(&["demo:1".into()], LayerSelector::Top)
@@ -495,6 +496,54 @@ async fn a_refused_survey_push_fails_and_leaves_no_tag_and_no_output() {
     assert!(cleanup.run().await.is_empty());
     let left: Vec<_> = std::fs::read_dir(out.path()).expect("outdir").collect();
     assert!(left.is_empty(), "nothing may be left: {left:?}");
+}
+
+#[tokio::test]
+async fn auto_takes_docker_save_when_the_daemon_fails_the_push() {
+    // E.g. Docker 26.1's containerd store and a pulled multi-platform
+    // image ("Make sure you have all the referenced content"), or a daemon
+    // whose 127.0.0.1 is not ours ("connection refused").
+    let f = fixture();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut mock = driver(&f, ImageStore::Containerd, &[]);
+    mock.expect_tag().times(1).returning(|_, _, _| Ok(()));
+    mock.expect_push().times(1).returning(|repo, tag, _| {
+        let reference = format!("{repo}:{tag}");
+        Box::pin(futures::stream::iter([Err(DriverError::PushRefused {
+            reference,
+            message: "content digest sha256:abc: not found. Make sure you have all the referenced content and try again.".into(),
+        })]))
+    });
+    mock.expect_untag()
+        .times(1)
+        .withf(is_temporary_tag)
+        .returning(|_| Ok(()));
+    let config = f.config.1.clone();
+    mock.expect_image_config()
+        .times(1)
+        .returning(move |_| Ok(config.clone()));
+    expect_save(&mut mock, save_stream(&f, true));
+    let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
+
+    let written = exporter
+        .run(&["demo:1".into()], LayerSelector::Top)
+        .await
+        .expect("docker save after the failed push");
+    assert_eq!(written[0].route, "save");
+    assert!(
+        written[0].route_reason.contains("push")
+            && written[0].route_reason.contains("referenced content"),
+        "{}",
+        written[0].route_reason
+    );
+    let tar = out.path().join(&written[0].id).join("layer.tar");
+    assert_eq!(std::fs::read(tar).expect("layer.tar"), f.tars[2]);
+    assert!(cleanup.run().await.is_empty());
+    assert!(
+        scratch_left(out.path()).is_empty(),
+        "{:?}",
+        scratch_left(out.path())
+    );
 }
 
 #[tokio::test]

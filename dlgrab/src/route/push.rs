@@ -40,6 +40,27 @@ impl std::fmt::Display for GaveUp {
 
 impl std::error::Error for GaveUp {}
 
+/// The daemon refused the push or failed it on its side (its message):
+/// nothing was written, and another route may work.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the daemon's push failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The daemon's message, when `error` is its refusal of a push.
+fn refusal(error: &anyhow::Error) -> Option<String> {
+    error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(docker_driver::DriverError::PushRefused { message, .. }) => Some(message.clone()),
+        _ => None,
+    })
+}
+
 /// How the survey push ended.
 struct SurveyEnd {
     /// The manifests the daemon put (all of them when the push ran to its end).
@@ -242,6 +263,13 @@ impl Exporter {
             Err(e) => {
                 drop(storage);
                 let _ = tokio::fs::remove_dir_all(&scratch).await;
+                // The daemon itself refused (it cannot reach the registry,
+                // or lacks content an index names), not our storage.
+                if faults.first().is_none()
+                    && let Some(message) = refusal(&e)
+                {
+                    return Err(e.context(Refused(message)));
+                }
                 return Err(faults.explain(e));
             }
         };
