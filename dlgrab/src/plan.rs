@@ -464,6 +464,7 @@ pub(crate) fn strip_algorithm(id: &str) -> &str {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PushedManifests {
     put: Vec<(Digest, String, bytes::Bytes)>,
+    refused: bool,
 }
 
 impl PushedManifests {
@@ -472,9 +473,28 @@ impl PushedManifests {
         self.put.push((digest, media_type, body));
     }
 
+    /// Records the manifest refused under the run's tag: the push's last
+    /// step, after which the daemon fails the push.
+    pub(crate) fn record_refused(
+        &mut self,
+        digest: Digest,
+        media_type: String,
+        body: bytes::Bytes,
+    ) {
+        self.put.push((digest, media_type, body));
+        self.refused = true;
+    }
+
+    /// True once the manifest under the run's tag was refused: a push
+    /// failing after it has ended as planned.
+    pub(crate) fn refused(&self) -> bool {
+        self.refused
+    }
+
     /// Adds what a later push put.
     pub(crate) fn extend(&mut self, other: PushedManifests) {
         self.put.extend(other.put);
+        self.refused |= other.refused;
     }
 
     /// The image manifest of `image` (media type and bytes), `None` when
@@ -486,7 +506,21 @@ impl PushedManifests {
         image: &ImageDetails,
     ) -> anyhow::Result<Option<(String, bytes::Bytes)>> {
         use docker_driver::manifest::{self, ManifestKind};
-        let Some((_, media_type, body)) = self.put.last() else {
+        // The index when one came (it names the rest), else the last image
+        // manifest that is not an attestation.
+        let last = self
+            .put
+            .iter()
+            .rev()
+            .find(|(_, mt, body)| manifest::kind_of(mt, body) == ManifestKind::Index)
+            .or_else(|| {
+                self.put.iter().rev().find(|(_, mt, body)| {
+                    manifest::kind_of(mt, body) == ManifestKind::Image
+                        && !manifest::is_attestation_manifest(body)
+                })
+            })
+            .or(self.put.last());
+        let Some((_, media_type, body)) = last else {
             return Ok(None);
         };
         match manifest::kind_of(media_type, body) {
@@ -582,6 +616,7 @@ pub(crate) struct CapturePolicy {
     claimed_size: u64,
     capture: Mutex<Option<HashSet<Digest>>>,
     pace: Option<HeadPacer>,
+    refused_tag: Option<String>,
 }
 
 impl CapturePolicy {
@@ -593,6 +628,7 @@ impl CapturePolicy {
             claimed_size: 1,
             capture: Mutex::new(None),
             pace: None,
+            refused_tag: None,
         }
     }
 
@@ -609,6 +645,16 @@ impl CapturePolicy {
             reported: Arc::new(tokio::sync::watch::Sender::new(0)),
             not_paced,
         });
+        self
+    }
+
+    /// Refuses the manifest the daemon puts under `tag` in the run's
+    /// repository (it is still seen, as
+    /// [`RegistryEvent::ManifestRefused`](shim_registry::RegistryEvent)): a
+    /// containerd store labels what it pushed with the registry's name only
+    /// after a push that succeeded, so the user's content is left unmarked.
+    pub(crate) fn refusing_tag(mut self, tag: &str) -> Self {
+        self.refused_tag = Some(tag.to_owned());
         self
     }
 
@@ -672,6 +718,25 @@ impl PresencePolicy for CapturePolicy {
                 tracing::debug!(ticket, "no report on the previous HEAD: answering");
             }
         }))
+    }
+
+    fn refuse_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        _media_type: &str,
+        body: &[u8],
+    ) -> Option<String> {
+        // Under the tag go the index, or the image manifest (Docker 26.1
+        // puts an index's manifests under the tag too, before the index);
+        // an attestation manifest is let through, the push goes on.
+        let refused = repository == self.repository
+            && self.refused_tag.as_deref() == Some(reference)
+            && !docker_driver::manifest::is_attestation_manifest(body);
+        refused.then(|| {
+            "dlgrab keeps the manifest and ends the push here, so the daemon marks nothing as pushed"
+                .to_owned()
+        })
     }
 
     fn blob(&self, repository: &str, digest: &Digest) -> Presence {
@@ -1243,6 +1308,81 @@ mod tests {
         both.extend(alone);
         assert_eq!(
             both.image_manifest(&image(&[], &[], 2)).unwrap().unwrap().1,
+            image_manifest.as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_capture_policy_refuses_the_tag_but_not_attestations_nor_elsewhere() {
+        let image_manifest = oci_manifest(2, "image");
+        let attestation = oci_manifest(1, "x").replace(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.in-toto+json",
+        );
+        let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let mt = "application/vnd.oci.image.manifest.v1+json";
+        let refusing = CapturePolicy::new("dlgrab-run-x").refusing_tag("export");
+        assert!(
+            refusing
+                .refuse_manifest("dlgrab-run-x", "export", mt, image_manifest.as_bytes())
+                .is_some()
+        );
+        assert!(
+            refusing
+                .refuse_manifest("dlgrab-run-x", "export", "", index.as_bytes())
+                .is_some()
+        );
+        assert!(
+            refusing
+                .refuse_manifest("dlgrab-run-x", "export", mt, attestation.as_bytes())
+                .is_none()
+        );
+        assert!(
+            refusing
+                .refuse_manifest("dlgrab-run-x", "sha256:abc", mt, image_manifest.as_bytes())
+                .is_none()
+        );
+        assert!(
+            refusing
+                .refuse_manifest("dlgrab-run-y", "export", mt, image_manifest.as_bytes())
+                .is_none()
+        );
+        let accepting = CapturePolicy::new("dlgrab-run-x");
+        assert!(
+            accepting
+                .refuse_manifest("dlgrab-run-x", "export", mt, image_manifest.as_bytes())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn without_an_index_the_image_manifest_is_the_last_that_is_no_attestation() {
+        // Docker 26.1 puts an index's manifests under the tag, the first
+        // one refused ends the push before the index.
+        let image_manifest = oci_manifest(2, "image");
+        let attestation = oci_manifest(1, "x").replace(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.in-toto+json",
+        );
+        let mt = "application/vnd.oci.image.manifest.v1+json".to_owned();
+        let mut pushed = PushedManifests::default();
+        pushed.record_refused(
+            digest_of(image_manifest.as_bytes()),
+            mt.clone(),
+            image_manifest.clone().into(),
+        );
+        pushed.record(
+            digest_of(attestation.as_bytes()),
+            mt.clone(),
+            attestation.into(),
+        );
+        assert!(pushed.refused());
+        assert_eq!(
+            pushed
+                .image_manifest(&image(&[], &[], 2))
+                .unwrap()
+                .unwrap()
+                .1,
             image_manifest.as_bytes()
         );
     }

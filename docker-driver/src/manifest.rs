@@ -123,6 +123,27 @@ impl IndexEntry {
     }
 }
 
+/// True for an attestation manifest (BuildKit's provenance or SBOM): an
+/// image manifest whose layers are in-toto statements, not filesystems.
+pub fn is_attestation_manifest(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Layer {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+    }
+    #[derive(Deserialize)]
+    struct Manifest {
+        #[serde(default)]
+        layers: Vec<Layer>,
+    }
+    serde_json::from_slice::<Manifest>(bytes).is_ok_and(|m| {
+        !m.layers.is_empty()
+            && m.layers
+                .iter()
+                .all(|l| l.media_type == "application/vnd.in-toto+json")
+    })
+}
+
 /// Why no image manifest could be picked out of an index.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IndexChoiceError {

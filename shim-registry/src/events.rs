@@ -56,6 +56,21 @@ pub enum RegistryEvent {
         /// Its exact bytes.
         body: Bytes,
     },
+    /// A well-formed manifest was refused by
+    /// [`PresencePolicy::refuse_manifest`](crate::PresencePolicy::refuse_manifest):
+    /// the client got `403 DENIED`, nothing was stored.
+    ManifestRefused {
+        /// The repository pushed to.
+        repository: String,
+        /// The tag or digest it was pushed by.
+        reference: String,
+        /// Its digest.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+        /// Its exact bytes.
+        body: Bytes,
+    },
     /// The registry's own storage failed while taking a blob (a full disk,
     /// a read-only or vanished folder): the client gets a 5xx, or a later
     /// "upload unknown", and this event keeps the cause.

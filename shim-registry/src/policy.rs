@@ -22,6 +22,25 @@ pub trait PresencePolicy: Send + Sync {
     fn pace_head(&self, _repository: &str, _digest: &Digest) -> Option<HeadPace> {
         None
     }
+
+    /// Refuses a well-formed manifest `PUT` to `repository` by `reference`
+    /// (a tag or a digest) of `body`, sent as `media_type`: when this
+    /// returns a message, the registry
+    /// checks the manifest as usual, reports it in
+    /// [`RegistryEvent::ManifestRefused`](crate::RegistryEvent::ManifestRefused)
+    /// and answers `403 DENIED` with that message, storing nothing (default:
+    /// every manifest accepted). For a client whose push must not end in
+    /// success, e.g. so that it marks nothing as pushed, while its manifest
+    /// is still seen.
+    fn refuse_manifest(
+        &self,
+        _repository: &str,
+        _reference: &str,
+        _media_type: &str,
+        _body: &[u8],
+    ) -> Option<String> {
+        None
+    }
 }
 
 /// What [`PresencePolicy::pace_head`] has a `HEAD` wait for.

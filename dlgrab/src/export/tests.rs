@@ -178,6 +178,7 @@ fn fake_push(
     let (host, name) = repo.split_once('/').expect("host/name");
     let base = format!("http://{host}/v2/{name}");
     let host = host.to_owned();
+    let name = name.to_owned();
     let tag = tag.to_owned();
     Box::pin(futures::stream::once(async move {
         let client = daemon_client(credentials);
@@ -227,6 +228,16 @@ fn fake_push(
                 .send()
                 .await
                 .expect("PUT manifest");
+            if put.status() == reqwest::StatusCode::FORBIDDEN {
+                // As the daemon reports it; it then labels nothing.
+                uploads.lock().expect("uploads").push(sent);
+                return Err(DriverError::PushRefused {
+                    reference: format!("{host}/{name}:{tag}"),
+                    message: format!(
+                        "unexpected status from PUT request to {manifest_url}: 403 Forbidden"
+                    ),
+                });
+            }
             assert_eq!(put.status(), reqwest::StatusCode::CREATED);
         }
         uploads.lock().expect("uploads").push(sent);

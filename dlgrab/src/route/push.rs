@@ -104,7 +104,13 @@ impl Exporter {
                 format!("cannot create the scratch folder {}", scratch.display())
             })?);
         let name = format!("dlgrab-{}", unique_suffix());
+        let tag = "export";
         let mut policy = CapturePolicy::new(name.clone());
+        if matches!(info.image_store, ImageStore::Containerd) {
+            // Its push labels the user's content with our registry's name
+            // only when it succeeds: the last step is refused.
+            policy = policy.refusing_tag(tag);
+        }
         if matches!(info.image_store, ImageStore::Classic { .. }) && !info.podman {
             // A classic store's "Layer already exists" names the layer:
             // answered one at a time, each `HEAD` is matched to its layer.
@@ -136,7 +142,6 @@ impl Exporter {
             format!("cannot start the temporary registry on {addr} (is the port taken?)")
         })?;
         let repo = format!("127.0.0.1:{}/{name}", handle.addr().port());
-        let tag = "export";
         let reference = format!("{repo}:{tag}");
         tracing::debug!(registry = %handle.url(), reference, "temporary registry up");
         let credentials = RegistryCredentials {
@@ -388,6 +393,12 @@ impl Exporter {
                 body,
                 ..
             } => end.manifests.record(digest, media_type, body),
+            RegistryEvent::ManifestRefused {
+                digest,
+                media_type,
+                body,
+                ..
+            } => end.manifests.record_refused(digest, media_type, body),
             RegistryEvent::BlobCommitted { digest, size, .. } => {
                 tracing::debug!(%digest, size, "blob received");
                 end.unmatched.push(digest);
@@ -404,7 +415,16 @@ impl Exporter {
             tokio::select! {
                 item = stream.next() => match item {
                     None => break,
-                    Some(Err(e)) => return Err(e).context("the daemon's push failed"),
+                    Some(Err(e)) => {
+                        while let Ok(event) = events.try_recv() {
+                            on_event(&mut end, &mut survey, event);
+                        }
+                        if end.manifests.refused() {
+                            tracing::debug!(error = %e, "the push failed on the refused manifest, as planned");
+                            break;
+                        }
+                        return Err(e).context("the daemon's push failed");
+                    }
                     Some(Ok(PushEvent::Layer { id, status, total, .. })) => {
                         idle.touch();
                         // Its blob's commit came before the daemon said so.
@@ -540,7 +560,8 @@ impl Exporter {
         let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
         let mut manifests = plan::PushedManifests::default();
         let mut bars = HashMap::new();
-        let mut on_event = |event: RegistryEvent| match event {
+        let mut on_event = |manifests: &mut plan::PushedManifests, event: RegistryEvent| match event
+        {
             RegistryEvent::ManifestPut {
                 digest,
                 media_type,
@@ -550,6 +571,16 @@ impl Exporter {
             } => {
                 tracing::debug!(reference, media_type, "manifest put");
                 manifests.record(digest, media_type, body);
+            }
+            RegistryEvent::ManifestRefused {
+                digest,
+                media_type,
+                body,
+                reference,
+                ..
+            } => {
+                tracing::debug!(reference, media_type, "manifest refused: the push ends");
+                manifests.record_refused(digest, media_type, body);
             }
             RegistryEvent::UploadStarted { upload_id, .. } => {
                 if let Some(bar) = self.reporter.bytes_bar("receiving blob", None) {
@@ -573,13 +604,22 @@ impl Exporter {
                 item = stream.next() => match item {
                     None => break,
                     Some(Ok(event)) => tracing::debug!(?event, "push progress"),
-                    Some(Err(e)) => return Err(e).context("the daemon's push failed"),
+                    Some(Err(e)) => {
+                        while let Ok(event) = events.try_recv() {
+                            on_event(&mut manifests, event);
+                        }
+                        if manifests.refused() {
+                            tracing::debug!(error = %e, "the push failed on the refused manifest, as planned");
+                            break;
+                        }
+                        return Err(e).context("the daemon's push failed");
+                    }
                 },
-                Some(event) = events.recv() => on_event(event),
+                Some(event) = events.recv() => on_event(&mut manifests, event),
             }
         }
         while let Ok(event) = events.try_recv() {
-            on_event(event);
+            on_event(&mut manifests, event);
         }
         for bar in bars.values() {
             bar.finish_and_clear();

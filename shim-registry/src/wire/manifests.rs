@@ -214,6 +214,21 @@ where
         }
     }
     let tags = tags_to_set(&reference, &tag_params)?;
+    if let Some(message) =
+        shared
+            .presence
+            .refuse_manifest(name, reference_str, &checked.media_type, &body)
+    {
+        tracing::debug!(repository = name, reference = reference_str, %digest, "manifest refused by the policy");
+        shared.events.event(&RegistryEvent::ManifestRefused {
+            repository: name.to_owned(),
+            reference: reference_str.to_owned(),
+            digest: digest.clone(),
+            media_type: checked.media_type,
+            body,
+        });
+        return Err(ApiError::new(Code::Denied).detail(json!({ "reason": message })));
+    }
     let stored = StoredManifest::new(
         checked.media_type.clone(),
         body.clone(),

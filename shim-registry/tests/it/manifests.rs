@@ -331,3 +331,72 @@ async fn referrers() {
         .unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
+
+/// Refuses manifests pushed by the tag `final`; storage answers for blobs.
+struct RefuseFinal;
+
+impl shim_registry::PresencePolicy for RefuseFinal {
+    fn blob(
+        &self,
+        _repository: &str,
+        _digest: &shim_registry::oci_spec::image::Digest,
+    ) -> shim_registry::Presence {
+        shim_registry::Presence::Stored
+    }
+
+    fn refuse_manifest(
+        &self,
+        _repository: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Option<String> {
+        assert_eq!(media_type, OCI_MANIFEST);
+        assert!(body.starts_with(b"{"));
+        (reference == "final").then(|| "not this one".to_owned())
+    }
+}
+
+#[tokio::test]
+async fn a_policy_refuses_a_manifest_it_still_reports() {
+    let mut reg =
+        crate::support::start_with(|b| b.presence(std::sync::Arc::new(RefuseFinal))).await;
+    let body = image(&reg, "img/r", OCI_MANIFEST, json!({})).await;
+    let d = sha256(&body);
+    reg.events();
+    let r = reg
+        .put_manifest("img/r", "final", OCI_MANIFEST, &body)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let reply: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(reply["errors"][0]["code"], "DENIED", "{reply}");
+    assert_eq!(
+        reply["errors"][0]["detail"]["reason"], "not this one",
+        "{reply}"
+    );
+    let events = reg.events();
+    assert!(
+        matches!(&events[..], [RegistryEvent::ManifestRefused { repository, reference, digest, media_type, body: b }]
+        if repository == "img/r" && reference == "final" && digest.as_ref() == d && media_type == OCI_MANIFEST && b[..] == body[..]),
+        "{events:?}"
+    );
+    // Nothing was stored, under the tag or the digest.
+    for reference in ["final", d.as_str()] {
+        let r = reg
+            .req(Method::HEAD, &format!("/v2/img/r/manifests/{reference}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{reference}");
+    }
+    // A malformed manifest is refused as malformed, not by the policy.
+    let r = reg.put_manifest("img/r", "final", OCI_MANIFEST, b"{").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Other references are taken.
+    let r = reg.put_manifest("img/r", &d, OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .put_manifest("img/r", "other", OCI_MANIFEST, &body)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
