@@ -54,6 +54,18 @@ pub enum Error {
         /// The file.
         path: String,
     },
+    /// A BuildKit build on a dockerd was not given the docker-buildx plugin.
+    #[error("daemon {daemon}: a BuildKit build needs the docker-buildx plugin")]
+    NoBuildx {
+        /// The daemon's name.
+        daemon: String,
+    },
+    /// The registry the test serves an image from failed.
+    #[error("test registry: {detail}")]
+    Registry {
+        /// What failed.
+        detail: String,
+    },
     /// Writing the build context to `docker build` failed.
     #[error("cannot write the build context")]
     Context(#[source] io::Error),

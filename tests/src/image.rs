@@ -71,6 +71,8 @@ pub struct ImageBuilder {
     tag: String,
     steps: Vec<Step>,
     no_cache: bool,
+    /// `COPY --link` (BuildKit builds only, see [`BuildKitOptions`](crate::BuildKitOptions)).
+    pub(crate) copy_link: bool,
 }
 
 /// An image that [`ImageBuilder::build`] made.
@@ -109,6 +111,7 @@ impl ImageBuilder {
             tag: tag.to_owned(),
             steps: Vec::new(),
             no_cache: false,
+            copy_link: false,
         }
     }
 
@@ -205,6 +208,9 @@ impl ImageBuilder {
         let mut out = String::from("FROM scratch\n");
         for (i, step) in self.steps.iter().enumerate() {
             let line = match step {
+                Step::Busybox | Step::File { .. } | Step::Random { .. } if self.copy_link => {
+                    format!("COPY --link s{i}/ /")
+                }
                 Step::Busybox | Step::File { .. } | Step::Random { .. } => {
                     format!("COPY s{i}/ /")
                 }
@@ -230,11 +236,7 @@ impl ImageBuilder {
 
     /// Builds the image in `daemon`.
     pub fn try_build(&self, daemon: &Daemon) -> Result<BuiltImage, Error> {
-        let busybox = if self.steps.iter().any(|s| matches!(s, Step::Busybox)) {
-            Some(read_static_busybox()?)
-        } else {
-            None
-        };
+        let busybox = self.busybox_bytes()?;
         let mut args = vec![
             "build",
             "--network",
@@ -270,8 +272,27 @@ impl ImageBuilder {
         self.describe(daemon)
     }
 
+    /// The tag the image is built with.
+    pub(crate) fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Whether the builder runs with `--no-cache`.
+    pub(crate) fn is_no_cache(&self) -> bool {
+        self.no_cache
+    }
+
+    /// The static busybox when a step needs it.
+    pub(crate) fn busybox_bytes(&self) -> Result<Option<Vec<u8>>, Error> {
+        if self.steps.iter().any(|s| matches!(s, Step::Busybox)) {
+            busybox_static().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Writes the context tar: `Dockerfile` and one folder `s<i>/` per `COPY` step.
-    fn write_context(&self, sink: impl Write, busybox: Option<&[u8]>) -> io::Result<()> {
+    pub(crate) fn write_context(&self, sink: impl Write, busybox: Option<&[u8]>) -> io::Result<()> {
         let mut tar = tar::Builder::new(sink);
         let dockerfile = self.dockerfile();
         append_file(
@@ -318,7 +339,7 @@ impl ImageBuilder {
     }
 
     /// Reads back the built image: ID, diff IDs, history rows mapped to layers.
-    fn describe(&self, daemon: &Daemon) -> Result<BuiltImage, Error> {
+    pub(crate) fn describe(&self, daemon: &Daemon) -> Result<BuiltImage, Error> {
         let mismatch = |detail: String| Error::Mismatch {
             tag: self.tag.clone(),
             detail,
@@ -398,7 +419,7 @@ impl BuiltImage {
 }
 
 /// Reads `/bin/busybox` and checks that it is statically linked (no ELF `PT_INTERP`).
-fn read_static_busybox() -> Result<Vec<u8>, Error> {
+pub(crate) fn busybox_static() -> Result<Vec<u8>, Error> {
     let path = busybox_path();
     let mut data = Vec::new();
     std::fs::File::open(path)

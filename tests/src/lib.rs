@@ -8,6 +8,14 @@
 //!   builder (`DOCKER_BUILDKIT=0`, a generated context tar piped to
 //!   `docker build -`), one layer per step, and reports their image ID, diff
 //!   IDs and history rows ([`BuiltImage`]).
+//! - [`ImageBuilder::build_with_buildkit`] builds the same images with
+//!   BuildKit (`docker buildx build --builder default`, the docker-buildx
+//!   plugin from [`buildx_or_skip`] in a temporary `DOCKER_CONFIG`):
+//!   attestations, `COPY --link`, zstd layers ([`BuildKitOptions`]); Podman
+//!   falls back to the classic builder.
+//! - [`PulledIndex`] serves a multi-platform image index (OCI, or a Docker
+//!   manifest list) from an in-process `shim-registry` whose other
+//!   platform's blobs are missing, and has the daemon pull it.
 //! - [`random_bytes`] / [`RandomReader`]: seeded incompressible content.
 //! - [`unique_name`]: repository names unique per test run.
 //! - [`Daemon::dlgrab`] / [`dlgrab_bin`]: the `dlgrab` binary against the daemon.
@@ -19,6 +27,8 @@
 
 #![warn(missing_docs)]
 
+mod buildkit;
+mod buildx;
 mod cleanup;
 mod daemon;
 mod dlgrab;
@@ -27,17 +37,22 @@ mod image;
 mod names;
 mod private;
 mod process;
+mod pulled;
 mod random;
 mod sshd;
 mod tar;
 mod tls_proxy;
 
+pub use buildkit::{BuildKitImage, BuildKitOptions, BuildKitOutput, BuiltBy};
+pub use buildx::{Buildx, buildx_or_skip};
 pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
 pub use dlgrab::{dlgrab_bin, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
 pub use names::unique_name;
+pub(crate) use names::unique_scratch_name;
 pub use private::{PrivateDaemon, Tmpfs};
+pub use pulled::{IndexFlavour, PulledIndex};
 pub use random::{RandomReader, random_bytes};
 pub use sshd::{SSH_HOST, Sshd};
 pub use tar::tar_paths;
@@ -47,3 +62,10 @@ pub use tls_proxy::{Fault, TlsProxy};
 pub const ENV_DAEMON_NAME: &str = "DLGRAB_TEST_DAEMON";
 /// Environment variable that turns a skip into a failure when set to `1`.
 pub const ENV_REQUIRE_DAEMON: &str = "DLGRAB_REQUIRE_DAEMON";
+/// Environment variable naming a Docker CLI config folder whose
+/// `cli-plugins/docker-buildx` the BuildKit builds use (`cargo xtask test`
+/// sets it to the plugin it fetched).
+pub const ENV_BUILDX_CONFIG: &str = "DLGRAB_BUILDX_CONFIG";
+/// Environment variable that turns "no docker-buildx" into a failure when
+/// set to `1` (as `cargo xtask test` sets), instead of a skip.
+pub const ENV_REQUIRE_BUILDX: &str = "DLGRAB_REQUIRE_BUILDX";

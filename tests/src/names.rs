@@ -11,14 +11,20 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// e.g. `dlgrab-test/export`. Images tagged under it (or under
 /// `<name>-…`) on the daemon under test are removed when the test ends.
 pub fn unique_name(prefix: &str) -> String {
+    let name = unique_scratch_name(prefix);
+    crate::cleanup::note_repository(&name);
+    name
+}
+
+/// A name unique like [`unique_name`]'s, for things other than images
+/// (scratch folders): nothing is removed from the daemon under it.
+pub(crate) fn unique_scratch_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let name = format!("{prefix}-{}-{n}-{t:x}", std::process::id());
-    crate::cleanup::note_repository(&name);
-    name
+    format!("{prefix}-{}-{n}-{t:x}", std::process::id())
 }
 
 #[cfg(test)]

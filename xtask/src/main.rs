@@ -7,6 +7,7 @@
 //! cargo xtask dist [completions|man]   completions and man page into target/dist
 //! cargo xtask bench registry|export|copy side-by-side benchmarks (see bench.rs)
 //! cargo xtask conformance [--dev]      the OCI conformance suite against shim-registry
+//! cargo xtask buildx                   fetch docker-buildx, print its DOCKER_CONFIG folder
 //! ```
 
 #![expect(
@@ -19,6 +20,7 @@ mod bench;
 mod bench_copy;
 mod bench_export;
 mod bench_registry;
+mod buildx;
 mod conformance;
 mod daemons;
 mod demo;
@@ -44,7 +46,9 @@ usage: cargo xtask <command>
                            side-by-side benchmarks; `cargo xtask bench` lists them
   conformance [--dev] [--src PATH]
                            the OCI distribution-spec conformance suite against
-                           shim-registry (source: DLGRAB_CONFORMANCE_SRC)";
+                           shim-registry (source: DLGRAB_CONFORMANCE_SRC)
+  buildx                   fetch Debian sid's docker-buildx and print the Docker
+                           CLI config folder the BuildKit tests use";
 
 fn main() -> ExitCode {
     match run() {
@@ -69,6 +73,9 @@ fn run() -> Result<()> {
         ["dist", rest @ ..] => dist::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["conformance", rest @ ..] => conformance::run_suite(rest),
+        ["buildx"] => buildx::plugin_config().map(|config| {
+            println!("{}={}", testkit::ENV_BUILDX_CONFIG, config.display());
+        }),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())

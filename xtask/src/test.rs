@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+use crate::buildx;
 use crate::daemons::{self, NAMES, describe};
 use crate::root;
 use crate::sh::{apt_install, run_logged, stream};
@@ -159,6 +160,15 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let built = bin.ok && build.ok;
     steps.push(bin);
     steps.push(build);
+    // The BuildKit tests' docker-buildx plugin; without it they fail
+    // (`DLGRAB_REQUIRE_BUILDX=1`), each saying so.
+    let buildx_config = match buildx::plugin_config() {
+        Ok(config) => Some(config),
+        Err(e) => {
+            steps.push(failed_step("buildx", format!("{e:#}")));
+            None
+        }
+    };
     let mut hosts = Vec::new();
     for (name, result) in daemons::up(&opts.daemons) {
         match result {
@@ -182,7 +192,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             .filter_map(|(name, host)| Some((name, host?)))
             .collect();
         let copy = copy_step(&exe, &up);
-        steps.extend(daemon_steps(&exe, up, opts.jobs));
+        steps.extend(daemon_steps(&exe, up, opts.jobs, buildx_config.as_deref()));
         steps.extend(copy.map(|run| run()));
     }
 
@@ -191,7 +201,12 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
 
 /// Runs the integration tests once per daemon, up to `jobs` daemons at a
 /// time, each into its own log; returns one step per daemon, in matrix order.
-fn daemon_steps(exe: &Path, daemons: Vec<(&'static str, String)>, jobs: usize) -> Vec<Step> {
+fn daemon_steps(
+    exe: &Path,
+    daemons: Vec<(&'static str, String)>,
+    jobs: usize,
+    buildx_config: Option<&Path>,
+) -> Vec<Step> {
     let logs = root().join("target/xtask/test-logs");
     if let Err(e) = std::fs::create_dir_all(&logs) {
         return vec![failed_step("daemon logs", format!("{e:#}"))];
@@ -209,11 +224,13 @@ fn daemon_steps(exe: &Path, daemons: Vec<(&'static str, String)>, jobs: usize) -
         .map(|_| {
             let (queue, done, logs) = (Arc::clone(&queue), Arc::clone(&done), logs.clone());
             let exe = exe.to_path_buf();
+            let buildx_config = buildx_config.map(Path::to_path_buf);
             thread::spawn(move || {
                 loop {
                     let next = queue.lock().expect("no panics while locked").pop_front();
                     let Some((name, host)) = next else { break };
-                    let step = daemon_step(&exe, name, &host, &logs.join(format!("{name}.log")));
+                    let log = logs.join(format!("{name}.log"));
+                    let step = daemon_step(&exe, name, &host, buildx_config.as_deref(), &log);
                     done.lock().expect("no panics while locked").push(step);
                 }
             })
@@ -261,14 +278,26 @@ fn copy_step<'a>(
 }
 
 /// One daemon's run of the integration-test binary, its output in `log`.
-/// (The `--to` tests skip there: no peers; see [`copy_step`].)
-fn daemon_step(exe: &Path, name: &str, host: &str, log: &Path) -> Step {
+/// (The `--to` tests skip there: no peers; see [`copy_step`].) The
+/// BuildKit tests get `buildx_config` (a Docker CLI config folder with the
+/// docker-buildx plugin) and must have it.
+fn daemon_step(
+    exe: &Path,
+    name: &str,
+    host: &str,
+    buildx_config: Option<&Path>,
+    log: &Path,
+) -> Step {
     let mut cmd = Command::new(exe);
     cmd.current_dir(root().join("tests"))
         .env("CARGO_MANIFEST_DIR", root().join("tests"))
         .env("DOCKER_HOST", host)
         .env("DLGRAB_TEST_DAEMON", name)
-        .env("DLGRAB_REQUIRE_DAEMON", "1");
+        .env("DLGRAB_REQUIRE_DAEMON", "1")
+        .env(testkit::ENV_REQUIRE_BUILDX, "1");
+    if let Some(config) = buildx_config {
+        cmd.env(testkit::ENV_BUILDX_CONFIG, config);
+    }
     suite_step(&format!("daemon {name}"), cmd, host, log)
 }
 

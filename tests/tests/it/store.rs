@@ -41,7 +41,7 @@ fn image(daemon: &Daemon, prefix: &str) -> BuiltImage {
 
 /// The daemon's data root when its classic layer store can be read here,
 /// else why not (printed as a skip).
-fn readable_store(daemon: &Daemon) -> Result<PathBuf, String> {
+pub(crate) fn readable_store(daemon: &Daemon) -> Result<PathBuf, String> {
     if daemon.store != Store::Classic {
         return Err(format!("daemon {} has no classic image store", daemon.name));
     }
