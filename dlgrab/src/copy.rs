@@ -339,22 +339,22 @@ async fn copy_one(
         seconds: started.elapsed().as_secs_f64(),
     };
 
-    // DEST has the very image: the tags are all it needs.
-    if let Ok((id, _)) = dest.image_diff_ids(&details.id).await
-        && id == details.id
-    {
+    // DEST has the very image: the tags are all it needs. Across stores
+    // its ID differs (a config digest on a classic store, a manifest or
+    // index digest on the containerd store): it is found under the tags.
+    if let Some(dest_id) = held_image(dest.as_ref(), &details, &tags).await {
         for tag in &tags {
             let (repo, t) = split_tag(tag).with_context(|| format!("cannot read the tag {tag}"))?;
-            dest.tag(&details.id, repo, t)
+            dest.tag(&dest_id, repo, t)
                 .await
                 .with_context(|| format!("cannot tag {tag} on {dest_name}"))?;
         }
         reporter.message(format!(
-            "{image}: {dest_name} already has image {} ({layers} layers): tagged",
-            short(&details.id)
+            "{image}: {dest_name} already has image {} ({layers} layers): tagged, nothing sent",
+            short(&dest_id)
         ));
         return Ok((
-            done(How::TagsOnly, details.id.clone(), layers, 0, 0, Vec::new()),
+            done(How::TagsOnly, dest_id, layers, 0, 0, Vec::new()),
             details.diff_ids.clone(),
         ));
     }
@@ -418,6 +418,54 @@ async fn copy_one(
         done(how, dest_id, first, sent_layers, bytes, routes),
         details.diff_ids.clone(),
     ))
+}
+
+/// The ID under which DEST holds `image` itself: by the source's image ID,
+/// else under one of its `tags` an image that is the same one
+/// ([`same_image`]).
+async fn held_image(
+    dest: &dyn DockerDriver,
+    image: &ImageDetails,
+    tags: &[String],
+) -> Option<String> {
+    if let Ok((id, _)) = dest.image_diff_ids(&image.id).await
+        && id == image.id
+    {
+        return Some(id);
+    }
+    for tag in tags {
+        match dest.inspect_image(tag).await {
+            Ok(held) if same_image(image, &held) => return Some(held.id),
+            Ok(held) => tracing::debug!(tag, held = %held.id, "another image under the tag"),
+            Err(e) => tracing::debug!(tag, "not on the destination: {e}"),
+        }
+    }
+    None
+}
+
+/// Whether two daemons' descriptions are of one image, whichever store
+/// keeps it: the same layers, creation time, platform and history (what
+/// the config holds beside its runtime settings, which come from the same
+/// history rows).
+pub(crate) fn same_image(a: &ImageDetails, b: &ImageDetails) -> bool {
+    let rows = |i: &ImageDetails| -> Vec<(Option<i64>, String, bool, String)> {
+        i.history
+            .iter()
+            .map(|r| {
+                (
+                    r.created,
+                    r.created_by.clone(),
+                    r.empty_layer,
+                    r.comment.clone(),
+                )
+            })
+            .collect()
+    };
+    a.diff_ids == b.diff_ids
+        && a.created == b.created
+        && a.os == b.os
+        && a.architecture == b.architecture
+        && rows(a) == rows(b)
 }
 
 /// Which of `tags` DEST has before the load, and as which image.
@@ -695,6 +743,53 @@ mod tests {
         check_prefix(&["a x", "a b", "a"], "a b c", 2);
         check_prefix(&["a b c d"], "a b c", 3);
         check_prefix(&["b c"], "a b c", 0);
+    }
+
+    fn details(id: &str, created: &str) -> ImageDetails {
+        ImageDetails {
+            id: id.into(),
+            repo_tags: vec!["app:1".into()],
+            repo_digests: Vec::new(),
+            parent: None,
+            created: Some(created.into()),
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            diff_ids: ids("a b"),
+            history: ["COPY a", "ENV X=1", "COPY b"]
+                .iter()
+                .enumerate()
+                .map(|(i, by)| docker_driver::HistoryRow {
+                    id: None,
+                    created: Some(1_700_000_000 + i as i64),
+                    created_by: (*by).into(),
+                    size: 3,
+                    comment: "buildkit.dockerfile.v0".into(),
+                    empty_layer: by.starts_with("ENV"),
+                    layer_index: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_image_in_either_store_is_the_same_image() {
+        // A classic store's ID is the config digest, the containerd
+        // store's the manifest's: the rest tells.
+        let classic = details("sha256:config", "2026-01-02T03:04:05.123456789Z");
+        let mut containerd = details("sha256:index", "2026-01-02T03:04:05.123456789Z");
+        containerd.history[0].size = 99; // sizes are reported differently
+        assert!(same_image(&classic, &containerd));
+        let rebuilt = details("sha256:other", "2026-01-02T03:04:06Z");
+        assert!(!same_image(&classic, &rebuilt));
+        let mut other_layers = containerd.clone();
+        other_layers.diff_ids = ids("a c");
+        assert!(!same_image(&classic, &other_layers));
+        let mut other_arch = containerd.clone();
+        other_arch.architecture = "arm64".into();
+        assert!(!same_image(&classic, &other_arch));
+        let mut other_history = containerd;
+        other_history.history[1].created_by = "ENV X=2".into();
+        assert!(!same_image(&classic, &other_history));
     }
 
     #[test]
