@@ -180,6 +180,12 @@ fn copies_between_stores_sending_only_missing_layers() {
     assert_eq!(again["images"][0]["how"], "whole", "{again:#}");
     assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
     runs(e, &image.tag);
+    // Once more: e holds that very image, under another ID (a manifest
+    // digest, the source's is a config digest): tags only, nothing sent.
+    let held = report(&copy(&d, &d.host, None, &e.host, &[&image.tag]));
+    assert_eq!(held["images"][0]["how"], "tags-only", "{held:#}");
+    assert_eq!(n(&held, "bytes_sent"), 0, "{held:#}");
+    assert_eq!(n(&held, "layers_sent"), 0, "{held:#}");
 
     // Containerd store → containerd store (28.5 → 26.1): whole images too.
     // c may hold a layer as a snapshot of its own build without the blob
@@ -218,8 +224,11 @@ fn copies_between_stores_sending_only_missing_layers() {
     assert_eq!(n(second, "layers_sent"), layers - base_layers, "{both:#}");
     assert_eq!(b.inspect(&image.tag)["Id"], image.id.as_str());
     runs(b, &image.tag);
-    // Again: b has the very images, so only tags.
+    // Again: b has the very images, so only tags, whichever store sends.
     let again = report(&copy(&d, &d.host, None, &b.host, &[&image.tag]));
+    assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+    assert_eq!(n(&again, "bytes_sent"), 0);
+    let again = report(&copy(&d, &e.host, None, &b.host, &[&image.tag]));
     assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
     assert_eq!(n(&again, "bytes_sent"), 0);
 
