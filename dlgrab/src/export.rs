@@ -340,6 +340,7 @@ impl Exporter {
             },
             layer_ids,
             manifest: pushed.map(|(_, media_type, body)| (media_type, body.to_vec())),
+            index: None,
             repository,
             tag,
         }

@@ -340,6 +340,16 @@ pub(crate) fn unasked_share(info: &DaemonInfo) -> f64 {
     if major >= 25 { 0.5 } else { 0.15 }
 }
 
+/// Whether an API version such as `1.45` is at least `major.minor` (an
+/// unreadable one is not).
+pub(crate) fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
 /// Decides, after each progress message of the survey push, whether to go
 /// on, to cancel (the wanted layers were uploaded unasked and are in, and
 /// the image config is at hand without the push), or to give up for
@@ -491,6 +501,21 @@ impl PushedManifests {
         self.refused
     }
 
+    /// The last index put that names `manifest` (media type and bytes).
+    pub(crate) fn index_of(&self, manifest: &[u8]) -> Option<(String, bytes::Bytes)> {
+        use docker_driver::manifest::{self, ManifestKind};
+        let digest = digest_of(manifest).to_string();
+        self.put
+            .iter()
+            .rev()
+            .filter(|(_, mt, body)| manifest::kind_of(mt, body) == ManifestKind::Index)
+            .find(|(_, _, body)| {
+                manifest::index_entries(body)
+                    .is_ok_and(|entries| entries.iter().any(|e| e.digest == digest))
+            })
+            .map(|(_, mt, body)| (mt.clone(), body.clone()))
+    }
+
     /// Adds what a later push put.
     pub(crate) fn extend(&mut self, other: PushedManifests) {
         self.put.extend(other.put);
@@ -556,6 +581,22 @@ impl PushedManifests {
     }
 }
 
+/// `sha256:` of `bytes`.
+pub(crate) fn digest_of(bytes: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+        .parse()
+        .expect("a sha256 digest is valid")
+}
+
+/// The media type an index says it has (OCI's when it says none).
+pub(crate) fn index_media_type(bytes: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| docker_driver::manifest::MT_OCI_INDEX.to_owned())
+}
+
 /// The blobs a pushed manifest lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PushedManifest {
@@ -616,7 +657,18 @@ pub(crate) struct CapturePolicy {
     claimed_size: u64,
     capture: Mutex<Option<HashSet<Digest>>>,
     pace: Option<HeadPacer>,
-    refused_tag: Option<String>,
+    refused: Option<Refusal>,
+}
+
+/// Which manifests the capture policy refuses under the run's tag.
+#[derive(Debug)]
+struct Refusal {
+    tag: String,
+    /// The image's own (root) manifest or index: the image ID.
+    root: Option<Digest>,
+    /// Also any other image manifest but attestations (a daemon that puts
+    /// a platform's manifest instead of an index it cannot push whole).
+    image_manifests: bool,
 }
 
 impl CapturePolicy {
@@ -628,7 +680,7 @@ impl CapturePolicy {
             claimed_size: 1,
             capture: Mutex::new(None),
             pace: None,
-            refused_tag: None,
+            refused: None,
         }
     }
 
@@ -648,13 +700,26 @@ impl CapturePolicy {
         self
     }
 
-    /// Refuses the manifest the daemon puts under `tag` in the run's
+    /// Refuses the last manifest the daemon puts under `tag` in the run's
     /// repository (it is still seen, as
     /// [`RegistryEvent::ManifestRefused`](shim_registry::RegistryEvent)): a
     /// containerd store labels what it pushed with the registry's name only
     /// after a push that succeeded, so the user's content is left unmarked.
-    pub(crate) fn refusing_tag(mut self, tag: &str) -> Self {
-        self.refused_tag = Some(tag.to_owned());
+    /// That is the image's `root` (its ID: a manifest or an index), an
+    /// index, and with `image_manifests` any image manifest but an
+    /// attestation. Without it (Docker 26.1, which puts an index's
+    /// manifests under the tag before the index) the others are taken.
+    pub(crate) fn refusing_tag(
+        mut self,
+        tag: &str,
+        root: Option<Digest>,
+        image_manifests: bool,
+    ) -> Self {
+        self.refused = Some(Refusal {
+            tag: tag.to_owned(),
+            root,
+            image_manifests,
+        });
         self
     }
 
@@ -724,15 +789,25 @@ impl PresencePolicy for CapturePolicy {
         &self,
         repository: &str,
         reference: &str,
-        _media_type: &str,
+        media_type: &str,
         body: &[u8],
     ) -> Option<String> {
-        // Under the tag go the index, or the image manifest (Docker 26.1
-        // puts an index's manifests under the tag too, before the index);
-        // an attestation manifest is let through, the push goes on.
-        let refused = repository == self.repository
-            && self.refused_tag.as_deref() == Some(reference)
-            && !docker_driver::manifest::is_attestation_manifest(body);
+        use docker_driver::manifest::{self, ManifestKind};
+        let Some(refusal) = &self.refused else {
+            return None;
+        };
+        if repository != self.repository
+            || refusal.tag != reference
+            || manifest::is_attestation_manifest(body)
+        {
+            return None;
+        }
+        let refused = refusal.root.as_ref() == Some(&digest_of(body))
+            || match manifest::kind_of(media_type, body) {
+                ManifestKind::Index => true,
+                ManifestKind::Image => refusal.image_manifests,
+                ManifestKind::Other => false,
+            };
         refused.then(|| {
             "dlgrab keeps the manifest and ends the push here, so the daemon marks nothing as pushed"
                 .to_owned()
@@ -1321,7 +1396,7 @@ mod tests {
         );
         let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         let mt = "application/vnd.oci.image.manifest.v1+json";
-        let refusing = CapturePolicy::new("dlgrab-run-x").refusing_tag("export");
+        let refusing = CapturePolicy::new("dlgrab-run-x").refusing_tag("export", None, true);
         assert!(
             refusing
                 .refuse_manifest("dlgrab-run-x", "export", mt, image_manifest.as_bytes())
@@ -1353,6 +1428,36 @@ mod tests {
                 .refuse_manifest("dlgrab-run-x", "export", mt, image_manifest.as_bytes())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn docker_26_1_gets_the_root_refused_only() {
+        let image_manifest = oci_manifest(2, "image");
+        let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let mt = "application/vnd.oci.image.manifest.v1+json";
+        let root = digest_of(image_manifest.as_bytes());
+        // The root named by the image ID is refused, whatever it is; other
+        // image manifests are taken (26.1 puts them under the tag first).
+        let old = CapturePolicy::new("r").refusing_tag("export", Some(root), false);
+        assert!(
+            old.refuse_manifest("r", "export", mt, image_manifest.as_bytes())
+                .is_some()
+        );
+        let other = oci_manifest(3, "other");
+        assert!(
+            old.refuse_manifest("r", "export", mt, other.as_bytes())
+                .is_none()
+        );
+        assert!(
+            old.refuse_manifest("r", "export", "", index.as_bytes())
+                .is_some()
+        );
+        assert!(
+            api_at_least("1.46", 1, 46)
+                && api_at_least("1.51", 1, 46)
+                && api_at_least("2.0", 1, 46)
+        );
+        assert!(!api_at_least("1.45", 1, 46) && !api_at_least("x", 1, 46));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use docker_driver::{
-    BoxStream, BuildOptions, DaemonInfo, DockerDriver, DriverError, ImageDetails, ImageSummary,
-    LayerSelector, PushEvent, RegistryCredentials, ResolvedLayer,
+    BoxStream, BuildOptions, DaemonInfo, DockerDriver, DriverError, ImageConfig, ImageDetails,
+    ImageSummary, LayerSelector, PushEvent, RegistryCredentials, ResolvedLayer,
 };
 use futures::StreamExt;
 
@@ -82,7 +82,7 @@ impl DockerDriver for Watchdog {
             .await
     }
 
-    async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError> {
+    async fn image_config(&self, reference: &str) -> Result<ImageConfig, DriverError> {
         self.limited("image config", self.inner.image_config(reference))
             .await
     }

@@ -25,8 +25,8 @@ use crate::driver::{BoxStream, DockerDriver};
 use crate::error::DriverError;
 use crate::history::{self, ApiRow};
 use crate::model::{
-    BuildOptions, DaemonInfo, ImageDetails, ImageStore, ImageSummary, LayerSelector, PushEvent,
-    RegistryCredentials, ResolvedLayer,
+    BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageStore, ImageSummary, LayerSelector,
+    PushEvent, RegistryCredentials, ResolvedLayer,
 };
 use crate::reference::{self, Typed};
 use crate::transport::{self, Transport};
@@ -209,7 +209,7 @@ impl BollardDriver {
             None => {
                 debug!(image = %inspect.id, "history rows ambiguous; reading the image config");
                 let config = self.image_config(&inspect.id).await?;
-                let flags = history::config_empty_flags(&config);
+                let flags = history::config_empty_flags(&config.bytes);
                 history::map_rows(&rows, diff_ids.len(), flags.as_deref()).unwrap_or_else(|| {
                     warn!(image = %inspect.id, "history rows do not match the image's layers");
                     history::unmapped(&rows)
@@ -308,7 +308,7 @@ impl DockerDriver for BollardDriver {
         Ok((inspect.id, diff_ids))
     }
 
-    async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError> {
+    async fn image_config(&self, reference: &str) -> Result<ImageConfig, DriverError> {
         let inspect = self.inspect_raw(reference).await?;
         let id = inspect.id.clone();
         let save = self
@@ -319,7 +319,7 @@ impl DockerDriver for BollardDriver {
         // An index (containerd store) leads to the manifest of the platform
         // the daemon shows the image as.
         let (os, arch) = (inspect.os, inspect.architecture);
-        let (config, digest) = tokio::task::spawn_blocking(move || {
+        let found = tokio::task::spawn_blocking(move || {
             config::find_config(reader, &image, Some((&os, &arch)))
         })
         .await
@@ -327,14 +327,17 @@ impl DockerDriver for BollardDriver {
             operation: "reading the saved image",
             source: Box::new(e),
         })??;
-        if digest != id && matches!(self.store().await?, ImageStore::Classic { .. }) {
+        if found.digest != id && matches!(self.store().await?, ImageStore::Classic { .. }) {
             return Err(DriverError::ConfigMismatch {
                 image: id.clone(),
                 expected: id,
-                actual: digest,
+                actual: found.digest,
             });
         }
-        Ok(config)
+        Ok(ImageConfig {
+            bytes: found.config,
+            index: found.index,
+        })
     }
 
     async fn resolve(

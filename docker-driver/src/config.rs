@@ -23,11 +23,12 @@ const KEEP: usize = 64 << 20;
 /// the config's digest; on the containerd store it names an image manifest
 /// or an index, whose image manifest for `platform` (os, architecture) names
 /// the config. Without a platform, an index must hold one image manifest.
+/// Returns the index too, when the image ID names one.
 pub(crate) fn find_config(
     archive: impl Read,
     image_id: &str,
     platform: Option<(&str, &str)>,
-) -> Result<(Vec<u8>, String), DriverError> {
+) -> Result<Found, DriverError> {
     let operation = "reading the saved image";
     let protocol = |e: std::io::Error| DriverError::Protocol {
         operation,
@@ -40,6 +41,7 @@ pub(crate) fn find_config(
     let mut wanted: Option<String> = None;
     let mut kept: HashMap<String, Vec<u8>> = HashMap::new();
     let mut kept_bytes = 0;
+    let mut index = None;
     let mut archive = tar::Archive::new(archive);
     for entry in archive.entries().map_err(protocol)? {
         let mut entry = entry.map_err(protocol)?;
@@ -79,7 +81,18 @@ pub(crate) fn find_config(
         });
         while let Some((path, data)) = next.take() {
             match step(image_id, &path, data, platform)? {
-                Step::Config(found) => return Ok(found),
+                Step::Config((config, digest)) => {
+                    return Ok(Found {
+                        config,
+                        digest,
+                        index,
+                    });
+                }
+                Step::Index(bytes, blob) => {
+                    index = Some(bytes);
+                    next = kept.remove(&blob).map(|data| (blob.clone(), data));
+                    wanted = Some(blob);
+                }
                 Step::Next(blob) => {
                     next = kept.remove(&blob).map(|data| (blob.clone(), data));
                     wanted = Some(blob);
@@ -92,8 +105,21 @@ pub(crate) fn find_config(
     })
 }
 
+/// The config a save stream holds.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// Its bytes.
+    pub(crate) config: Vec<u8>,
+    /// Their digest.
+    pub(crate) digest: String,
+    /// The index the image ID names, when it is one.
+    pub(crate) index: Option<Vec<u8>>,
+}
+
 /// Where a blob of the chain leads.
 enum Step {
+    /// It is the index the image ID names (its bytes); this manifest next.
+    Index(Vec<u8>, String),
     /// It is the config (checked against its name).
     Config((Vec<u8>, String)),
     /// It is an index or manifest naming this blob path next.
@@ -153,7 +179,7 @@ fn step(
                         source: format!("the image index names {}", entry.digest).into(),
                     })?;
             tracing::debug!(manifest = %entry.digest, "image index: the platform's manifest");
-            Ok(Step::Next(format!("blobs/sha256/{hex}")))
+            Ok(Step::Index(data, format!("blobs/sha256/{hex}")))
         }
         ManifestKind::Other => checked(image_id, path, data).map(Step::Config),
     }
@@ -223,7 +249,11 @@ mod tests {
             (&format!("{}.json", sha(config)), config),
             ("manifest.json", b"[]"),
         ]);
-        let (got, digest) = find_config(&tar[..], &id, None).unwrap();
+        let Found {
+            config: got,
+            digest,
+            ..
+        } = find_config(&tar[..], &id, None).unwrap();
         assert_eq!(got, config);
         assert_eq!(digest, id);
     }
@@ -246,7 +276,11 @@ mod tests {
             ),
             ("index.json", b"{}"),
         ]);
-        let (got, digest) = find_config(&tar[..], &id, None).unwrap();
+        let Found {
+            config: got,
+            digest,
+            ..
+        } = find_config(&tar[..], &id, None).unwrap();
         assert_eq!(got, config);
         assert_eq!(digest, format!("sha256:{}", sha(config)));
         // …and when the config comes after the manifest.
@@ -257,7 +291,7 @@ mod tests {
             ),
             (&format!("blobs/sha256/{}", sha(config)), config),
         ]);
-        assert_eq!(find_config(&tar[..], &id, None).unwrap().0, config);
+        assert_eq!(find_config(&tar[..], &id, None).unwrap().config, config);
     }
 
     /// A BuildKit-made image on the containerd store: the image ID names an
@@ -316,9 +350,12 @@ mod tests {
             [1, 2, 3, 0, 4],
         ] {
             let (tar, id, config) = buildkit_index(&order);
-            let (got, digest) = find_config(&tar[..], &id, Some(("linux", "amd64")))
+            let found = find_config(&tar[..], &id, Some(("linux", "amd64")))
                 .unwrap_or_else(|e| panic!("{order:?}: {e}"));
+            let (got, digest) = (found.config, found.digest);
             assert_eq!(got, config, "{order:?}");
+            let index = found.index.expect("the index comes with the config");
+            assert_eq!(format!("sha256:{}", sha(&index)), id, "{order:?}");
             assert_eq!(digest, format!("sha256:{}", sha(&config)));
         }
     }
@@ -355,7 +392,11 @@ mod tests {
             ("manifest.json", manifest.as_bytes()),
         ]);
         let id = format!("sha256:{}", "e".repeat(64));
-        let (got, digest) = find_config(&tar[..], &id, None).unwrap();
+        let Found {
+            config: got,
+            digest,
+            ..
+        } = find_config(&tar[..], &id, None).unwrap();
         assert_eq!(got, config);
         assert_eq!(digest, format!("sha256:{}", sha(config)));
     }
@@ -378,7 +419,7 @@ mod tests {
     /// Whatever the stream holds, `find_config` returns: an error, or a
     /// config whose bytes hash to the digest it reports.
     fn returns_sanely(tar: &[u8], id: &str) {
-        if let Ok((config, digest)) = find_config(tar, id, None) {
+        if let Ok(Found { config, digest, .. }) = find_config(tar, id, None) {
             assert_eq!(digest, format!("sha256:{}", sha(&config)));
         }
     }

@@ -13,8 +13,8 @@ use crate::error::DriverError;
 use crate::history::{self, ApiRow};
 use crate::layer_store::{LayerStore, chain_id};
 use crate::model::{
-    BuildOptions, DaemonInfo, ImageDetails, ImageStore, ImageSummary, LayerSelector, PushEvent,
-    RegistryCredentials, ResolvedLayer,
+    BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageStore, ImageSummary, LayerSelector,
+    PushEvent, RegistryCredentials, ResolvedLayer,
 };
 use crate::reference::{self, Typed};
 
@@ -216,9 +216,12 @@ impl DockerDriver for DataRootDriver {
         self.details(&id)
     }
 
-    async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError> {
+    async fn image_config(&self, reference: &str) -> Result<ImageConfig, DriverError> {
         let id = self.lookup(reference)?;
-        self.store.image_config(&id)
+        Ok(ImageConfig {
+            bytes: self.store.image_config(&id)?,
+            index: None,
+        })
     }
 
     async fn resolve(

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::error::DriverError;
 use crate::model::{
-    BuildOptions, DaemonInfo, ImageDetails, ImageSummary, LayerSelector, PushEvent,
+    BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageSummary, LayerSelector, PushEvent,
     RegistryCredentials, ResolvedLayer,
 };
 
@@ -34,7 +34,8 @@ pub trait DockerDriver: Send + Sync {
     /// `docker save` stream, which is dropped as soon as the config has been
     /// seen (on 20.10 `<id>.json` sorts among the layer folders; from 25 the
     /// config is a blob of the OCI layout, located through `manifest.json`).
-    async fn image_config(&self, reference: &str) -> Result<Vec<u8>, DriverError>;
+    /// When the image ID names an index, its bytes come with the config.
+    async fn image_config(&self, reference: &str) -> Result<ImageConfig, DriverError>;
 
     /// Resolves what the user typed to an image and one of its layers.
     ///

@@ -60,7 +60,7 @@ pub use driver::{BoxStream, DockerDriver};
 pub use error::DriverError;
 pub use layer_store::{LayerStore, LayerTar};
 pub use model::{
-    BuildOptions, DaemonInfo, HistoryRow, ImageDetails, ImageStore, ImageSummary, LayerSelector,
-    PushEvent, RegistryCredentials, ResolvedLayer,
+    BuildOptions, DaemonInfo, HistoryRow, ImageConfig, ImageDetails, ImageStore, ImageSummary,
+    LayerSelector, PushEvent, RegistryCredentials, ResolvedLayer,
 };
 pub use reference::familiar_tag;

@@ -89,6 +89,18 @@ pub struct ImageDetails {
     pub history: Vec<HistoryRow>,
 }
 
+/// An image config as the daemon stores it, read out of a `docker save`
+/// stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// The config's exact bytes.
+    pub bytes: Vec<u8>,
+    /// The image index the image ID names, when it is one (the containerd
+    /// store: BuildKit's attestations, multi-platform images), exactly as
+    /// stored.
+    pub index: Option<Vec<u8>>,
+}
+
 /// Which layer of an image is wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerSelector {

@@ -37,6 +37,9 @@ struct ImageRecord {
     layer_ids: Vec<String>,
     compressed: Vec<Option<BlobRecord>>,
     manifest: Option<ManifestRecord>,
+    /// The index the image ID names, whose entry `manifest` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<ManifestRecord>,
     repository: String,
     tag: String,
 }
@@ -53,6 +56,21 @@ struct ManifestRecord {
     media_type: String,
     /// The manifest's bytes (JSON text) exactly as pushed.
     body: String,
+}
+
+impl ManifestRecord {
+    /// A manifest or index (media type, bytes) as recorded; `None` when its
+    /// bytes are not UTF-8 (never JSON then).
+    fn of((media_type, body): &(String, Vec<u8>)) -> Option<Self> {
+        Some(Self {
+            media_type: media_type.clone(),
+            body: String::from_utf8(body.clone()).ok()?,
+        })
+    }
+
+    fn bytes(&self) -> (String, Vec<u8>) {
+        (self.media_type.clone(), self.body.clone().into_bytes())
+    }
 }
 
 /// An exclusive hold on a folder's top-level files: the writer's own mutex
@@ -181,6 +199,7 @@ fn merge(root: &Path, old: &ImageRecord, mut new: ImageRecord) -> ImageRecord {
     }
     if new.manifest.is_none() {
         new.manifest.clone_from(&old.manifest);
+        new.index.clone_from(&old.index);
     }
     for t in &old.repo_tags {
         if !new.repo_tags.contains(t) {
@@ -207,12 +226,8 @@ impl ImageRecord {
                     })
                 })
                 .collect(),
-            manifest: image.manifest.as_ref().and_then(|(mt, body)| {
-                Some(ManifestRecord {
-                    media_type: mt.clone(),
-                    body: String::from_utf8(body.clone()).ok()?,
-                })
-            }),
+            manifest: image.manifest.as_ref().and_then(ManifestRecord::of),
+            index: image.index.as_ref().and_then(ManifestRecord::of),
             repository: image.repository.clone(),
             tag: image.tag.clone(),
         }
@@ -252,10 +267,8 @@ impl ImageRecord {
             repo_tags: self.repo_tags.clone(),
             layer_ids,
             compressed,
-            manifest: self
-                .manifest
-                .as_ref()
-                .map(|m| (m.media_type.clone(), m.body.clone().into_bytes())),
+            manifest: self.manifest.as_ref().map(ManifestRecord::bytes),
+            index: self.index.as_ref().map(ManifestRecord::bytes),
             repository: self.repository.clone(),
             tag: self.tag.clone(),
         })

@@ -338,8 +338,11 @@ struct Described<'a> {
     /// `manifest.json`'s layer paths, base first.
     docker_paths: Vec<String>,
     layers: Vec<LayerDesc>,
-    /// The manifest `index.json` names: as pushed, or built here.
+    /// The image manifest: as pushed, or built here.
     manifest: (String, Vec<u8>),
+    /// The index the image ID names, when the pushed manifest is its
+    /// entry: `index.json` names it instead of the manifest.
+    index: Option<(String, Vec<u8>)>,
 }
 
 impl Described<'_> {
@@ -407,8 +410,18 @@ fn refresh_layout(root: &Path, format: Format, images: &[ImageContext]) -> Resul
     let mut current = HashSet::new();
     for d in &described {
         let (manifest_type, manifest) = (&d.manifest.0, &d.manifest.1);
-        let manifest_digest = digest_of(manifest);
+        let mut manifest_digest = digest_of(manifest);
         fsx::write_atomic(&oci_blob(root, &manifest_digest), manifest)?;
+        if let Some((_, index)) = &d.index {
+            // The index names the manifest, which stays beside it.
+            current.insert(manifest_digest);
+            manifest_digest = digest_of(index);
+            fsx::write_atomic(&oci_blob(root, &manifest_digest), index)?;
+        }
+        let (manifest_type, manifest) = d
+            .index
+            .as_ref()
+            .map_or((manifest_type, manifest), |(t, b)| (t, b));
         let entry = |annotations: Option<Value>| {
             let mut e = descriptor(manifest_type, &manifest_digest, manifest.len() as u64);
             if let Some(a) = annotations {
@@ -501,6 +514,7 @@ fn describe<'a>(
             .enumerate()
             .all(|(i, (l, d))| !l.present || raw_blob_present(root, image, i, d))
     });
+    let index = pushed.and_then(|m| index_naming(image, &m.1));
     let manifest = match pushed {
         Some(m) => m.clone(),
         None => (MT_OCI_MANIFEST.to_owned(), oci_manifest(image, &layers)),
@@ -512,7 +526,25 @@ fn describe<'a>(
         docker_paths,
         layers,
         manifest,
+        index,
     })
+}
+
+/// [`ImageContext::index`] when it is an index with an entry for
+/// `manifest` (its digest and size).
+fn index_naming(image: &ImageContext, manifest: &[u8]) -> Option<(String, Vec<u8>)> {
+    let (media_type, bytes) = image.index.as_ref()?;
+    let index: Value = serde_json::from_slice(bytes).ok()?;
+    let digest = digest_of(manifest).to_string();
+    let names = index["manifests"].as_array()?.iter().any(|e| {
+        e["digest"].as_str() == Some(digest.as_str())
+            && e["size"].as_u64() == Some(manifest.len() as u64)
+    });
+    if !names {
+        tracing::debug!("the index does not name the manifest: not used");
+        return None;
+    }
+    Some((media_type.clone(), bytes.clone()))
 }
 
 /// Seed: the OCI blobs named by diff ID hold the layers' data, and each

@@ -126,6 +126,15 @@ pub struct ImageContext {
     /// makes [`LayerWriter::write_layer`] keep the compressed blobs as
     /// received and `index.json` name this manifest (see the crate docs).
     pub manifest: Option<(String, Vec<u8>)>,
+    /// The image index the image ID names (media type, bytes), when the
+    /// daemon keeps the image as one (the containerd store: BuildKit's
+    /// attestations, multi-platform images) and [`Self::manifest`] is its
+    /// entry for this platform. With [`Format::Seed`] and [`Format::Oci`],
+    /// `index.json` then names this index, so `docker load` gives back the
+    /// image under that very ID, as Docker's own save and load do; the
+    /// index's other entries (attestations, other platforms) are not
+    /// written, which the containerd store loads as it pulled them.
+    pub index: Option<(String, Vec<u8>)>,
     /// Repository name for [`Format::Registry`], e.g. `library/demo`.
     pub repository: String,
     /// Tag for [`Format::Registry`], e.g. `latest`.
@@ -149,6 +158,7 @@ impl ImageContext {
             repo_tags,
             layer_ids,
             manifest: None,
+            index: None,
             repository,
             tag,
         })

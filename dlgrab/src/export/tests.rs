@@ -530,9 +530,12 @@ async fn auto_takes_docker_save_when_the_daemon_fails_the_push() {
         .withf(is_temporary_tag)
         .returning(|_| Ok(()));
     let config = f.config.1.clone();
-    mock.expect_image_config()
-        .times(1)
-        .returning(move |_| Ok(config.clone()));
+    mock.expect_image_config().times(1).returning(move |_| {
+        Ok(docker_driver::ImageConfig {
+            bytes: config.clone(),
+            index: None,
+        })
+    });
     expect_save(&mut mock, save_stream(&f, true));
     let (exporter, cleanup) = exporter(mock, out.path(), Via::Auto);
 
@@ -728,9 +731,12 @@ async fn the_save_route_on_the_containerd_store_reads_the_config_first() {
     let mut mock = driver(&f, ImageStore::Containerd, &[]);
     mock.expect_push().never();
     let config = f.config.1.clone();
-    mock.expect_image_config()
-        .times(1)
-        .returning(move |_| Ok(config.clone()));
+    mock.expect_image_config().times(1).returning(move |_| {
+        Ok(docker_driver::ImageConfig {
+            bytes: config.clone(),
+            index: None,
+        })
+    });
     expect_save(&mut mock, save_stream(&f, true));
     let (exporter, _cleanup) = exporter(mock, out.path(), Via::Save);
 

@@ -108,8 +108,10 @@ impl Exporter {
         let mut policy = CapturePolicy::new(name.clone());
         if matches!(info.image_store, ImageStore::Containerd) {
             // Its push labels the user's content with our registry's name
-            // only when it succeeds: the last step is refused.
-            policy = policy.refusing_tag(tag);
+            // only when it succeeds: the last step is refused. Docker 26.1
+            // (API 1.45) puts an index's manifests under the tag first.
+            let image_manifests = plan::api_at_least(&info.api_version, 1, 46);
+            policy = policy.refusing_tag(tag, image.id.parse().ok(), image_manifests);
         }
         if matches!(info.image_store, ImageStore::Classic { .. }) && !info.podman {
             // A classic store's "Layer already exists" names the layer:
@@ -233,7 +235,8 @@ impl Exporter {
                 }
                 if missing.is_empty() && config.is_some() {
                     tracing::debug!("the survey uploaded every wanted layer: no capture push");
-                    return Ok(Found::Manifest(media_type, body));
+                    let index = end.manifests.index_of(&body);
+                    return Ok(Found::Manifest(media_type, body, index));
                 }
                 missing.push(survey.config.digest.clone());
                 policy.capture(missing);
@@ -253,7 +256,8 @@ impl Exporter {
                 let (media_type, body) = manifests
                     .image_manifest(image)?
                     .unwrap_or((media_type, body));
-                Ok(Found::Manifest(media_type, body))
+                let index = manifests.index_of(&body);
+                Ok(Found::Manifest(media_type, body, index))
             })
             .await;
         let untagged = self.cleanup.remove_tag(&reference).await;
@@ -290,7 +294,7 @@ impl Exporter {
                 let blobs = upload_candidates(&indexes, &end);
                 (self.context(image, wanted, config, None)?, blobs)
             }
-            Found::Manifest(media_type, body) => {
+            Found::Manifest(media_type, body, index) => {
                 let manifest = PushedManifest::parse(&media_type, &body)?;
                 let config_json = match config {
                     Some(config) => config,
@@ -300,12 +304,17 @@ impl Exporter {
                     .iter()
                     .map(|&i| vec![manifest.layers[i].digest.clone()])
                     .collect();
-                let context = self.context(
+                let mut context = self.context(
                     image,
                     wanted,
                     config_json,
                     Some((&manifest, media_type, body)),
                 )?;
+                // The index the image ID names, so that a loaded folder
+                // comes back under that ID.
+                context.index = index
+                    .filter(|(_, bytes)| plan::digest_of(bytes).to_string() == image.id)
+                    .map(|(media_type, bytes)| (media_type, bytes.to_vec()));
                 (context, blobs)
             }
         };
@@ -632,8 +641,9 @@ impl Exporter {
 enum Found {
     /// The survey was dropped once the wanted layers were in.
     Cancelled(Box<SurveyEnd>),
-    /// A push ran to its end and put this manifest.
-    Manifest(String, Bytes),
+    /// A push ran to its end and put this manifest (and the index naming
+    /// it, when there was one).
+    Manifest(String, Bytes, Option<(String, Bytes)>),
 }
 
 /// What a capture push waits for.

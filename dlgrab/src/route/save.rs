@@ -32,12 +32,17 @@ impl Exporter {
             // The image ID is not the config's digest (containerd store):
             // the config is looked up in a first stream.
             self.reporter.phase("reading the image config");
-            let config_json = self
+            let config = self
                 .driver
                 .image_config(&image.id)
                 .await
                 .context("cannot read the image config")?;
-            let context = self.context(image, wanted, config_json, None)?;
+            let mut context = self.context(image, wanted, config.bytes, None)?;
+            // The index the image ID names: a loaded folder comes back
+            // under that ID.
+            context.index = config
+                .index
+                .map(|bytes| (crate::plan::index_media_type(&bytes), bytes));
             self.reporter
                 .phase("reading the layers out of a docker save stream");
             let extract = self

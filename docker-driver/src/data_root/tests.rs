@@ -144,7 +144,7 @@ async fn details_match_inspect_and_history() {
     let listed_app = list.iter().find(|i| i.id == f.app).unwrap();
     assert_eq!(listed_app.parent_id.as_deref(), Some(f.base.as_str()));
     assert_eq!(
-        driver.image_config(&f.app).await.unwrap(),
+        driver.image_config(&f.app).await.unwrap().bytes,
         driver.store().image_config(&f.app).unwrap()
     );
 }

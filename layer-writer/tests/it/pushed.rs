@@ -323,3 +323,70 @@ async fn a_layer_without_its_compressed_blob_falls_back_to_our_manifest() {
         "the replaced manifest is removed"
     );
 }
+
+const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An index (as BuildKit makes one) naming `manifest` and an attestation.
+fn index_naming(manifest: &[u8]) -> Vec<u8> {
+    serde_json::to_vec_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": MT_OCI_INDEX,
+        "manifests": [
+            {"mediaType": MT_OCI, "digest": sha(manifest).to_string(), "size": manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": MT_OCI, "digest": format!("sha256:{}", "a".repeat(64)), "size": 9,
+             "platform": {"architecture": "unknown", "os": "unknown"},
+             "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+        ],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_index_naming_the_manifest_is_what_index_json_names() {
+    // The containerd store keeps a BuildKit image as an index: its ID is
+    // the index's digest, which a load gives back only from the index.
+    for format in [Format::Seed, Format::Oci] {
+        let (mut s, gz, manifest) = pushed(MT_OCI, MT_OCI_GZ);
+        let index = index_naming(&manifest);
+        s.image.index = Some((MT_OCI_INDEX.into(), index.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path(), opts(format));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for (i, g) in gz.iter().enumerate() {
+            rt.block_on(w.write_layer(&s.image, i, Cursor::new(g.clone())))
+                .unwrap();
+        }
+        check_index(dir.path(), MT_OCI_INDEX, &index);
+        // Both are there as blobs, byte for byte.
+        for bytes in [&index, &manifest] {
+            let blob = dir
+                .path()
+                .join("blobs/sha256")
+                .join(sha(bytes).digest().to_string());
+            assert_eq!(&std::fs::read(&blob).unwrap(), bytes, "{format:?}");
+        }
+        // A later run into the folder, knowing no index, keeps it.
+        let mut again = s.image.clone();
+        again.index = None;
+        again.manifest = None;
+        rt.block_on(w.write_layer(&again, 0, Cursor::new(gz[0].clone())))
+            .unwrap();
+        check_index(dir.path(), MT_OCI_INDEX, &index);
+    }
+}
+
+#[test]
+fn an_index_naming_another_manifest_is_not_used() {
+    let (mut s, gz, manifest) = pushed(MT_OCI, MT_OCI_GZ);
+    let other = index_naming(b"{\"another\":\"manifest\"}");
+    s.image.index = Some((MT_OCI_INDEX.into(), other));
+    let dir = tempfile::tempdir().unwrap();
+    let w = writer(dir.path(), opts(Format::Seed));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (i, g) in gz.iter().enumerate() {
+        rt.block_on(w.write_layer(&s.image, i, Cursor::new(g.clone())))
+            .unwrap();
+    }
+    check_index(dir.path(), MT_OCI, &manifest);
+}

@@ -255,7 +255,7 @@ async fn image_config_is_the_stored_config() {
     };
     let built = image(&daemon);
     let driver = driver(&daemon).await;
-    let config = driver.image_config(&built.tag).await.unwrap();
+    let config = driver.image_config(&built.tag).await.unwrap().bytes;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
     if daemon.store == Store::Classic {
         assert_eq!(digest, built.id);
