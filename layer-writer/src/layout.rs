@@ -57,7 +57,12 @@ pub(crate) fn layer_targets(
             .map(|id| root.join(id))
             .into_iter()
             .collect(),
-        Format::Oci => vec![oci_blob(root, diff_id)],
+        Format::Oci => match image.compressed.get(index) {
+            Some(Some(c)) if file_size(&oci_blob(root, diff_id)).is_none() => {
+                vec![oci_blob(root, &c.digest)]
+            }
+            _ => vec![oci_blob(root, diff_id)],
+        },
         Format::Registry => {
             let mut v = vec![registry_blob(root, diff_id)];
             if let Some(Some(c)) = image.compressed.get(index) {
@@ -82,7 +87,15 @@ pub(crate) fn holds_layer(
             Some(id) => root.join(id).join("layer.tar"),
             None => return false,
         },
-        Format::Oci => oci_blob(root, diff_id),
+        Format::Oci => {
+            // As the tar, or as the blob the daemon stores (compressed).
+            if let Some(Some(c)) = image.compressed.get(index)
+                && file_size(&oci_blob(root, diff_id)).is_none()
+            {
+                return stored_blob_holds(root, c, diff_id);
+            }
+            oci_blob(root, diff_id)
+        }
         Format::Registry => registry_blob(root, diff_id),
     };
     folder::file_holds(&tar, diff_id)
@@ -140,6 +153,18 @@ pub(crate) fn commit_layer(
             let (files, there) = commit_seed(root, options.replace, image, index, streamed)?;
             already_there = there;
             files
+        }
+        Format::Oci if streamed.raw_kept => {
+            // The compressed blob as stored (its digest checked, its tar
+            // hashed to the diff ID while it streamed).
+            let target = oci_blob(root, &streamed.raw_digest);
+            fsx::mkdirs(target.parent().expect("blob path has a parent"))?;
+            if !options.replace && folder::file_holds(&target, &streamed.raw_digest) {
+                already_there = true; // content-addressed: the same bytes
+            } else {
+                fsx::finish(streamed.file, &target, options.replace)?;
+            }
+            vec![rel(root, &target)]
         }
         Format::Oci => {
             let target = oci_blob(root, &streamed.diff_id);
@@ -493,14 +518,32 @@ fn describe<'a>(
             Format::Seed if file_size(&path).is_some() => format!("blobs/sha256/{}", hex(d)),
             _ => rel(root, &path).to_string_lossy().into_owned(),
         });
-        layers.push(match file_size(&path) {
-            Some(size) => LayerDesc {
+        let stored = match (format, image.compressed.get(i)) {
+            (Format::Oci, Some(Some(c))) if file_size(&path).is_none() => {
+                let blob = oci_blob(root, &c.digest);
+                (file_size(&blob) == Some(c.size)).then_some((c, blob))
+            }
+            _ => None,
+        };
+        layers.push(match (file_size(&path), stored) {
+            (Some(size), _) => LayerDesc {
                 media_type: MT_OCI_TAR.into(),
                 digest: d.clone(),
                 size,
                 present: true,
             },
-            None => absent(image, i, d),
+            // OCI: the blob as the daemon stores it.
+            (None, Some((c, blob))) => {
+                *docker_paths.last_mut().expect("pushed above") =
+                    rel(root, &blob).to_string_lossy().into_owned();
+                LayerDesc {
+                    media_type: c.media_type.clone(),
+                    digest: c.digest.clone(),
+                    size: c.size,
+                    present: true,
+                }
+            }
+            (None, None) => absent(image, i, d),
         });
         tar_paths.push(path);
     }
@@ -626,6 +669,19 @@ fn check_pushed(image: &ImageContext, media_type: &str, bytes: &[u8]) -> Result<
 }
 
 /// The compressed blob of layer `index` is in the OCI layout.
+/// Whether the stored (compressed) blob `c` is in the OCI layout and
+/// decompresses to `diff_id`.
+fn stored_blob_holds(root: &Path, c: &crate::BlobRef, diff_id: &Digest) -> bool {
+    let blob = oci_blob(root, &c.digest);
+    if file_size(&blob) != Some(c.size) || !folder::file_holds(&blob, &c.digest) {
+        return false;
+    }
+    fs::File::open(&blob)
+        .ok()
+        .and_then(|f| crate::pipeline::diff_id_of(f).ok())
+        .is_some_and(|d| &d == diff_id)
+}
+
 fn raw_blob_present(root: &Path, image: &ImageContext, index: usize, diff_id: &Digest) -> bool {
     match image.compressed.get(index) {
         Some(Some(c)) => {

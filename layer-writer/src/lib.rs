@@ -433,13 +433,13 @@ impl LayerWriter {
         let root = &self.inner.root;
         fsx::mkdirs(root)?;
         let compressed = image.compressed.get(index).is_some_and(Option::is_some);
+        let pushed = as_pushed && compressed && layout::pushed_manifest(image).is_some();
         let keep = match self.inner.options.format {
             Format::Registry if compressed => Keep::RawIfCompressed,
-            Format::Seed | Format::Oci
-                if as_pushed && compressed && layout::pushed_manifest(image).is_some() =>
-            {
-                Keep::TarAndRaw
-            }
+            // The OCI layout holds the blob as the daemon stores it: the
+            // tar is hashed on the way, never written.
+            Format::Oci if pushed => Keep::RawIfCompressed,
+            Format::Seed if pushed => Keep::TarAndRaw,
             _ => Keep::Tar,
         };
         let streamed = pipeline::stream_layer(blob, root, keep, cancel)?;

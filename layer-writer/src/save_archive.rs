@@ -316,16 +316,17 @@ impl LayerWriter {
                 Some(_) => None, // known and unwanted: read through by the iterator
                 None if pending.is_empty() => None,
                 None => {
-                    let keep = if want_manifest && name.starts_with("blobs/") {
-                        Keep::TarAndRaw
-                    } else {
-                        Keep::Tar
+                    let keep = match self.options().format {
+                        _ if !(want_manifest && name.starts_with("blobs/")) => Keep::Tar,
+                        // The blob as stored is the OCI layout's layer.
+                        Format::Oci => Keep::RawIfCompressed,
+                        _ => Keep::TarAndRaw,
                     };
                     let hit =
                         self.hash_unknown(&name, &mut entry, &pending, &diff_ids, keep, cancel)?;
                     // The blob as stored, to be kept beside the layer.
                     if let Some((i, streamed)) = &hit
-                        && streamed.raw_copy.is_some()
+                        && (streamed.raw_copy.is_some() || streamed.raw_kept)
                         && let Some(slot) = target.context.compressed.get_mut(*i)
                     {
                         *slot = Some(crate::BlobRef {

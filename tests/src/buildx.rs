@@ -44,7 +44,7 @@ impl Buildx {
                 if !plugin.is_file() {
                     return Err(format!(
                         "{ENV_BUILDX_CONFIG}={}: no cli-plugins/docker-buildx there",
-                        plugin.display()
+                        Path::new(&config).display()
                     ));
                 }
                 plugin

@@ -164,6 +164,8 @@ async fn seed_keeps_compressed_blobs_and_the_pushed_manifest() {
 
 #[tokio::test]
 async fn oci_format_with_a_docker_schema2_manifest() {
+    // The OCI layout holds the layer as the daemon stores it: the
+    // compressed blob only, its tar hashed on the way and never written.
     let (s, gz, manifest) = pushed(MT_DOCKER, MT_DOCKER_GZ);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -172,19 +174,15 @@ async fn oci_format_with_a_docker_schema2_manifest() {
         .write_layer(&s.image, 2, Cursor::new(gz[2].clone()))
         .await
         .unwrap();
+    assert_eq!(l.diff_id, sha(&s.tars[2]));
     assert_eq!(
         l.files,
-        [
-            format!("blobs/sha256/{}", sha(&s.tars[2]).digest()),
-            format!("blobs/sha256/{}", sha(&gz[2]).digest()),
-        ]
-        .map(std::path::PathBuf::from)
+        [format!("blobs/sha256/{}", sha(&gz[2]).digest())].map(std::path::PathBuf::from)
     );
     assert_eq!(
         tree_with_manifest(root, &s.image, &manifest),
         [
             "blobs/sha256/<cfg>",
-            "blobs/sha256/<diff2>",
             "blobs/sha256/<gz2>",
             "blobs/sha256/<manifest>",
             "index.json",
@@ -201,8 +199,36 @@ async fn oci_format_with_a_docker_schema2_manifest() {
     let docker = read_json(root.join("manifest.json"));
     assert_eq!(
         docker[0]["Layers"][2],
-        format!("blobs/sha256/{}", sha(&s.tars[2]).digest())
+        format!("blobs/sha256/{}", sha(&gz[2]).digest())
     );
+    // Written again: the stored blob is recognised (it decompresses to the
+    // diff ID), nothing is rewritten.
+    let again = w
+        .write_layer(&s.image, 2, Cursor::new(gz[2].clone()))
+        .await
+        .unwrap();
+    assert!(again.already_there, "{again:?}");
+}
+
+#[tokio::test]
+async fn oci_format_checks_the_stored_blob_against_the_diff_id() {
+    // A blob whose digest is the one announced but whose tar is another
+    // layer's: refused, nothing left.
+    let (mut s, gz, _) = pushed(MT_OCI, MT_OCI_GZ);
+    s.image.compressed[2] = s.image.compressed[1].clone();
+    let (mt, bytes) = s.image.manifest.take().unwrap();
+    let text = String::from_utf8(bytes)
+        .unwrap()
+        .replace(&sha(&gz[2]).to_string(), &sha(&gz[1]).to_string());
+    s.image.manifest = Some((mt, text.into_bytes()));
+    let dir = tempfile::tempdir().unwrap();
+    let w = writer(dir.path(), opts(Format::Oci));
+    let err = w
+        .write_layer(&s.image, 2, Cursor::new(gz[1].clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::DiffIdMismatch { .. }), "{err:?}");
+    check_tree(dir.path(), &s.image, &[]);
 }
 
 #[test]
