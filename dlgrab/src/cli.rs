@@ -117,6 +117,13 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Via::Auto)]
     pub(crate) via: Via,
 
+    /// Which platform's image of a multi-platform image (os/arch[/variant],
+    /// as `docker --platform` takes it); default: the one the daemon shows
+    /// the image as. An image without that platform here is an error naming
+    /// the platforms it has.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<docker_driver::manifest::Platform>,
+
     /// Export from this Docker data root (e.g. a copy of /var/lib/docker
     /// with a classic image store) without any daemon; read-only.
     #[arg(long, value_name = "DIR")]
@@ -304,6 +311,21 @@ mod tests {
             assert!(Args::try_parse_from(argv).is_err(), "{extra:?}");
         }
         assert!(Args::try_parse_from(["dlgrab", "--to", "ctx"]).is_err());
+    }
+
+    #[test]
+    fn platform_takes_os_arch_and_variant() {
+        let a = parse(&["--platform", "linux/arm64/v8", "x"]);
+        assert_eq!(
+            a.platform.map(|p| p.to_string()).as_deref(),
+            Some("linux/arm64/v8")
+        );
+        assert_eq!(parse(&["x"]).platform, None);
+        let err = Args::try_parse_from(["dlgrab", "--platform", "arm64", "x"]).unwrap_err();
+        assert!(
+            err.to_string().contains("expected os/arch[/variant]"),
+            "{err}"
+        );
     }
 
     #[test]

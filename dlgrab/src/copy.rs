@@ -754,6 +754,7 @@ mod tests {
             created: Some(created.into()),
             os: "linux".into(),
             architecture: "amd64".into(),
+            variant: None,
             diff_ids: ids("a b"),
             history: ["COPY a", "ENV X=1", "COPY b"]
                 .iter()

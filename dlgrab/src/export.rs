@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use docker_driver::manifest::Platform;
 use docker_driver::{DaemonInfo, DockerDriver, ImageDetails, LayerSelector};
 use layer_writer::{Format, ImageContext, LayerWriter, WriterOptions};
 use serde::Serialize;
@@ -24,6 +25,8 @@ pub(crate) struct ExportOptions {
     pub(crate) port: u16,
     pub(crate) via: Via,
     pub(crate) replace: bool,
+    /// `--platform`: every image exported must be of it.
+    pub(crate) platform: Option<Platform>,
 }
 
 /// One layer written, as `--json` reports it.
@@ -81,6 +84,9 @@ impl Exporter {
         let mut groups: Vec<(ImageDetails, Vec<Wanted>)> = Vec::new();
         for what in requests {
             let resolved = self.driver.resolve(what, selector.clone()).await?;
+            if let Some(platform) = &self.options.platform {
+                plan::check_platform(what, &resolved.image, platform)?;
+            }
             let wanted = Wanted {
                 index: resolved.layer_index,
                 requested_id: resolved.requested_id,

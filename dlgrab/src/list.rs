@@ -90,6 +90,7 @@ mod tests {
             created: None,
             os: "linux".into(),
             architecture: "amd64".into(),
+            variant: None,
             diff_ids: vec!["sha256:d0".into(), "sha256:d1".into()],
             history: vec![
                 HistoryRow {

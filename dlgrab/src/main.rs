@@ -156,6 +156,9 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
 
     if let Some(image) = &args.list {
         let details = driver.inspect_image(image).await?;
+        if let Some(platform) = &args.platform {
+            plan::check_platform(image, &details, platform)?;
+        }
         list::print(
             &list::rows(&details),
             args.json,
@@ -185,6 +188,7 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
         port: args.port,
         via: args.via,
         replace: args.force,
+        platform: args.platform.clone(),
     };
     if let Some(dest) = &args.to {
         let (layers, json) = (&args.layers, args.json);
@@ -286,12 +290,16 @@ async fn connect(args: &Args, docker: DaemonSelection) -> anyhow::Result<Bollard
         .resolve()
         .context("cannot tell which Docker daemon to use")?;
     tracing::debug!(context = %daemon.context, host = %daemon.host, "docker daemon chosen");
-    BollardDriver::connect_to(&daemon)
-        .await
-        .with_context(|| match daemon.context.as_str() {
+    let driver = BollardDriver::connect_to(&daemon).await.with_context(|| {
+        match daemon.context.as_str() {
             docker_driver::DEFAULT_CONTEXT => "cannot connect to the Docker daemon".to_owned(),
             context => format!("cannot connect to the Docker daemon of context {context:?}"),
-        })
+        }
+    })?;
+    Ok(match &args.platform {
+        Some(platform) => driver.selecting_platform(platform.clone()),
+        None => driver,
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -463,6 +463,26 @@ pub(crate) fn layer_ids(
     Ok(ids)
 }
 
+/// Refuses an image that is not of `--platform`'s platform (a driver that
+/// cannot select one, such as a data root, shows the image as it is).
+pub(crate) fn check_platform(
+    what: &str,
+    image: &ImageDetails,
+    platform: &docker_driver::manifest::Platform,
+) -> anyhow::Result<()> {
+    let variant = image.variant.as_deref();
+    if platform.matches(&image.os, &image.architecture, variant) {
+        return Ok(());
+    }
+    let has = docker_driver::manifest::Platform::new(&image.os, &image.architecture, variant);
+    Err(docker_driver::DriverError::NoSuchPlatform {
+        reference: what.to_owned(),
+        wanted: platform.to_string(),
+        present: vec![has.to_string()],
+    }
+    .into())
+}
+
 /// `sha256:abc` → `abc`.
 pub(crate) fn strip_algorithm(id: &str) -> &str {
     id.split_once(':').map_or(id, |(_, hex)| hex)
@@ -551,7 +571,8 @@ impl PushedManifests {
         match manifest::kind_of(media_type, body) {
             ManifestKind::Image => Ok(Some((media_type.clone(), body.clone()))),
             ManifestKind::Index => {
-                let entry = manifest::manifest_for(body, &image.os, &image.architecture, None)
+                let variant = image.variant.as_deref();
+                let entry = manifest::manifest_for(body, &image.os, &image.architecture, variant)
                     .context("the daemon pushed an image index")?;
                 let (_, media_type, body) = self
                     .put
@@ -868,6 +889,7 @@ mod tests {
             created: None,
             os: "linux".into(),
             architecture: "amd64".into(),
+            variant: None,
             diff_ids: (0..layers).map(|i| format!("sha256:{i:064}")).collect(),
             history: Vec::new(),
         }
@@ -1321,6 +1343,28 @@ mod tests {
             "c".repeat(64),
             layers.join(",")
         )
+    }
+
+    #[test]
+    fn an_image_of_another_platform_is_refused_naming_its_own() {
+        let amd64 = image(&[], &[], 1);
+        let want = |p: &str| p.parse::<docker_driver::manifest::Platform>().unwrap();
+        check_platform("app", &amd64, &want("linux/amd64")).unwrap();
+        let err = check_platform("app", &amd64, &want("linux/arm64")).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "app has no linux/arm64 image here (it has linux/amd64)"
+        );
+        let mut arm = image(&[], &[], 1);
+        arm.architecture = "arm".into();
+        arm.variant = Some("v6".into());
+        check_platform("app", &arm, &want("linux/arm")).unwrap();
+        check_platform("app", &arm, &want("linux/arm/v6")).unwrap();
+        let err = check_platform("app", &arm, &want("linux/arm/v7")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("(it has linux/arm/v6)"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::context::{DaemonEndpoint, DaemonSelection};
 use crate::driver::{BoxStream, DockerDriver};
 use crate::error::DriverError;
 use crate::history::{self, ApiRow};
+use crate::manifest::Platform;
 use crate::model::{
     BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageStore, ImageSummary, LayerSelector,
     PushEvent, RegistryCredentials, ResolvedLayer,
@@ -50,6 +51,9 @@ const MIN_API: ClientVersion = ClientVersion {
 #[derive(Clone)]
 pub struct BollardDriver {
     inner: Arc<Inner>,
+    /// The platform image calls select (see
+    /// [`BollardDriver::selecting_platform`]).
+    platform: Option<Arc<Platform>>,
 }
 
 struct Inner {
@@ -112,7 +116,85 @@ impl BollardDriver {
                 long,
                 store: OnceCell::new(),
             }),
+            platform: None,
         })
+    }
+
+    /// The same daemon, with image calls about `platform` (`docker
+    /// --platform`): inspect, history, save and push of a multi-platform
+    /// image on the containerd store then concern that platform's image,
+    /// where the daemon can select one (inspect from API 1.49, history and
+    /// save from 1.48, push from 1.46). An image that is not of that
+    /// platform is [`DriverError::NoSuchPlatform`], naming the platforms
+    /// it has.
+    pub fn selecting_platform(&self, platform: Platform) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            platform: Some(Arc::new(platform)),
+        }
+    }
+
+    /// Whether the negotiated API version is at least 1.`minor`.
+    fn api_at_least(&self, minor: usize) -> bool {
+        let v = &self.inner.version;
+        v.major_version > 1 || (v.major_version == 1 && v.minor_version >= minor)
+    }
+
+    /// `platform=<JSON>` for a call that takes it from API 1.`minor`.
+    fn platform_query(&self, minor: usize) -> Option<String> {
+        let platform = self.platform.as_deref()?;
+        self.api_at_least(minor)
+            .then(|| format!("platform={}", encode(&platform.to_api_json())))
+    }
+
+    /// The platforms `reference` has here, for an error: on the containerd
+    /// store from API 1.48 its index's image manifests (those whose content
+    /// is not local marked so), else the one it is shown as.
+    async fn platforms_of(&self, reference: &str) -> Result<Vec<String>, DriverError> {
+        let mut path = format!("/images/{}/json", encode(reference));
+        if self.api_at_least(48) {
+            path.push_str("?manifests=1");
+        }
+        let inspect: wire::Inspect = self
+            .get_json("inspecting an image", &path, Some(reference))
+            .await?;
+        let mut present: Vec<String> = inspect
+            .manifests
+            .iter()
+            .filter(|m| m.kind == "image")
+            .filter_map(|m| {
+                let platform = m.descriptor.as_ref()?.platform.as_ref()?;
+                Some(if m.available {
+                    platform.to_string()
+                } else {
+                    format!("{platform} (content not here)")
+                })
+            })
+            .collect();
+        if present.is_empty() {
+            present.push(
+                Platform::new(
+                    &inspect.os,
+                    &inspect.architecture,
+                    inspect.variant.as_deref(),
+                )
+                .to_string(),
+            );
+        }
+        Ok(present)
+    }
+
+    /// [`DriverError::NoSuchPlatform`] for `reference`, or
+    /// [`DriverError::NoSuchImage`] when it is not here at all.
+    async fn no_such_platform(&self, reference: &str, wanted: &Platform) -> DriverError {
+        match self.platforms_of(reference).await {
+            Ok(present) => DriverError::NoSuchPlatform {
+                reference: reference.to_owned(),
+                wanted: wanted.to_string(),
+                present,
+            },
+            Err(e) => e,
+        }
     }
 
     /// The daemon's address as given.
@@ -178,15 +260,43 @@ impl BollardDriver {
 
     /// `GET /images/{reference}/json`, read without bollard (whose model
     /// has no `Parent`).
+    /// With a platform selected, an image of another platform is
+    /// [`DriverError::NoSuchPlatform`], whether the daemon selected (a 404)
+    /// or could not (an older API: the platform it shows the image as).
     async fn inspect_raw(&self, reference: &str) -> Result<wire::Inspect, DriverError> {
-        let path = format!("/images/{}/json", encode(reference));
-        self.get_json("inspecting an image", &path, Some(reference))
-            .await
+        let mut path = format!("/images/{}/json", encode(reference));
+        if let Some(query) = self.platform_query(49) {
+            path = format!("{path}?{query}");
+        }
+        let found = self
+            .get_json::<wire::Inspect>("inspecting an image", &path, Some(reference))
+            .await;
+        let Some(wanted) = self.platform.as_deref() else {
+            return found;
+        };
+        match found {
+            Ok(inspect)
+                if wanted.matches(
+                    &inspect.os,
+                    &inspect.architecture,
+                    inspect.variant.as_deref(),
+                ) =>
+            {
+                Ok(inspect)
+            }
+            Ok(_) | Err(DriverError::NoSuchImage { .. }) => {
+                Err(self.no_such_platform(reference, wanted).await)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The details of an inspected image, with its history mapped.
     async fn details(&self, inspect: wire::Inspect) -> Result<ImageDetails, DriverError> {
-        let path = format!("/images/{}/history", encode(&inspect.id));
+        let mut path = format!("/images/{}/history", encode(&inspect.id));
+        if let Some(query) = self.platform_query(48) {
+            path = format!("{path}?{query}");
+        }
         let rows: Vec<ApiRow> = self
             .get_json::<Vec<wire::HistoryItem>>(
                 "reading an image's history",
@@ -224,9 +334,61 @@ impl BollardDriver {
             created: inspect.created,
             os: inspect.os,
             architecture: inspect.architecture,
+            variant: inspect.variant.filter(|v| !v.is_empty()),
             diff_ids,
             history,
         })
+    }
+
+    /// `GET /images/get` of `references` with `platform` (a query
+    /// parameter bollard's save does not take), streamed.
+    fn save_for_platform(
+        &self,
+        references: &[String],
+        platform: &str,
+    ) -> BoxStream<Result<Bytes, DriverError>> {
+        let operation = "saving images";
+        let names: Vec<String> = references
+            .iter()
+            .map(|r| format!("names={}", encode(r)))
+            .collect();
+        let uri = self.uri(&format!("/images/get?{}&{platform}", names.join("&")));
+        let transport = self.inner.transport.clone();
+        let host = transport.host.clone();
+        let subject = references.join(", ");
+        let start = async move {
+            let response = transport.send(operation, Method::GET, &uri, &[]).await?;
+            let status = response.status();
+            if status.is_success() {
+                let host = host.clone();
+                return Ok(http_body_util::BodyDataStream::new(response.into_body())
+                    .map_err(move |e| transport::classify(operation, &host, Box::new(e))));
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = transport::error_message(&body);
+            Err(if status == http::StatusCode::NOT_FOUND {
+                DriverError::NoSuchImage { reference: subject }
+            } else {
+                DriverError::Api {
+                    operation,
+                    status: status.as_u16(),
+                    message,
+                }
+            })
+        };
+        Box::pin(
+            stream::once(start)
+                .map(|started| match started {
+                    Ok(data) => data.boxed(),
+                    Err(e) => stream::iter([Err(e)]).boxed(),
+                })
+                .flatten(),
+        )
     }
 
     /// The image holding `diff_id` that [`reference::choose_for_diff_id`]
@@ -236,8 +398,10 @@ impl BollardDriver {
         for summary in self.list_images().await? {
             match self.inspect_raw(&summary.id).await {
                 Ok(inspect) => images.push(inspect),
-                // Removed meanwhile.
-                Err(DriverError::NoSuchImage { .. }) => continue,
+                // Removed meanwhile, or not of the platform selected.
+                Err(DriverError::NoSuchImage { .. } | DriverError::NoSuchPlatform { .. }) => {
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -517,8 +681,12 @@ impl DockerDriver for BollardDriver {
         } else {
             ""
         };
+        let platform = self
+            .platform_query(46)
+            .map(|q| format!("&{q}"))
+            .unwrap_or_default();
         let uri = self.uri(&format!(
-            "/images/{}/push?tag={}{tls}",
+            "/images/{}/push?tag={}{tls}{platform}",
             encode(repo),
             encode(tag)
         ));
@@ -579,9 +747,12 @@ impl DockerDriver for BollardDriver {
     }
 
     fn export_images(&self, references: &[String]) -> BoxStream<Result<Bytes, DriverError>> {
-        let names: Vec<&str> = references.iter().map(String::as_str).collect();
         let host = self.inner.transport.host.clone();
         let subject = references.join(", ");
+        if let Some(platform) = self.platform_query(48) {
+            return self.save_for_platform(references, &platform);
+        }
+        let names: Vec<&str> = references.iter().map(String::as_str).collect();
         let save = self.inner.long.export_images(&names);
         Box::pin(save.map_err(move |e| map_bollard("saving images", &host, Some(&subject), e)))
     }

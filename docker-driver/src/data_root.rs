@@ -129,6 +129,7 @@ impl DataRootDriver {
             created: config.created,
             os: config.os,
             architecture: config.architecture,
+            variant: config.variant.filter(|v| !v.is_empty()),
             diff_ids,
             history,
         })
@@ -346,6 +347,8 @@ struct Config {
     os: String,
     #[serde(default)]
     architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
     #[serde(default)]
     rootfs: RootFs,
     #[serde(default)]

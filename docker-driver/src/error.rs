@@ -95,6 +95,17 @@ pub enum DriverError {
         /// What was looked up.
         reference: String,
     },
+    /// The image is here, but not for the platform asked for.
+    #[error("{reference} has no {wanted} image here (it has {})", present.join(", "))]
+    NoSuchPlatform {
+        /// What was looked up.
+        reference: String,
+        /// The platform asked for, e.g. `linux/arm64`.
+        wanted: String,
+        /// The platforms it has, e.g. `linux/amd64`, `linux/arm64/v8
+        /// (content not here)`.
+        present: Vec<String>,
+    },
     /// A short image ID matches several images.
     #[error("image id prefix {prefix} is ambiguous: it matches {}", candidates.join(", "))]
     AmbiguousId {

@@ -91,6 +91,82 @@ impl std::fmt::Display for Platform {
     }
 }
 
+impl Platform {
+    /// A platform of these parts (an empty variant is none).
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
+        Self {
+            os: os.to_owned(),
+            architecture: architecture.to_owned(),
+            variant: variant.filter(|v| !v.is_empty()).map(str::to_owned),
+        }
+    }
+
+    /// Whether an image of `os`/`architecture`/`variant` is of this
+    /// platform, as containerd's platform matcher sees it: the same OS and
+    /// architecture, and the variant when this platform names one (with
+    /// arm64's default `v8` the same as none, and arm's default `v7`).
+    pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+        let normal = |arch: &str, v: Option<&str>| -> Option<String> {
+            match (arch, v.filter(|v| !v.is_empty())) {
+                ("arm64", None | Some("v8")) => None,
+                ("arm", None) => Some("v7".to_owned()),
+                (_, v) => v.map(str::to_owned),
+            }
+        };
+        self.os == os
+            && self.architecture == architecture
+            && (self.variant.is_none()
+                || normal(&self.architecture, self.variant.as_deref())
+                    == normal(architecture, variant))
+    }
+
+    /// The platform as the Engine API's `platform` query parameter takes
+    /// it (an OCI platform object in JSON).
+    pub fn to_api_json(&self) -> String {
+        let mut value = serde_json::json!({"os": self.os, "architecture": self.architecture});
+        if let Some(variant) = &self.variant {
+            value["variant"] = serde_json::Value::from(variant.as_str());
+        }
+        value.to_string()
+    }
+}
+
+/// Why a platform as typed (`os/arch[/variant]`) was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "invalid platform {typed:?}: expected os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"
+)]
+pub struct PlatformParseError {
+    /// What was typed.
+    pub typed: String,
+}
+
+impl std::str::FromStr for Platform {
+    type Err = PlatformParseError;
+
+    /// `os/arch[/variant]` as `docker --platform` takes it, lower case.
+    fn from_str(typed: &str) -> Result<Self, Self::Err> {
+        let err = || PlatformParseError {
+            typed: typed.to_owned(),
+        };
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
+        let lower = typed.to_ascii_lowercase();
+        let parts: Vec<&str> = lower.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if valid(os) && valid(arch) => Ok(Self::new(os, arch, None)),
+            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => {
+                Ok(Self::new(os, arch, Some(variant)))
+            }
+            _ => Err(err()),
+        }
+    }
+}
+
 /// One entry of an index.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct IndexEntry {
@@ -294,6 +370,50 @@ mod tests {
             err.to_string(),
             "the image index has no manifest for linux/s390x (it has linux/amd64, linux/arm64/v8)"
         );
+    }
+
+    #[test]
+    fn platforms_parse_as_docker_takes_them() {
+        let p: Platform = "linux/amd64".parse().unwrap();
+        assert_eq!(p, Platform::new("linux", "amd64", None));
+        assert_eq!(p.to_string(), "linux/amd64");
+        let p: Platform = "Linux/ARM64/v8".parse().unwrap();
+        assert_eq!(p, Platform::new("linux", "arm64", Some("v8")));
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&p.to_api_json()).unwrap(),
+            serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"})
+        );
+        for bad in [
+            "",
+            "linux",
+            "linux/",
+            "/amd64",
+            "linux/amd64/v8/x",
+            "linux/amd 64",
+        ] {
+            let err = bad.parse::<Platform>().unwrap_err();
+            assert!(
+                err.to_string().contains("expected os/arch[/variant]"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn platforms_match_as_containerd_matches_them() {
+        let arm64: Platform = "linux/arm64".parse().unwrap();
+        assert!(arm64.matches("linux", "arm64", None));
+        assert!(arm64.matches("linux", "arm64", Some("v8")));
+        assert!(!arm64.matches("linux", "amd64", None));
+        assert!(!arm64.matches("windows", "arm64", None));
+        let v8: Platform = "linux/arm64/v8".parse().unwrap();
+        assert!(v8.matches("linux", "arm64", None));
+        let arm_v6: Platform = "linux/arm/v6".parse().unwrap();
+        assert!(!arm_v6.matches("linux", "arm", None));
+        assert!(arm_v6.matches("linux", "arm", Some("v6")));
+        let arm_v7: Platform = "linux/arm/v7".parse().unwrap();
+        assert!(arm_v7.matches("linux", "arm", None));
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct ImageDetails {
     pub os: String,
     /// The image's architecture, e.g. `amd64`.
     pub architecture: String,
+    /// The architecture's variant, e.g. `v8`, when the image names one.
+    pub variant: Option<String>,
     /// The layers' diff IDs (`sha256:…` of the uncompressed tars), base first.
     pub diff_ids: Vec<String>,
     /// The history, oldest first, each row mapped to its layer.

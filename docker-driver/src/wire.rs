@@ -114,8 +114,35 @@ pub(crate) struct Inspect {
     pub(crate) os: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) architecture: String,
+    #[serde(default)]
+    pub(crate) variant: Option<String>,
+    /// With `manifests=1` (API 1.48+, containerd store): the manifests
+    /// of the image's index, each with its platform and whether its
+    /// content is local.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) manifests: Vec<ManifestSummary>,
     #[serde(rename = "RootFS", default)]
     pub(crate) root_fs: Option<RootFs>,
+}
+
+/// One of `Manifests` in an inspect answer (`manifests=1`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ManifestSummary {
+    #[serde(default)]
+    pub(crate) descriptor: Option<ManifestDescriptor>,
+    #[serde(default)]
+    pub(crate) available: bool,
+    /// `image`, `attestation` or `unknown`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) kind: String,
+}
+
+/// The OCI descriptor of a [`ManifestSummary`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct ManifestDescriptor {
+    #[serde(default)]
+    pub(crate) platform: Option<crate::manifest::Platform>,
 }
 
 /// `RootFS` of an inspect answer.

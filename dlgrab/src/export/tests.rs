@@ -98,6 +98,7 @@ fn details(f: &Fixture, repo_digests: &[&str]) -> ImageDetails {
         created: None,
         os: "linux".into(),
         architecture: "amd64".into(),
+        variant: None,
         diff_ids: f.tars.iter().map(|t| sha(t)).collect(),
         history: (0..n)
             .map(|i| HistoryRow {
@@ -379,6 +380,7 @@ fn exporter(
         port: 0,
         via,
         replace: false,
+        platform: None,
     };
     (
         Exporter::new(
