@@ -63,8 +63,12 @@ pub struct PulledIndex {
     pub manifest_digest: String,
     /// The digest of the linux/amd64 image config.
     pub config_digest: String,
-    /// The digest of the linux/arm64 manifest (its blobs are not served).
+    /// The digest of the linux/arm64 manifest (its blobs are not served
+    /// unless [`pull_both`](Self::pull_both) made it).
     pub missing_manifest_digest: String,
+    /// With [`pull_both`](Self::pull_both): the linux/arm64/v8 image's diff
+    /// IDs (the same base, another top layer) and its top file's text.
+    pub arm64: Option<(Vec<String>, String)>,
     /// The digest of the attestation manifest ([`IndexFlavour::Oci`] only).
     pub attestation_digest: Option<String>,
     /// The text of [`FILE`](Self::FILE) in the image.
@@ -90,13 +94,32 @@ impl PulledIndex {
 
     /// [`pull`](Self::pull), returning errors.
     pub fn try_pull(daemon: &Daemon, flavour: IndexFlavour) -> Result<PulledIndex, Error> {
+        Self::serve_and_pull(daemon, flavour, false)
+    }
+
+    /// As [`pull`](Self::pull), with the linux/arm64/v8 image whole too
+    /// (its own top layer and config), and pulled after the amd64 one
+    /// (`docker pull --platform linux/arm64`): the containerd store then
+    /// holds both platforms' content under the index; a classic store (and
+    /// Podman) moves the tag to the arm64 image.
+    #[track_caller]
+    pub fn pull_both(daemon: &Daemon, flavour: IndexFlavour) -> PulledIndex {
+        Self::serve_and_pull(daemon, flavour, true)
+            .unwrap_or_else(|e| panic!("daemon {}: {e}", daemon.name))
+    }
+
+    fn serve_and_pull(
+        daemon: &Daemon,
+        flavour: IndexFlavour,
+        both: bool,
+    ) -> Result<PulledIndex, Error> {
         let registry_error = |detail: String| Error::Registry { detail };
         let prefix = match flavour {
             IndexFlavour::Oci => "dlgrab-test/pulled-oci",
             IndexFlavour::DockerList => "dlgrab-test/pulled-list",
         };
         let repository = unique_name(prefix);
-        let content = Content::new(flavour, &repository)?;
+        let content = Content::new(flavour, &repository, both)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -125,6 +148,7 @@ impl PulledIndex {
             manifest_digest: content.manifest.0.clone(),
             config_digest: content.config.0.clone(),
             missing_manifest_digest: content.missing_manifest.0.clone(),
+            arm64: content.arm64.clone(),
             attestation_digest: content.attestation.as_ref().map(|a| a.0.clone()),
             file_text: content.file_text.clone(),
             labels: content.labels.clone(),
@@ -136,6 +160,17 @@ impl PulledIndex {
         daemon.remove_when_done(&pulled.index_digest);
         daemon.remove_when_done(&pulled.reference);
         daemon.try_docker_stdout(["pull", pulled.reference.as_str()])?;
+        if both {
+            if let Some(config) = &content.arm64_config {
+                daemon.remove_when_done(config);
+            }
+            daemon.try_docker_stdout([
+                "pull",
+                "--platform",
+                "linux/arm64",
+                pulled.reference.as_str(),
+            ])?;
+        }
         pulled.id = daemon.try_inspect(&pulled.reference)?["Id"]
             .as_str()
             .unwrap_or_default()
@@ -171,6 +206,10 @@ struct Content {
     config: Blob,
     manifest: Blob,
     missing_manifest: Blob,
+    /// The arm64 image's blobs, when served.
+    arm64_blobs: Vec<Blob>,
+    arm64: Option<(Vec<String>, String)>,
+    arm64_config: Option<String>,
     attestation: Option<Blob>,
     attestation_blobs: Vec<Blob>,
     index: Blob,
@@ -179,7 +218,7 @@ struct Content {
 }
 
 impl Content {
-    fn new(flavour: IndexFlavour, repository: &str) -> Result<Content, Error> {
+    fn new(flavour: IndexFlavour, repository: &str, both: bool) -> Result<Content, Error> {
         let context = |e: io::Error| Error::Context(e);
         let busybox = busybox_static()?;
         let file_text = format!("{repository}\n");
@@ -260,12 +299,57 @@ impl Content {
             let bytes = format!("{repository} arm64 {what}").into_bytes();
             (digest(&bytes), bytes)
         };
-        let missing_manifest = blob(&json!({
-            "schemaVersion": 2,
-            "mediaType": manifest_type,
-            "config": descriptor(config_type, &absent("config")),
-            "layers": [descriptor(layer_type, &absent("layer"))],
-        }));
+        let (missing_manifest, arm64_blobs, arm64, arm64_config) = if both {
+            // A whole arm64 image: the same base, its own top file.
+            let arm_text = format!("{repository} arm64\n");
+            let mut top = tar::Builder::new(Vec::new());
+            append(
+                &mut top,
+                tar::EntryType::Regular,
+                PulledIndex::FILE.trim_start_matches('/'),
+                0o644,
+                arm_text.as_bytes(),
+            )?;
+            let plain = top.into_inner().map_err(context)?;
+            let arm_diff_ids = vec![diff_ids[0].clone(), digest(&plain)];
+            let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+            gz.write_all(&plain).map_err(context)?;
+            let gz = gz.finish().map_err(context)?;
+            let arm_top = (digest(&gz), gz);
+            let arm_config = blob(&json!({
+                "architecture": "arm64",
+                "variant": "v8",
+                "os": "linux",
+                "created": "2023-11-14T22:13:20Z",
+                "config": {"Cmd": ["/bin/busybox", "true"], "Labels": labels},
+                "rootfs": {"type": "layers", "diff_ids": arm_diff_ids},
+                "history": [
+                    {"created": "2023-11-14T22:13:20Z", "created_by": "COPY busybox / # buildkit"},
+                    {"created": "2023-11-14T22:13:20Z", "created_by": "COPY fixture.txt / # buildkit"},
+                ],
+            }));
+            let manifest = blob(&json!({
+                "schemaVersion": 2,
+                "mediaType": manifest_type,
+                "config": descriptor(config_type, &arm_config),
+                "layers": [descriptor(layer_type, &layers[0]), descriptor(layer_type, &arm_top)],
+            }));
+            let config_digest = arm_config.0.clone();
+            (
+                manifest,
+                vec![arm_config, arm_top],
+                Some((arm_diff_ids, arm_text)),
+                Some(config_digest),
+            )
+        } else {
+            let manifest = blob(&json!({
+                "schemaVersion": 2,
+                "mediaType": manifest_type,
+                "config": descriptor(config_type, &absent("config")),
+                "layers": [descriptor(layer_type, &absent("layer"))],
+            }));
+            (manifest, Vec::new(), None, None)
+        };
         let mut entries = vec![
             platform(descriptor(manifest_type, &manifest), "amd64", None),
             platform(
@@ -338,6 +422,9 @@ impl Content {
             config,
             manifest,
             missing_manifest,
+            arm64_blobs,
+            arm64,
+            arm64_config,
             attestation,
             attestation_blobs,
             index,
@@ -352,6 +439,7 @@ impl Content {
         let mut blobs = vec![&self.config];
         blobs.extend(&self.layers);
         blobs.extend(&self.attestation_blobs);
+        blobs.extend(&self.arm64_blobs);
         for (d, bytes) in blobs {
             let id = storage
                 .create_upload(repository)

@@ -13,6 +13,7 @@ mod export;
 mod faults;
 mod imported;
 mod kit;
+mod platform;
 mod registry;
 mod routes;
 mod seed;
