@@ -263,11 +263,17 @@ impl BollardDriver {
     /// With a platform selected, an image of another platform is
     /// [`DriverError::NoSuchPlatform`], whether the daemon selected (a 404)
     /// or could not (an older API: the platform it shows the image as).
+    ///
+    /// The `Id` a platform's inspect gives is that platform's manifest
+    /// digest, which names no image; the image's own ID (its index's
+    /// digest) is kept, as every later call names the image by it.
     async fn inspect_raw(&self, reference: &str) -> Result<wire::Inspect, DriverError> {
-        let mut path = format!("/images/{}/json", encode(reference));
-        if let Some(query) = self.platform_query(49) {
-            path = format!("{path}?{query}");
-        }
+        let plain = format!("/images/{}/json", encode(reference));
+        let selecting = self.platform_query(49);
+        let path = match &selecting {
+            Some(query) => format!("{plain}?{query}"),
+            None => plain.clone(),
+        };
         let found = self
             .get_json::<wire::Inspect>("inspecting an image", &path, Some(reference))
             .await;
@@ -275,13 +281,19 @@ impl BollardDriver {
             return found;
         };
         match found {
-            Ok(inspect)
+            Ok(mut inspect)
                 if wanted.matches(
                     &inspect.os,
                     &inspect.architecture,
                     inspect.variant.as_deref(),
                 ) =>
             {
+                if selecting.is_some() {
+                    let image: wire::Inspect = self
+                        .get_json("inspecting an image", &plain, Some(reference))
+                        .await?;
+                    inspect.id = image.id;
+                }
                 Ok(inspect)
             }
             Ok(_) | Err(DriverError::NoSuchImage { .. }) => {
