@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench_copy, bench_export, bench_registry, root};
+use crate::{bench_copy, bench_export, bench_files, bench_registry, root};
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench <name> [options]
@@ -44,7 +44,11 @@ usage: cargo xtask bench <name> [options]
       an image whose <base-mib> base DEST (--to) already holds plus a <new-mib> new
       layer: `dlgrab --to DEST` vs `docker save | docker -H DEST load`, and both
       through ssh (a throw-away sshd on 127.0.0.1): seconds, ratio (target <= 0.2),
-      bytes sent";
+      bytes sent
+  files [--files 30000] [--rounds 3] [--daemon c,e] [--dlgrab PATH]
+      busybox + a layer of many small files on the containerd store: dlgrab
+      --format oci and the seed format vs `docker save | tar -x` of that layer
+      (target: oci <= 1.5x save)";
 
 /// `cargo xtask bench …`.
 pub(crate) fn run(args: &[&str]) -> Result<()> {
@@ -52,6 +56,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         ["registry", rest @ ..] => bench_registry::run(rest),
         ["export", rest @ ..] => bench_export::run(rest),
         ["copy", rest @ ..] => bench_copy::run(rest),
+        ["files", rest @ ..] => bench_files::run(rest),
         [] | ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())

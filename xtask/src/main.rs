@@ -19,6 +19,7 @@
 mod bench;
 mod bench_copy;
 mod bench_export;
+mod bench_files;
 mod bench_registry;
 mod buildx;
 mod conformance;
