@@ -159,12 +159,14 @@ impl Exporter {
         image: &ImageDetails,
         wanted: &[Wanted],
     ) -> anyhow::Result<Vec<Exported>> {
-        let (access, store) = route::store::access(info);
+        let (access, store) = route::store::access(info, image);
         let (route, why) = plan::choose_route(info, image, self.options.via, &access, None)?;
         // The push can be dropped once the wanted layers are in only when
         // the config comes from elsewhere: a classic daemon sends it last.
         let config_at_hand = match (&store, route) {
-            (Some(store), Route::Push) => store.image_config(&image.id).ok(),
+            (Some(route::store::Store::Layers(store)), Route::Push) => {
+                store.image_config(&image.id).ok()
+            }
             _ => None,
         };
         tracing::info!(image = %image.id, route = route.name(), why, "route chosen");

@@ -90,11 +90,11 @@ pub(crate) fn choose_route(
         };
     }
     let (route, why) = match (via, store) {
-        (Via::Store, _) if !classic => bail!(
-            "--via store needs a classic image store; this daemon uses the containerd image store"
-        ),
-        (Via::Store, StoreAccess::Unavailable(why)) => {
+        (Via::Store, StoreAccess::Unavailable(why)) if classic => {
             bail!("--via store: the layer store cannot be read: {why}")
+        }
+        (Via::Store, StoreAccess::Unavailable(why)) => {
+            bail!("--via store: the containerd image store's content store cannot be read: {why}")
         }
         (Via::Store, StoreAccess::Readable) => (Route::Store, "asked for with --via store".into()),
         (Via::Push, _) if named => (Route::Push, "asked for with --via push".into()),
@@ -103,6 +103,10 @@ pub(crate) fn choose_route(
         (Via::Auto, StoreAccess::Readable) if classic => (
             Route::Store,
             "the classic layer store is readable: the layer is rebuilt from its own files".into(),
+        ),
+        (Via::Auto, StoreAccess::Readable) => (
+            Route::Store,
+            "the containerd content store is readable: the layer's blob is read as stored".into(),
         ),
         (Via::Auto, _) if !named => (Route::Save, unnamed.into()),
         (Via::Auto, _) if survey.is_some() => (
@@ -1015,11 +1019,24 @@ mod tests {
         assert_eq!(route, Route::Save);
         let (route, _) = choose(classic(), &["x:1"], Via::Push, &readable).unwrap();
         assert_eq!(route, Route::Push);
-        // The containerd store has no classic layer store to read.
+        // The containerd store: its content store when readable, else the
+        // push.
         let (route, _) = choose(ImageStore::Containerd, &["x:1"], Via::Auto, &unreadable).unwrap();
         assert_eq!(route, Route::Push);
+        for tags in [&["x:1"][..], &[]] {
+            let (route, why) = choose(ImageStore::Containerd, tags, Via::Auto, &readable).unwrap();
+            assert_eq!(route, Route::Store);
+            assert!(why.contains("content store"), "{why}");
+        }
+        let (route, _) = choose(ImageStore::Containerd, &["x:1"], Via::Store, &readable).unwrap();
+        assert_eq!(route, Route::Store);
         let e = choose(ImageStore::Containerd, &["x:1"], Via::Store, &unreadable).unwrap_err();
-        assert!(e.to_string().contains("containerd image store"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("containerd image store's content store")
+                && e.to_string().contains("permission denied"),
+            "{e}"
+        );
         let e = choose(classic(), &["x:1"], Via::Store, &unreadable).unwrap_err();
         assert!(e.to_string().contains("permission denied"), "{e}");
     }

@@ -207,6 +207,14 @@ pub enum DriverError {
         #[source]
         source: Source,
     },
+    /// A blob of a containerd content store is not what its name says.
+    #[error("unexpected content in {}: {detail}", path.display())]
+    DataRootContent {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The data root holds no classic image store (`image/<driver>/layerdb`).
     #[error("{} holds no classic image store (no image/<driver>/layerdb)", root.display())]
     NoClassicStore {

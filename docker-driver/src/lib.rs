@@ -36,6 +36,7 @@
 
 mod bollard_driver;
 mod config;
+mod content_store;
 mod context;
 mod data_root;
 mod driver;
@@ -52,6 +53,7 @@ mod transport;
 mod wire;
 
 pub use bollard_driver::BollardDriver;
+pub use content_store::{ContentStore, ImageDocuments};
 pub use context::{DEFAULT_CONTEXT, DEFAULT_HOST, DaemonEndpoint, DaemonSelection, TlsFiles};
 pub use data_root::DataRootDriver;
 #[cfg(any(test, feature = "mock"))]

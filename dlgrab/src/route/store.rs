@@ -1,8 +1,12 @@
-//! The store route: each wanted layer's exact tar rebuilt from the classic
-//! layer store under the daemon's data root (`docker_driver::LayerStore`),
-//! as Docker itself does for save and push, and verified against its diff
-//! ID by the layer writer. Only files are read; nothing under the data root
-//! is written. Also the only route of `--data-root` (no daemon).
+//! The store route: each wanted layer read from the daemon's own storage on
+//! disk. On a classic store its exact tar is rebuilt from the layer store
+//! under the data root (`docker_driver::LayerStore`), as Docker itself does
+//! for save and push; on the containerd store its blob is read as stored
+//! from containerd's content store (`docker_driver::ContentStore`), with the
+//! index, manifest and config the image ID leads to. Either way the layer
+//! writer verifies it (the diff ID; a stored blob also its digest). Only
+//! files are read; nothing under the data root is written. Also the only
+//! route of `--data-root` (no daemon).
 
 use std::io::Read;
 use std::path::Path;
@@ -10,30 +14,42 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use docker_driver::manifest::Platform;
 use docker_driver::{
-    DaemonInfo, DataRootDriver, DockerDriver, ImageDetails, ImageStore, LayerStore, LayerTar,
+    ContentStore, DaemonInfo, DataRootDriver, DockerDriver, ImageDetails, ImageStore, LayerStore,
+    LayerTar,
 };
 use layer_writer::{WriteError, WrittenLayer};
 use tokio::io::AsyncRead;
 
 use crate::export::{Exporter, Wanted, output_already_there};
-use crate::plan::StoreAccess;
+use crate::plan::{self, PushedManifest, StoreAccess};
 
-/// Whether the daemon's layer store can be read, and the store when it can.
-pub(crate) fn access(info: &DaemonInfo) -> (StoreAccess, Option<LayerStore>) {
+/// The daemon's storage, read from disk.
+pub(crate) enum Store {
+    /// A classic store's layer store.
+    Layers(LayerStore),
+    /// The containerd store's content store.
+    Content(ContentStore),
+}
+
+/// Whether the daemon's storage can be read for `image`, and the store
+/// when it can.
+pub(crate) fn access(info: &DaemonInfo, image: &ImageDetails) -> (StoreAccess, Option<Store>) {
     let unavailable = |why: String| (StoreAccess::Unavailable(why), None);
     if let Some(host) = &info.elsewhere {
         return unavailable(format!("the daemon at {host} runs on another machine"));
     }
-    match (&info.image_store, &info.root_dir) {
-        (ImageStore::Containerd, _) => {
-            unavailable("the containerd image store keeps no classic layer store".into())
-        }
-        (ImageStore::Classic { .. }, None) => unavailable("the daemon reports no data root".into()),
-        (ImageStore::Classic { driver }, Some(root)) => match LayerStore::open(root, driver) {
-            Ok(store) => (StoreAccess::Readable, Some(store)),
-            Err(e) => unavailable(format!("{:#}", anyhow::Error::new(e))),
-        },
+    let Some(root) = &info.root_dir else {
+        return unavailable("the daemon reports no data root".into());
+    };
+    let opened = match &info.image_store {
+        ImageStore::Containerd => ContentStore::open(root, &image.id).map(Store::Content),
+        ImageStore::Classic { driver } => LayerStore::open(root, driver).map(Store::Layers),
+    };
+    match opened {
+        Ok(store) => (StoreAccess::Readable, Some(store)),
+        Err(e) => unavailable(format!("{:#}", anyhow::Error::new(e))),
     }
 }
 
@@ -55,9 +71,95 @@ pub(crate) struct Failure {
 }
 
 impl Exporter {
-    /// The store route: the config from the image database, then each
-    /// wanted layer rebuilt from the layer store and written.
+    /// The store route, from whichever store the daemon keeps.
     pub(crate) async fn by_store(
+        &self,
+        store: &Store,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+    ) -> Result<Vec<WrittenLayer>, Failure> {
+        match store {
+            Store::Layers(layers) => self.by_layer_store(layers, image, wanted).await,
+            Store::Content(content) => self.by_content_store(content, image, wanted).await,
+        }
+    }
+
+    /// The containerd store's route: the index, manifest and config the
+    /// image ID leads to, then each wanted layer's blob as stored, written
+    /// as a pushed one (a seed folder keeps it beside the tar, an OCI
+    /// layout as is, and `index.json` names the image's own index).
+    async fn by_content_store(
+        &self,
+        store: &ContentStore,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+    ) -> Result<Vec<WrittenLayer>, Failure> {
+        let mut written = Vec::new();
+        let retry = |error: anyhow::Error| Failure {
+            written: Vec::new(),
+            error,
+            retry: true,
+        };
+        let platform = Platform::new(&image.os, &image.architecture, image.variant.as_deref());
+        let docs = store.image_documents(&image.id, &platform).map_err(|e| {
+            retry(anyhow::Error::new(e).context("cannot read the image's manifest"))
+        })?;
+        let (media_type, body) = docs.manifest;
+        let manifest = PushedManifest::parse(&media_type, &body).map_err(retry)?;
+        if manifest.layers.len() != image.diff_ids.len() {
+            return Err(retry(anyhow::anyhow!(
+                "the stored manifest names {} layers, the image has {}",
+                manifest.layers.len(),
+                image.diff_ids.len()
+            )));
+        }
+        let mut context = self
+            .context(
+                image,
+                wanted,
+                docs.config,
+                Some((&manifest, media_type, Bytes::from(body))),
+            )
+            .map_err(|error| Failure {
+                written: Vec::new(),
+                error,
+                retry: false,
+            })?;
+        context.index = docs
+            .index
+            .filter(|(_, bytes)| plan::digest_of(bytes).to_string() == image.id);
+        let writer = self.writer();
+        for w in wanted {
+            let digest = manifest.layers[w.index].digest.to_string();
+            let file = match store.open_blob(&digest) {
+                Ok(file) => tokio::fs::File::from_std(file),
+                Err(e) => {
+                    return Err(Failure {
+                        written,
+                        error: anyhow::Error::new(e).context(format!(
+                            "cannot open layer {} in the content store",
+                            w.index
+                        )),
+                        retry: true,
+                    });
+                }
+            };
+            self.reporter
+                .phase(format!("reading layer {} from the content store", w.index));
+            match writer.write_layer(&context, w.index, file).await {
+                Ok(layer) => {
+                    self.announce(&layer);
+                    written.push(layer);
+                }
+                Err(e) => return Err(write_failure(written, e, w.index, "the content store")),
+            }
+        }
+        Ok(written)
+    }
+
+    /// The classic store's route: the config from the image database, then
+    /// each wanted layer rebuilt from the layer store and written.
+    async fn by_layer_store(
         &self,
         store: &LayerStore,
         image: &ImageDetails,
@@ -107,30 +209,32 @@ impl Exporter {
                     self.announce(&layer);
                     written.push(layer);
                 }
-                Err(e) => {
-                    let retry = matches!(
-                        e,
-                        WriteError::DiffIdMismatch { .. }
-                            | WriteError::Read(_)
-                            | WriteError::Decompress(_)
-                            | WriteError::UnknownCompression
-                    );
-                    let error = match e {
-                        WriteError::TargetExists { path } => output_already_there(&path),
-                        e => anyhow::Error::new(e).context(format!(
-                            "cannot write layer {} from the layer store",
-                            w.index
-                        )),
-                    };
-                    return Err(Failure {
-                        written,
-                        error,
-                        retry,
-                    });
-                }
+                Err(e) => return Err(write_failure(written, e, w.index, "the layer store")),
             }
         }
         Ok(written)
+    }
+}
+
+/// A write that failed: another route may retry when the store's input was
+/// at fault (a mismatch, a read or decompression error), not the output.
+fn write_failure(written: Vec<WrittenLayer>, e: WriteError, index: usize, from: &str) -> Failure {
+    let retry = matches!(
+        e,
+        WriteError::DiffIdMismatch { .. }
+            | WriteError::BlobDigestMismatch { .. }
+            | WriteError::Read(_)
+            | WriteError::Decompress(_)
+            | WriteError::UnknownCompression
+    );
+    let error = match e {
+        WriteError::TargetExists { path } => output_already_there(&path),
+        e => anyhow::Error::new(e).context(format!("cannot write layer {index} from {from}")),
+    };
+    Failure {
+        written,
+        error,
+        retry,
     }
 }
 

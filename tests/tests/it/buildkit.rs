@@ -21,7 +21,7 @@ use testkit::{
 };
 
 use crate::export::sha256_file;
-use crate::store::readable_store;
+use crate::store::store_route_here;
 
 /// Says on stderr why a test did not run.
 #[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
@@ -228,7 +228,7 @@ fn exports_every_way(d: &Daemon, subject: &Subject) {
 
     // Every layer by each route, into one seed folder per route.
     let mut routes = vec!["auto", "push", "save"];
-    if readable_store(d).is_ok() {
+    if store_route_here(d) {
         routes.push("store");
     }
     if subject.push_refused {

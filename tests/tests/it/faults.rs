@@ -14,8 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::{
-    BuiltImage, Daemon, ImageBuilder, PrivateDaemon, Store, Tmpfs, daemon_or_skip, succeeded,
-    unique_name,
+    BuiltImage, Daemon, ImageBuilder, PrivateDaemon, Tmpfs, daemon_or_skip, succeeded, unique_name,
 };
 
 #[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
@@ -289,7 +288,7 @@ fn failed_naming(out: &std::process::Output, needle: &str) -> String {
 /// The routes that can run on `daemon` for these tests.
 fn routes(daemon: &Daemon) -> Vec<&'static str> {
     let mut routes = vec!["push", "save"];
-    if daemon.store == Store::Classic && daemon.name != "p" {
+    if daemon.name != "p" {
         routes.push("store");
     }
     routes

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use testkit::{Daemon, Engine, Store, daemon_or_skip, succeeded, unique_name};
+use testkit::{Daemon, daemon_or_skip, succeeded, unique_name};
 
 use crate::export::sha256_file;
 
@@ -104,7 +104,7 @@ fn an_imported_tar_a_strict_parser_refuses_goes_by_every_route() {
     assert_eq!(diff_ids.len(), 1, "one layer");
     let before = d.image_refs();
     let mut routes = vec!["auto", "save", "push"];
-    if d.store == Store::Classic && d.engine == Engine::Docker {
+    if crate::store::store_route_here(&d) {
         routes.push("store");
     }
     for via in routes {

@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::export::sha256_file;
-use testkit::{BuiltImage, Daemon, ImageBuilder, Store, daemon_or_skip, succeeded, unique_name};
+use testkit::{
+    BuiltImage, Daemon, Engine, ImageBuilder, Store, daemon_or_skip, succeeded, unique_name,
+};
 
 /// Removes a tag when dropped, whatever the test's outcome.
 struct Untag<'a> {
@@ -58,6 +60,38 @@ pub(crate) fn readable_store(daemon: &Daemon) -> Result<PathBuf, String> {
         Ok(_) => Ok(root),
         Err(e) => Err(format!("{} is not readable here: {e}", layers.display())),
     }
+}
+
+/// The containerd store's content store, when this process can read it
+/// (dockerd's own containerd under the data root, or the system's).
+pub(crate) fn readable_content_store(daemon: &Daemon) -> Result<PathBuf, String> {
+    if daemon.store != Store::Containerd || daemon.engine != Engine::Docker {
+        return Err(format!(
+            "daemon {} has no containerd image store",
+            daemon.name
+        ));
+    }
+    let root = PathBuf::from(
+        daemon
+            .docker_stdout(["info", "--format", "{{.DockerRootDir}}"])
+            .trim(),
+    );
+    let tail = "io.containerd.content.v1.content/blobs/sha256";
+    let candidates = [
+        root.join("containerd/daemon").join(tail),
+        Path::new("/var/lib/containerd").join(tail),
+    ];
+    candidates
+        .iter()
+        .find(|c| std::fs::read_dir(c).is_ok())
+        .cloned()
+        .ok_or_else(|| format!("no content store readable here under {}", root.display()))
+}
+
+/// Whether the store route can run on `daemon` here: a readable classic
+/// layer store or containerd content store.
+pub(crate) fn store_route_here(daemon: &Daemon) -> bool {
+    readable_store(daemon).is_ok() || readable_content_store(daemon).is_ok()
 }
 
 /// Says on stderr why a test did not run.
@@ -315,18 +349,16 @@ fn data_root_exports_without_a_daemon() {
 }
 
 #[test]
-fn containerd_store_never_takes_the_store_route() {
-    let Some(d) = daemon_or_skip("containerd_store_never_takes_the_store_route") else {
+fn the_containerd_store_is_read_from_its_content_store() {
+    let test = "store::the_containerd_store_is_read_from_its_content_store";
+    let Some(d) = daemon_or_skip(test) else {
         return;
     };
-    if d.store != Store::Containerd {
-        skip(
-            "containerd_store_never_takes_the_store_route",
-            &format!("daemon {} has a classic store", d.name),
-        );
+    if let Err(why) = readable_content_store(&d) {
+        skip(test, &why);
         return;
     }
-    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/nostore")))
+    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/content")))
         .busybox()
         .file("/x.txt", "x\n")
         .build(&d);
@@ -334,22 +366,54 @@ fn containerd_store_never_takes_the_store_route() {
         daemon: &d,
         tag: img.tag.clone(),
     };
+    let before = d.image_refs();
+    let top = img.layer_diff_ids.len() - 1;
     let out = tempfile::tempdir().expect("tempdir");
-    let forced = d.dlgrab(&[
+    for args in [&["--via", "store"][..], &[], &["--index", "0"]] {
+        let dir = out.path().join(format!("seed-{}", args.len()));
+        let mut all = vec![img.tag.as_str()];
+        all.extend_from_slice(args);
+        all.extend(["--json", "-o", path_str(&dir)]);
+        let layer = one_layer(&succeeded(&d.dlgrab(&all)));
+        assert_eq!(layer["route"], "store", "{args:?}: {layer}");
+        let index = layer["index"].as_u64().expect("index") as usize;
+        assert_eq!(
+            index,
+            if args.len() == 2 && args[0] == "--index" {
+                0
+            } else {
+                top
+            }
+        );
+        assert_eq!(sha256_file(&layer_tar(&layer)), img.layer_diff_ids[index]);
+    }
+    // The OCI layout holds the blob as stored: named by its own digest,
+    // not the diff ID, and decompressing to the layer.
+    let oci = out.path().join("oci");
+    let layer = one_layer(&succeeded(&d.dlgrab(&[
         &img.tag,
-        "--via",
-        "store",
+        "--format",
+        "oci",
+        "--json",
         "-o",
-        path_str(&out.path().join("forced")),
-    ]);
-    assert!(!forced.status.success());
-    let stderr = String::from_utf8_lossy(&forced.stderr);
-    assert!(stderr.contains("containerd image store"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let auto =
-        succeeded(&d.dlgrab(&[&img.tag, "--json", "-o", path_str(&out.path().join("auto"))]));
-    let layer = one_layer(&auto);
-    assert_ne!(layer["route"], "store", "{layer}");
+        path_str(&oci),
+    ])));
+    assert_eq!(layer["route"], "store", "{layer}");
+    let blob = layer["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .map(PathBuf::from)
+        .find(|f| f.to_string_lossy().contains("/blobs/sha256/"))
+        .unwrap_or_else(|| panic!("no blob in {layer}"));
+    let name = blob.file_name().and_then(|n| n.to_str()).expect("name");
+    assert_eq!(hex_of(&sha256_file(&blob)), name);
+    assert_ne!(name, hex_of(&img.layer_diff_ids[top]), "stored compressed");
+    let content =
+        layer_writer::diff_id_of(std::fs::File::open(&blob).expect("blob")).expect("a layer");
+    assert_eq!(content.to_string(), img.layer_diff_ids[top]);
+    assert_eq!(d.image_refs(), before, "the image list changed");
 }
 
 /// Copies what [`snapshot`] lists of `img` (and `repositories.json`) from
