@@ -100,6 +100,11 @@ impl DockerDriver for Watchdog {
         self.limited("image list", self.inner.list_images()).await
     }
 
+    async fn list_images_named(&self, pattern: &str) -> Result<Vec<ImageSummary>, DriverError> {
+        self.limited("image list", self.inner.list_images_named(pattern))
+            .await
+    }
+
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), DriverError> {
         self.limited("tag", self.inner.tag(image, repo, tag)).await
     }

@@ -258,6 +258,33 @@ impl BollardDriver {
         }
     }
 
+    /// `GET /images/json` with `options`, in this crate's types.
+    async fn images(&self, options: ListImagesOptions) -> Result<Vec<ImageSummary>, DriverError> {
+        let images = self
+            .inner
+            .api
+            .list_images(Some(options))
+            .await
+            .map_err(|e| self.api_err("listing images", None, e))?;
+        Ok(images
+            .into_iter()
+            .map(|i| ImageSummary {
+                id: i.id,
+                parent_id: Some(i.parent_id).filter(|p| !p.is_empty()),
+                repo_tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                repo_digests: i
+                    .repo_digests
+                    .into_iter()
+                    .filter(|d| d != "<none>@<none>")
+                    .collect(),
+            })
+            .collect())
+    }
+
     /// `GET /images/{reference}/json`, read without bollard (whose model
     /// has no `Parent`).
     /// With a platform selected, an image of another platform is
@@ -575,33 +602,20 @@ impl DockerDriver for BollardDriver {
     }
 
     async fn list_images(&self) -> Result<Vec<ImageSummary>, DriverError> {
-        let options = ListImagesOptions {
+        self.images(ListImagesOptions {
             all: true,
             ..Default::default()
-        };
-        let images = self
-            .inner
-            .api
-            .list_images(Some(options))
-            .await
-            .map_err(|e| self.api_err("listing images", None, e))?;
-        Ok(images
-            .into_iter()
-            .map(|i| ImageSummary {
-                id: i.id,
-                parent_id: Some(i.parent_id).filter(|p| !p.is_empty()),
-                repo_tags: i
-                    .repo_tags
-                    .into_iter()
-                    .filter(|t| t != "<none>:<none>")
-                    .collect(),
-                repo_digests: i
-                    .repo_digests
-                    .into_iter()
-                    .filter(|d| d != "<none>@<none>")
-                    .collect(),
-            })
-            .collect())
+        })
+        .await
+    }
+
+    async fn list_images_named(&self, pattern: &str) -> Result<Vec<ImageSummary>, DriverError> {
+        let filters = HashMap::from([("reference".to_owned(), vec![pattern.to_owned()])]);
+        self.images(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        })
+        .await
     }
 
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), DriverError> {

@@ -62,6 +62,17 @@ pub trait DockerDriver: Send + Sync {
     /// All images, intermediate ones included (`all=true`).
     async fn list_images(&self) -> Result<Vec<ImageSummary>, DriverError>;
 
+    /// Images with a tag whose name matches `pattern` (the Engine API's
+    /// `reference` filter, `path.Match` syntax: `127.0.0.1:*/dlgrab-*`),
+    /// each with all its tags; the caller still checks the names (a daemon
+    /// may filter loosely). Much cheaper than [`DockerDriver::list_images`]
+    /// where the daemon filters: the containerd store lists every image
+    /// slowly. By default, every image.
+    async fn list_images_named(&self, pattern: &str) -> Result<Vec<ImageSummary>, DriverError> {
+        let _ = pattern;
+        self.list_images().await
+    }
+
     /// Tags `image` as `repo:tag`.
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), DriverError>;
 
