@@ -219,7 +219,7 @@ async fn oci_format_checks_the_stored_blob_against_the_diff_id() {
     let (mt, bytes) = s.image.manifest.take().unwrap();
     let text = String::from_utf8(bytes)
         .unwrap()
-        .replace(&sha(&gz[2]).to_string(), &sha(&gz[1]).to_string());
+        .replace(&sha(&gz[2]).to_string(), sha(&gz[1]).as_ref());
     s.image.manifest = Some((mt, text.into_bytes()));
     let dir = tempfile::tempdir().unwrap();
     let w = writer(dir.path(), opts(Format::Oci));
@@ -386,10 +386,7 @@ fn an_index_naming_the_manifest_is_what_index_json_names() {
         check_index(dir.path(), MT_OCI_INDEX, &index);
         // Both are there as blobs, byte for byte.
         for bytes in [&index, &manifest] {
-            let blob = dir
-                .path()
-                .join("blobs/sha256")
-                .join(sha(bytes).digest().to_string());
+            let blob = dir.path().join("blobs/sha256").join(sha(bytes).digest());
             assert_eq!(&std::fs::read(&blob).unwrap(), bytes, "{format:?}");
         }
         // A later run into the folder, knowing no index, keeps it.
