@@ -339,6 +339,15 @@ fn exports_every_way(d: &Daemon, subject: &Subject) {
         labels,
         "the image's labels changed"
     );
+    // No trace of the pushes (`--via push`, every layer) on the stored
+    // image: a containerd store labels what it pushed with the registry
+    // it pushed to after a push that succeeds, and `docker save` shows
+    // those labels as annotations in `index.json`.
+    let index = saved_index_json(d, &subject.reference);
+    assert!(
+        !index.contains("distribution.source.127.0.0.1") && !index.contains("dlgrab-run"),
+        "a trace of dlgrab's registry on the image: {index}"
+    );
 
     // Each seed folder of every layer loads back into the image.
     let original = d.inspect(&subject.reference)["Id"]
@@ -348,6 +357,34 @@ fn exports_every_way(d: &Daemon, subject: &Subject) {
     for (via, dir) in seeds {
         load_back(d, subject, via, &dir, &original);
     }
+}
+
+/// Says on stderr what a test did about a daemon's fault.
+#[expect(clippy::print_stderr, reason = "a test says on stderr what it retried")]
+fn note(what: &str) {
+    eprintln!("{what}");
+}
+
+/// `index.json` of `docker save REFERENCE` (empty where the daemon writes
+/// none: Docker before 25).
+#[track_caller]
+fn saved_index_json(d: &Daemon, reference: &str) -> String {
+    let out = d.docker(["save", reference]);
+    assert!(
+        out.status.success(),
+        "docker save {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    for entry in archive.entries().expect("a tar") {
+        let mut entry = entry.expect("an entry");
+        if entry.path().expect("a path").as_os_str() == "index.json" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).expect("index.json");
+            return text;
+        }
+    }
+    String::new()
 }
 
 /// Removes the image, loads a tar of `dir`, and checks the image is back
@@ -412,10 +449,10 @@ fn load_back(d: &Daemon, subject: &Subject, via: &str, dir: &Path, original: &st
         // loaded image's unpack, which found it and skipped it; Docker's
         // own `docker save | docker load` meets the same. Loading again
         // unpacks it anew.
-        eprintln!(
+        note(&format!(
             "--via {via}: the daemon lost a parent snapshot; loading again: {}",
             String::from_utf8_lossy(&run.stderr)
-        );
+        ));
         let again = d.docker(["load", "-i", path_str(&archive)]);
         assert!(
             again.status.success(),
