@@ -403,13 +403,7 @@ impl BollardDriver {
                 return Ok(http_body_util::BodyDataStream::new(response.into_body())
                     .map_err(move |e| transport::classify(operation, &host, Box::new(e))));
             }
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message = transport::error_message(&body);
+            let message = error_message(response).await;
             Err(if status == http::StatusCode::NOT_FOUND {
                 DriverError::NoSuchImage { reference: subject }
             } else {
@@ -735,13 +729,7 @@ impl DockerDriver for BollardDriver {
                 if status.is_success() {
                     return Ok(lines(operation, host, response.into_body()));
                 }
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let message = transport::error_message(&body);
+                let message = error_message(response).await;
                 Err(if status == http::StatusCode::NOT_FOUND {
                     DriverError::NoSuchImage { reference }
                 } else {
@@ -1048,6 +1036,17 @@ fn encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// The daemon's message in a failed response's body.
+async fn error_message(response: http::Response<hyper::body::Incoming>) -> String {
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    transport::error_message(&body)
 }
 
 /// The lines of a response body.

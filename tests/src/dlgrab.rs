@@ -84,6 +84,21 @@ pub fn succeeded(out: &Output) -> String {
     stdout
 }
 
+/// The file a layer of `dlgrab --json` lists whose path ends with `suffix`
+/// (`/layer.tar`, a blob's `/blobs/sha256/…`); panics naming the layer
+/// when there is none.
+#[track_caller]
+pub fn exported_file(layer: &serde_json::Value, suffix: &str) -> PathBuf {
+    layer["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with(suffix))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no file ending in {suffix} in {layer}"))
+}
+
 impl Daemon {
     /// `dlgrab ARGS` talking to this daemon (`DOCKER_HOST` set, no `RUST_LOG`,
     /// no standard input), ready to run.

@@ -46,7 +46,7 @@ mod tls_proxy;
 pub use buildkit::{BuildKitImage, BuildKitOptions, BuildKitOutput, BuiltBy};
 pub use buildx::{Buildx, buildx_or_skip};
 pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
-pub use dlgrab::{dlgrab_bin, succeeded};
+pub use dlgrab::{dlgrab_bin, exported_file, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
 pub use names::unique_name;

@@ -172,14 +172,7 @@ fn exported(stdout: &str, subject: &Subject, indexes: &[usize]) -> Vec<Value> {
 #[track_caller]
 fn check_layer_tar(layer: &Value, subject: &Subject) {
     let index = layer["index"].as_u64().expect("index") as usize;
-    let tar = layer["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .filter_map(|f| f.as_str())
-        .find(|f| f.ends_with("/layer.tar"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no layer.tar in {layer}"));
+    let tar = testkit::exported_file(layer, "/layer.tar");
     assert_eq!(sha256_file(&tar), subject.diff_ids[index], "{layer}");
 }
 

@@ -5,7 +5,7 @@
 //! (the containerd store from Docker 28.1, API 1.49); a classic store holds
 //! one platform per tag.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use testkit::{Daemon, Engine, IndexFlavour, PulledIndex, Store, daemon_or_skip, succeeded};
@@ -44,14 +44,7 @@ fn export_one(d: &Daemon, reference: &str, args: &[&str], dir: &Path) -> Value {
     let [layer] = layers.as_array().expect("an array of layers").as_slice() else {
         panic!("{args:?}: one layer expected: {stdout}");
     };
-    let tar = layer["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .filter_map(|f| f.as_str())
-        .find(|f| f.ends_with("/layer.tar"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no layer.tar in {layer}"));
+    let tar = testkit::exported_file(layer, "/layer.tar");
     assert_eq!(sha256_file(&tar), layer["diff_id"], "{args:?}: {layer}");
     layer.clone()
 }
@@ -161,14 +154,7 @@ fn another_local_platform_is_exported_where_the_daemon_selects_it() {
         // The arm64 top holds the arm64 file.
         let dir = out.path().join("arm64-top");
         let layer = export_one(&d, &pulled.reference, &arm, &dir);
-        let tar = layer["files"]
-            .as_array()
-            .expect("files")
-            .iter()
-            .filter_map(|f| f.as_str())
-            .find(|f| f.ends_with("/layer.tar"))
-            .map(PathBuf::from)
-            .expect("layer.tar");
+        let tar = testkit::exported_file(&layer, "/layer.tar");
         let mut archive = tar::Archive::new(std::fs::File::open(&tar).expect("layer.tar"));
         let mut text = String::new();
         for entry in archive.entries().expect("entries") {

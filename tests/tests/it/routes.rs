@@ -6,7 +6,7 @@
 //! pushes as before and keeps no tag.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
@@ -78,14 +78,7 @@ fn exported(out: &Output, diff_id: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
     let layer = value.as_array().expect("an array")[0].clone();
     assert_eq!(layer["diff_id"], diff_id, "{layer}");
-    let tar = layer["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .filter_map(|f| f.as_str())
-        .find(|f| f.ends_with("/layer.tar"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no layer.tar in {layer}"));
+    let tar = testkit::exported_file(&layer, "/layer.tar");
     let data = std::fs::read(&tar).expect("layer.tar");
     assert_eq!(
         format!("sha256:{}", hex::encode(Sha256::digest(&data))),

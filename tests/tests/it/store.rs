@@ -113,14 +113,7 @@ fn one_layer(stdout: &str) -> serde_json::Value {
 /// The `layer.tar` a seed export wrote.
 #[track_caller]
 fn layer_tar(layer: &serde_json::Value) -> PathBuf {
-    layer["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .filter_map(|f| f.as_str())
-        .find(|f| f.ends_with("/layer.tar"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no layer.tar in {layer}"))
+    testkit::exported_file(layer, "/layer.tar")
 }
 
 fn path_str(p: &Path) -> &str {
