@@ -1,17 +1,32 @@
 //! What an export leaves behind on the daemon and on disk until it ends,
 //! recorded outside the export itself so that it is undone on success, on
 //! error and on Ctrl-C alike.
+//!
+//! A temporary tag is made through [`Cleanup::tag`], in a task of its own:
+//! an export dropped by Ctrl-C while the daemon is still handling the tag
+//! request would otherwise untag before the daemon tags, and the tag would
+//! outlive the run. [`Cleanup::run`] waits for such requests first.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use docker_driver::DockerDriver;
+use docker_driver::{DockerDriver, DriverError};
+use tokio::sync::RwLock;
+
+/// How long [`Cleanup::run`] waits for tag requests still in flight.
+const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Temporary tags and scratch folders to remove when the run ends.
 pub(crate) struct Cleanup {
     driver: Arc<dyn DockerDriver>,
     tags: Mutex<Vec<String>>,
     dirs: Mutex<Vec<PathBuf>>,
+    /// Held for reading by every tag request in flight.
+    in_flight: Arc<RwLock<()>>,
+    /// Layers written in full (their folders' names): they stay even if
+    /// the run is interrupted after them.
+    written: Mutex<Vec<String>>,
 }
 
 impl Cleanup {
@@ -20,12 +35,42 @@ impl Cleanup {
             driver,
             tags: Mutex::default(),
             dirs: Mutex::default(),
+            in_flight: Arc::default(),
+            written: Mutex::default(),
         }
     }
 
-    /// Records a temporary tag before it is created.
-    pub(crate) fn add_tag(&self, reference: &str) {
-        lock(&self.tags).push(reference.to_owned());
+    /// Records a layer written in full into the output folder.
+    pub(crate) fn add_written(&self, id: &str) {
+        lock(&self.written).push(id.to_owned());
+    }
+
+    /// The layers written in full so far.
+    pub(crate) fn written(&self) -> Vec<String> {
+        lock(&self.written).clone()
+    }
+
+    /// Tags `image` as `repo:tag`, recorded for removal before the request
+    /// leaves. The request runs to its end even if the caller is dropped,
+    /// and [`Cleanup::run`] waits for it, so the tag it makes is removed.
+    pub(crate) async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), DriverError> {
+        lock(&self.tags).push(format!("{repo}:{tag}"));
+        let guard = self.in_flight.clone().read_owned().await;
+        let driver = self.driver.clone();
+        let (image, repo, tag) = (image.to_owned(), repo.to_owned(), tag.to_owned());
+        let task = tokio::spawn(async move {
+            let _in_flight = guard;
+            let _names = crate::names_lock::hold().await;
+            driver.tag(&image, &repo, &tag).await
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(DriverError::Transport {
+                operation: "tag",
+                source: Box::new(e),
+            }),
+        }
     }
 
     /// Records a scratch folder before it is created.
@@ -40,16 +85,26 @@ impl Cleanup {
     ) -> Result<(), docker_driver::DriverError> {
         lock(&self.tags).retain(|t| t != reference);
         tracing::debug!(reference, "removing temporary tag");
+        let _names = crate::names_lock::hold().await;
         self.driver.untag(reference).await
     }
 
     /// Removes every recorded tag and folder, returning what could not be removed.
     pub(crate) async fn run(&self) -> Vec<String> {
         let mut failures = Vec::new();
+        if tokio::time::timeout(IN_FLIGHT_LIMIT, self.in_flight.write())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a tag request was still in flight after {IN_FLIGHT_LIMIT:?}");
+        }
         let tags = std::mem::take(&mut *lock(&self.tags));
         for tag in tags {
             tracing::debug!(tag, "removing temporary tag");
-            if let Err(e) = self.driver.untag(&tag).await {
+            let names = crate::names_lock::hold().await;
+            let untagged = self.driver.untag(&tag).await;
+            drop(names);
+            if let Err(e) = untagged {
                 // A tag that was recorded but never created is not a failure.
                 if !matches!(e, docker_driver::DriverError::NoSuchImage { .. }) {
                     failures.push(format!("temporary tag {tag} was not removed: {e}"));
@@ -73,4 +128,40 @@ impl Cleanup {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use docker_driver::MockDockerDriver;
+
+    /// A Ctrl-C that drops the export while the daemon still handles the
+    /// tag request: the tag is removed after it is made, not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tag_request_in_flight_when_the_export_is_dropped_is_undone_after_it_lands() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut mock = MockDockerDriver::new();
+        let seen = calls.clone();
+        mock.expect_tag().times(1).returning(move |_, _, _| {
+            // The daemon is slow to answer (blocks this worker only).
+            std::thread::sleep(Duration::from_millis(300));
+            lock(&seen).push("tag");
+            Ok(())
+        });
+        let seen = calls.clone();
+        mock.expect_untag().times(1).returning(move |reference| {
+            assert_eq!(reference, "127.0.0.1:5000/dlgrab-run-x:export");
+            lock(&seen).push("untag");
+            Ok(())
+        });
+        let cleanup = Cleanup::new(Arc::new(mock));
+        tokio::select! {
+            _ = cleanup.tag("sha256:1", "127.0.0.1:5000/dlgrab-run-x", "export") => {
+                panic!("the tag request should still be in flight")
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        assert!(cleanup.run().await.is_empty());
+        assert_eq!(*lock(&calls), ["tag", "untag"]);
+    }
 }

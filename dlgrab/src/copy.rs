@@ -345,9 +345,10 @@ async fn copy_one(
     if let Some(dest_id) = held_image(dest.as_ref(), &details, &tags).await {
         for tag in &tags {
             let (repo, t) = split_tag(tag).with_context(|| format!("cannot read the tag {tag}"))?;
-            dest.tag(&dest_id, repo, t)
-                .await
-                .with_context(|| format!("cannot tag {tag} on {dest_name}"))?;
+            let names = crate::names_lock::hold().await;
+            let tagged = dest.tag(&dest_id, repo, t).await;
+            drop(names);
+            tagged.with_context(|| format!("cannot tag {tag} on {dest_name}"))?;
         }
         reporter.message(format!(
             "{image}: {dest_name} already has image {} ({layers} layers): tagged, nothing sent",

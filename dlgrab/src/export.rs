@@ -375,6 +375,7 @@ impl Exporter {
             ));
             return;
         }
+        self.cleanup.add_written(&written.id);
         for file in &written.files {
             self.reporter.message(format!(
                 "Writing file: {}",

@@ -14,6 +14,7 @@ mod export;
 mod fault;
 mod generate;
 mod list;
+mod names_lock;
 mod plan;
 mod plugin;
 mod report;
@@ -195,6 +196,8 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
         return copy::main(dest, driver, cleanup, reporter, options, layers, json).await;
     }
     let outcome = tokio::select! {
+        // An export that has ended wins over a signal that came with it.
+        biased;
         result = delta::run(
             target,
             driver,
@@ -217,6 +220,16 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
                 std::io::stderr(),
                 "dlgrab: interrupted: push stopped, temporary tags removed"
             );
+            let written = cleanup.written();
+            if !written.is_empty() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "dlgrab: kept in {}: {} layer(s) written in full before the interrupt: {}",
+                    args.outdir.display(),
+                    written.len(),
+                    written.join(", ")
+                );
+            }
             Ok(ExitCode::from(INTERRUPTED))
         }
         Some(Err(e)) => Err(e),

@@ -128,7 +128,10 @@ pub(crate) async fn sweep_daemon(driver: &dyn DockerDriver, swept: &mut Swept) {
             if run.liveness() != Liveness::Dead {
                 continue;
             }
-            match driver.untag(tag).await {
+            let names = crate::names_lock::hold().await;
+            let untagged = driver.untag(tag).await;
+            drop(names);
+            match untagged {
                 Ok(()) => {
                     tracing::info!(tag, "removed a dead run's temporary tag");
                     swept.tags_removed.push(tag.clone());

@@ -153,10 +153,9 @@ impl Exporter {
         };
 
         let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
-        self.cleanup.add_tag(&reference);
         let pushed = faults
             .abort_on_failure(async {
-                self.driver
+                self.cleanup
                     .tag(&image.id, &repo, tag)
                     .await
                     .context("cannot tag the image for the push")?;
