@@ -20,6 +20,10 @@
 //!    load API through a small bounded channel (memory flat, no archive
 //!    file). When DEST holds every layer but not the image (another config
 //!    over the same layers), the top layer is sent again with the config.
+//!    A containerd-store DEST must find the layers left out named by the
+//!    blobs it keeps: the OCI manifest is rewritten with the descriptors
+//!    of DEST's own image manifest, read from its content store; where
+//!    that cannot be read (another machine, no root), whole images go.
 //!
 //! A load that fails leaves no tag behind that was not on DEST before; the
 //! scratch folder and the source's temporary tags go on every path
@@ -35,7 +39,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use docker_driver::{BollardDriver, BoxStream, DaemonSelection, DockerDriver, ImageDetails};
+use docker_driver::{
+    BollardDriver, BoxStream, ContentStore, DaemonSelection, DockerDriver, ImageDetails,
+};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -186,7 +192,7 @@ pub(crate) async fn run(
         8
     };
     let dest: Arc<dyn DockerDriver> = Arc::new(dest);
-    let source_info = source
+    source
         .info()
         .await
         .context("cannot talk to the source Docker daemon")?;
@@ -194,13 +200,17 @@ pub(crate) async fn run(
         .info()
         .await
         .with_context(|| format!("cannot talk to the destination daemon {dest_name}"))?;
-    let whole_only = whole_images_only(&source_info.image_store, &dest_info.image_store);
-    reporter.phase(format!("asking {dest_name} which layers it holds"));
-    let mut held = if whole_only {
+    // A containerd-store DEST takes an archive that leaves layers out only
+    // if it names them by the blobs DEST keeps: read from its content store.
+    let dest_blobs = DestBlobs::of(&dest_info);
+    if let DestBlobs::Unreadable(why) = &dest_blobs {
         reporter.message(format!(
-            "{dest_name} keeps images in the containerd store: whole images go (the layers \
-             left out would have to be blobs it holds, which it cannot be asked)"
+            "{dest_name} keeps images in the containerd store and dlgrab cannot read its \
+             blobs ({why}): whole images go"
         ));
+    }
+    reporter.phase(format!("asking {dest_name} which layers it holds"));
+    let mut held = if matches!(dest_blobs, DestBlobs::Unreadable(_)) {
         Vec::new()
     } else {
         held_chains(dest.as_ref(), at_once)
@@ -210,13 +220,20 @@ pub(crate) async fn run(
 
     let mut copied = Vec::new();
     for image in images {
-        let one = copy_one(
-            image, dest_name, &source, &dest, &cleanup, &reporter, &options, &held,
-        )
-        .await
-        .with_context(|| format!("cannot copy {image} to {dest_name}"))?;
-        if !whole_only {
-            held.push(one.1);
+        let to = Dest {
+            name: dest_name,
+            driver: &dest,
+            blobs: &dest_blobs,
+            held: &held,
+        };
+        let one = copy_one(image, &to, &source, &cleanup, &reporter, &options)
+            .await
+            .with_context(|| format!("cannot copy {image} to {dest_name}"))?;
+        if !matches!(dest_blobs, DestBlobs::Unreadable(_)) {
+            held.push(Held {
+                id: one.0.dest_image_id.clone(),
+                diff_ids: one.1,
+            });
         }
         copied.push(one.0);
     }
@@ -233,9 +250,65 @@ pub(crate) async fn run(
     })
 }
 
-/// The diff-ID lists of every image on `dest` (each distinct list once),
+/// An image on DEST and its layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Its ID on DEST.
+    pub(crate) id: String,
+    /// Its diff IDs, base first.
+    pub(crate) diff_ids: Vec<String>,
+}
+
+/// Whether DEST's layers can be named by the blobs it keeps.
+pub(crate) enum DestBlobs {
+    /// A classic store: an archive names absent layers by diff ID.
+    NotNeeded,
+    /// A containerd store whose content store this process can read (DEST
+    /// runs on this machine, with its data root at this path).
+    Readable(PathBuf),
+    /// A containerd store whose blobs cannot be read from here: only whole
+    /// images can go.
+    Unreadable(String),
+}
+
+impl DestBlobs {
+    fn of(info: &docker_driver::DaemonInfo) -> Self {
+        if !matches!(info.image_store, docker_driver::ImageStore::Containerd) {
+            return Self::NotNeeded;
+        }
+        if let Some(host) = &info.elsewhere {
+            return Self::Unreadable(format!("it runs on another machine, {host}"));
+        }
+        match &info.root_dir {
+            None => Self::Unreadable("it reports no data root".into()),
+            Some(root) => {
+                let readable = ContentStore::candidates(root)
+                    .iter()
+                    .any(|dir| std::fs::read_dir(dir).is_ok());
+                if readable {
+                    Self::Readable(root.clone())
+                } else {
+                    Self::Unreadable(format!(
+                        "its content store under {} is not readable by this user",
+                        root.display()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// DEST as [`copy_one`] needs it.
+struct Dest<'a> {
+    name: &'a str,
+    driver: &'a Arc<dyn DockerDriver>,
+    blobs: &'a DestBlobs,
+    held: &'a [Held],
+}
+
+/// Every image on `dest` with its diff IDs (each distinct list once),
 /// asking `at_once` inspects at a time.
-async fn held_chains(dest: &dyn DockerDriver, at_once: usize) -> anyhow::Result<Vec<Vec<String>>> {
+async fn held_chains(dest: &dyn DockerDriver, at_once: usize) -> anyhow::Result<Vec<Held>> {
     let ids: Vec<String> = {
         let mut seen = HashSet::new();
         dest.list_images()
@@ -244,10 +317,10 @@ async fn held_chains(dest: &dyn DockerDriver, at_once: usize) -> anyhow::Result<
             .filter_map(|i| seen.insert(i.id.clone()).then_some(i.id))
             .collect()
     };
-    let lists: Vec<Vec<String>> = futures::stream::iter(ids)
+    let lists: Vec<Held> = futures::stream::iter(ids)
         .map(|id| async move {
             match dest.image_diff_ids(&id).await {
-                Ok((_, diff_ids)) => Some(diff_ids),
+                Ok((_, diff_ids)) => Some(Held { id, diff_ids }),
                 // Removed meanwhile: it holds nothing any more.
                 Err(e) => {
                     tracing::debug!(%id, "not inspected: {e}");
@@ -256,39 +329,145 @@ async fn held_chains(dest: &dyn DockerDriver, at_once: usize) -> anyhow::Result<
             }
         })
         .buffer_unordered(at_once)
-        .filter_map(|l| async move { l.filter(|l| !l.is_empty()) })
+        .filter_map(|l| async move { l.filter(|l| !l.diff_ids.is_empty()) })
         .collect()
         .await;
-    let mut distinct: Vec<Vec<String>> = Vec::new();
-    for list in lists {
-        if !distinct.contains(&list) {
-            distinct.push(list);
+    let mut distinct: Vec<Held> = Vec::new();
+    for held in lists {
+        if !distinct.iter().any(|d| d.diff_ids == held.diff_ids) {
+            distinct.push(held);
         }
     }
     Ok(distinct)
 }
 
-/// Whether only whole images can go: to the containerd store, always.
-/// The archive's OCI manifest must describe the layers it leaves out by
-/// the blobs the destination holds. A classic source knows them by diff
-/// ID only, and a wrong size (0) gives an image that runs but whose
-/// `docker save` is cut short (seen on 28.5). A containerd-store source
-/// names its own blobs, but the destination may hold the layer as a
-/// snapshot of another blob (its own build, another pull): 26.1 then
-/// registers an image it cannot inspect by ID (seen copying e → c).
-pub(crate) fn whole_images_only(
-    _source: &docker_driver::ImageStore,
-    dest: &docker_driver::ImageStore,
-) -> bool {
-    matches!(dest, docker_driver::ImageStore::Containerd)
+/// How many of `wanted`'s layers, from the base, some image in `held`
+/// has, and the first image that has that many.
+pub(crate) fn held_prefix<'a>(held: &'a [Held], wanted: &[String]) -> (usize, Option<&'a Held>) {
+    let mut best = (0, None);
+    for h in held {
+        let n = h
+            .diff_ids
+            .iter()
+            .zip(wanted)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if n > best.0 {
+            best = (n, Some(h));
+        }
+    }
+    best
 }
 
-/// How many of `wanted`'s layers, from the base, some list in `held` has.
-pub(crate) fn held_prefix(held: &[Vec<String>], wanted: &[String]) -> usize {
-    held.iter()
-        .map(|h| h.iter().zip(wanted).take_while(|(a, b)| a == b).count())
-        .max()
-        .unwrap_or(0)
+/// The descriptors (media type, digest, size) under which the containerd
+/// store of DEST, data root `root`, keeps the first `count` layers of image
+/// `holder`: its image manifest for its own platform, read from the
+/// content store, each blob there with the size the manifest gives.
+async fn held_descriptors(
+    dest: &dyn DockerDriver,
+    root: &std::path::Path,
+    holder: &Held,
+    count: usize,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let details = dest
+        .inspect_image(&holder.id)
+        .await
+        .context("cannot inspect the image holding the layers")?;
+    let store = ContentStore::open(root, &holder.id)?;
+    let platform = docker_driver::manifest::Platform::new(
+        &details.os,
+        &details.architecture,
+        details.variant.as_deref(),
+    );
+    let docs = store.image_documents(&holder.id, &platform)?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&docs.manifest.1).context("the image manifest is not JSON")?;
+    let layers = manifest["layers"]
+        .as_array()
+        .context("the image manifest lists no layers")?;
+    if layers.len() != holder.diff_ids.len() {
+        bail!(
+            "its manifest lists {} layers for {} diff IDs",
+            layers.len(),
+            holder.diff_ids.len()
+        );
+    }
+    let mut descriptors = Vec::new();
+    for layer in layers.iter().take(count) {
+        let digest = layer["digest"].as_str().context("a layer has no digest")?;
+        let size = layer["size"].as_u64().context("a layer has no size")?;
+        let kept = std::fs::metadata(store.path(digest)?)
+            .with_context(|| format!("it does not keep blob {digest}"))?
+            .len();
+        if kept != size {
+            bail!("its blob {digest} has {kept} bytes, not {size}");
+        }
+        descriptors.push(serde_json::json!({
+            "mediaType": layer["mediaType"],
+            "digest": digest,
+            "size": size,
+        }));
+    }
+    Ok(descriptors)
+}
+
+/// Rewrites the OCI manifest of the `--since` folder `folder` so that its
+/// first layers are named by `descriptors` (the blobs DEST keeps) instead
+/// of the source's diff IDs and no size; the folder's `index.json` then
+/// names the new manifest.
+pub(crate) fn name_held_blobs(
+    folder: &std::path::Path,
+    descriptors: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    use sha2::{Digest as _, Sha256};
+    let read = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    let blob_path = |digest: &str| -> anyhow::Result<PathBuf> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .with_context(|| format!("not a sha256 digest: {digest}"))?;
+        Ok(folder.join("blobs/sha256").join(hex))
+    };
+    let index_path = folder.join("index.json");
+    let mut index = read(&index_path)?;
+    let entries = index["manifests"]
+        .as_array_mut()
+        .filter(|m| m.len() == 1)
+        .context("the folder's index.json does not name one manifest")?;
+    let entry = &mut entries[0];
+    let old_digest = entry["digest"]
+        .as_str()
+        .context("the index entry has no digest")?
+        .to_owned();
+    let old_path = blob_path(&old_digest)?;
+    let mut manifest = read(&old_path)?;
+    let layers = manifest["layers"]
+        .as_array_mut()
+        .filter(|l| l.len() >= descriptors.len())
+        .context("the folder's manifest has fewer layers than DEST holds")?;
+    for (layer, held) in layers.iter_mut().zip(descriptors) {
+        let named = layer["digest"].as_str().unwrap_or_default();
+        if blob_path(named)?.exists() {
+            bail!("layer {named} is in the folder: it is not one DEST holds");
+        }
+        *layer = held.clone();
+    }
+    let bytes = serde_json::to_vec(&manifest)?;
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if digest == old_digest {
+        // A containerd-store source named them so already.
+        return Ok(());
+    }
+    std::fs::write(blob_path(&digest)?, &bytes).context("cannot write the manifest")?;
+    entry["digest"] = serde_json::Value::String(digest);
+    entry["size"] = serde_json::Value::from(bytes.len());
+    std::fs::write(&index_path, serde_json::to_vec(&index)?).context("cannot write index.json")?;
+    std::fs::remove_file(&old_path).context("cannot remove the old manifest")?;
+    Ok(())
 }
 
 /// Which layers to send: those from the returned index on; the image's
@@ -310,14 +489,13 @@ pub(crate) fn split_tag(reference: &str) -> Option<(&str, &str)> {
 #[allow(clippy::too_many_arguments)]
 async fn copy_one(
     image: &str,
-    dest_name: &str,
+    to: &Dest<'_>,
     source: &Arc<dyn DockerDriver>,
-    dest: &Arc<dyn DockerDriver>,
     cleanup: &Arc<Cleanup>,
     reporter: &Arc<Reporter>,
     options: &ExportOptions,
-    held: &[Vec<String>],
 ) -> anyhow::Result<(Copied, Vec<String>)> {
+    let (dest_name, dest) = (to.name, to.driver);
     let started = Instant::now();
     let details = source
         .inspect_image(image)
@@ -360,8 +538,22 @@ async fn copy_one(
         ));
     }
 
-    let prefix = held_prefix(held, &details.diff_ids);
-    let first = first_sent(prefix, layers);
+    let (mut prefix, holder) = held_prefix(to.held, &details.diff_ids);
+    let mut first = first_sent(prefix, layers);
+    // A containerd store must be told its own blobs for the layers left out.
+    let mut held_blobs = Vec::new();
+    if let (DestBlobs::Readable(root), Some(holder), true) = (to.blobs, holder, first > 0) {
+        match held_descriptors(dest.as_ref(), root, holder, first).await {
+            Ok(descriptors) => held_blobs = descriptors,
+            Err(e) => {
+                reporter.message(format!(
+                    "{image}: {dest_name} holds {prefix} of its layers, but dlgrab cannot name \
+                     them by the blobs {dest_name} keeps ({e:#}): the whole image goes"
+                ));
+                (prefix, first) = (0, 0);
+            }
+        }
+    }
     let before = tags_before(dest.as_ref(), &tags).await;
     let sent_layers = layers - first;
     reporter.message(format!(
@@ -376,8 +568,16 @@ async fn copy_one(
         let indexes: Vec<usize> = (first..layers).collect();
         match export_layers(source, cleanup, options, &details, &indexes).await {
             Ok((scratch, routes)) => {
-                let result =
-                    load_folder(dest, scratch.join("layers"), counter.clone(), bar.clone()).await;
+                let folder = scratch.join("layers");
+                let result = if held_blobs.is_empty() {
+                    Ok(())
+                } else {
+                    name_held_blobs(&folder, &held_blobs)
+                };
+                let result = match result {
+                    Ok(()) => load_folder(dest, folder, counter.clone(), bar.clone()).await,
+                    Err(e) => Err(e),
+                };
                 remove_dir(&scratch).await;
                 (How::Delta, routes, result)
             }
@@ -732,8 +932,21 @@ mod tests {
 
     #[track_caller]
     fn check_prefix(held: &[&str], wanted: &str, expected: usize) {
-        let held: Vec<Vec<String>> = held.iter().map(|h| ids(h)).collect();
-        assert_eq!(held_prefix(&held, &ids(wanted)), expected);
+        let held: Vec<Held> = held
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Held {
+                id: format!("sha256:{i}"),
+                diff_ids: ids(h),
+            })
+            .collect();
+        let (prefix, holder) = held_prefix(&held, &ids(wanted));
+        assert_eq!(prefix, expected);
+        // The image named holds that prefix (none when nothing is held).
+        match holder {
+            Some(h) => assert_eq!(h.diff_ids[..prefix], ids(wanted)[..prefix]),
+            None => assert_eq!(prefix, 0),
+        }
     }
 
     #[test]
@@ -794,16 +1007,106 @@ mod tests {
         assert!(!same_image(&classic, &other_history));
     }
 
+    /// A `--since` folder whose manifest names layer `a` by diff ID (absent)
+    /// and layer `b` by its blob in the folder.
+    fn since_folder() -> (tempfile::TempDir, String) {
+        use sha2::{Digest as _, Sha256};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("blobs");
+        let absent = format!("sha256:{}", "a".repeat(64));
+        let present = format!("sha256:{}", "b".repeat(64));
+        std::fs::write(blobs.join("b".repeat(64)), b"layer b").expect("blob");
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{}", "c".repeat(64)), "size": 9},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": absent, "size": 0},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": present, "size": 7},
+            ],
+        }))
+        .expect("json");
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+        std::fs::write(blobs.join(&digest[7..]), &manifest).expect("manifest");
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "digest": digest, "size": manifest.len(),
+                           "annotations": {"io.containerd.image.name": "docker.io/library/app:1"}}],
+        });
+        std::fs::write(dir.path().join("index.json"), index.to_string()).expect("index");
+        (dir, digest)
+    }
+
     #[test]
-    fn classic_to_containerd_goes_whole() {
-        use docker_driver::ImageStore::{Classic, Containerd};
-        let classic = || Classic {
-            driver: "overlay2".into(),
-        };
-        assert!(whole_images_only(&classic(), &Containerd));
-        assert!(!whole_images_only(&Containerd, &classic()));
-        assert!(whole_images_only(&Containerd, &Containerd));
-        assert!(!whole_images_only(&classic(), &classic()));
+    fn absent_layers_are_named_by_the_blobs_dest_keeps() {
+        use sha2::{Digest as _, Sha256};
+        let (dir, old) = since_folder();
+        let kept = serde_json::json!({
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "digest": format!("sha256:{}", "d".repeat(64)),
+            "size": 1234,
+        });
+        name_held_blobs(dir.path(), std::slice::from_ref(&kept)).expect("rewritten");
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).expect("index"))
+                .expect("json");
+        let entry = &index["manifests"][0];
+        let digest = entry["digest"].as_str().expect("digest");
+        assert_ne!(digest, old);
+        assert_eq!(
+            entry["annotations"]["io.containerd.image.name"],
+            "docker.io/library/app:1"
+        );
+        let bytes = std::fs::read(dir.path().join("blobs/sha256").join(&digest[7..]))
+            .expect("the new manifest is in the folder");
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+            digest
+        );
+        assert_eq!(entry["size"], bytes.len());
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(manifest["layers"][0], kept);
+        assert_eq!(
+            manifest["layers"][1]["digest"],
+            format!("sha256:{}", "b".repeat(64))
+        );
+        assert!(
+            !dir.path().join("blobs/sha256").join(&old[7..]).exists(),
+            "the old manifest stays in the archive"
+        );
+    }
+
+    #[test]
+    fn a_manifest_naming_the_held_blobs_already_stays() {
+        let (dir, old) = since_folder();
+        let blobs = dir.path().join("blobs/sha256");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blobs.join(&old[7..])).expect("manifest"))
+                .expect("json");
+        let same = manifest["layers"][0].clone();
+        name_held_blobs(dir.path(), &[same]).expect("nothing to do");
+        assert!(
+            blobs.join(&old[7..]).exists(),
+            "the manifest left the archive"
+        );
+        let index = std::fs::read_to_string(dir.path().join("index.json")).expect("index");
+        assert!(index.contains(&old), "{index}");
+    }
+
+    #[test]
+    fn a_layer_in_the_folder_is_never_renamed() {
+        let (dir, old) = since_folder();
+        let kept = serde_json::json!({"mediaType": "x", "digest": format!("sha256:{}", "d".repeat(64)), "size": 1});
+        let err = name_held_blobs(dir.path(), &[kept.clone(), kept]).expect_err("layer b is sent");
+        assert!(format!("{err:#}").contains("is in the folder"), "{err:#}");
+        let index = std::fs::read_to_string(dir.path().join("index.json")).expect("index");
+        assert!(
+            index.contains(&old),
+            "index.json changed on a refusal: {index}"
+        );
     }
 
     #[test]
