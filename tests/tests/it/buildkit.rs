@@ -471,6 +471,56 @@ fn load_back(d: &Daemon, subject: &Subject, via: &str, dir: &Path, original: &st
     assert_eq!(cat.stdout, subject.text, "--via {via}: {}", subject.file);
 }
 
+/// `--since BASE`: BASE is the subject's first two steps built alike (the
+/// same two layers); the archive of the layers beyond it is small (the
+/// busybox layer stays out) and loads back over BASE into the image.
+fn since_loads_back(
+    d: &Daemon,
+    buildx: Option<&Buildx>,
+    options: &BuildKitOptions,
+    subject: &Subject,
+    test: &str,
+) {
+    let base_tag = format!("{}:1", unique_name(&format!("dlgrab-e2e/bk-base-{test}")));
+    let base = ImageBuilder::new(&base_tag)
+        .busybox()
+        .file("/a.txt", "alpha\n")
+        .build_with_buildkit(d, buildx, options);
+    d.remove_when_done(&base_tag);
+    assert_eq!(
+        base.image.layer_diff_ids[..],
+        subject.diff_ids[..2],
+        "the base is not the subject's first two layers: {base:?}"
+    );
+    let original = d.inspect(&subject.reference)["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("since.tar");
+    succeeded(&d.dlgrab(&[
+        "--since",
+        &base_tag,
+        &subject.reference,
+        "-q",
+        "-o",
+        path_str(&archive),
+    ]));
+    let size = std::fs::metadata(&archive).expect("archive").len();
+    assert!(
+        size < 512 << 10,
+        "the archive ({size} bytes) holds more than the top layer"
+    );
+    let dir = out.path().join("since");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let status = Command::new("tar")
+        .args(["-C", path_str(&dir), "-xf", path_str(&archive)])
+        .status()
+        .expect("tar runs");
+    assert!(status.success());
+    load_back(d, subject, "--since", &dir, &original);
+}
+
 #[test]
 fn buildkit_default_with_provenance_exports_every_way() {
     let test = "buildkit::buildkit_default_with_provenance_exports_every_way";
@@ -481,6 +531,7 @@ fn buildkit_default_with_provenance_exports_every_way() {
     let (image, subject) = buildkit_image("prov", &d, buildx.as_ref(), &options);
     check_stored(&d, &image, true);
     exports_every_way(&d, &subject);
+    since_loads_back(&d, buildx.as_ref(), &options, &subject, "prov");
 }
 
 #[test]
@@ -496,6 +547,7 @@ fn buildkit_without_provenance_exports_every_way() {
     let (image, subject) = buildkit_image("noprov", &d, buildx.as_ref(), &options);
     check_stored(&d, &image, false);
     exports_every_way(&d, &subject);
+    since_loads_back(&d, buildx.as_ref(), &options, &subject, "noprov");
 }
 
 /// `--sbom=true` runs BuildKit's scanner image (`docker/buildkit-syft-scanner`
@@ -635,6 +687,7 @@ fn buildkit_zstd_layers_export_every_way() {
         subject.diff_ids.len()
     );
     exports_every_way(&d, &subject);
+    since_loads_back(&d, buildx.as_ref(), &options, &subject, "zstd");
 }
 
 /// The pulled fixture as a [`Subject`], its ID checked: the index's digest
