@@ -413,61 +413,105 @@ async fn held_descriptors(
 
 /// Rewrites the OCI manifest of the `--since` folder `folder` so that its
 /// first layers are named by `descriptors` (the blobs DEST keeps) instead
-/// of the source's diff IDs and no size; the folder's `index.json` then
-/// names the new manifest.
+/// of the source's diff IDs and no size; the folder's `index.json` (and the
+/// image's index, where the folder keeps one) then name the new manifest.
 pub(crate) fn name_held_blobs(
     folder: &std::path::Path,
     descriptors: &[serde_json::Value],
 ) -> anyhow::Result<()> {
-    use sha2::{Digest as _, Sha256};
-    let read = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
-    };
-    let blob_path = |digest: &str| -> anyhow::Result<PathBuf> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .with_context(|| format!("not a sha256 digest: {digest}"))?;
-        Ok(folder.join("blobs/sha256").join(hex))
-    };
     let index_path = folder.join("index.json");
-    let mut index = read(&index_path)?;
+    let mut index = read_json(&index_path)?;
     let entries = index["manifests"]
         .as_array_mut()
         .filter(|m| m.len() == 1)
         .context("the folder's index.json does not name one manifest")?;
     let entry = &mut entries[0];
-    let old_digest = entry["digest"]
+    let digest = entry["digest"]
         .as_str()
         .context("the index entry has no digest")?
         .to_owned();
-    let old_path = blob_path(&old_digest)?;
-    let mut manifest = read(&old_path)?;
-    let layers = manifest["layers"]
-        .as_array_mut()
-        .filter(|l| l.len() >= descriptors.len())
-        .context("the folder's manifest has fewer layers than DEST holds")?;
-    for (layer, held) in layers.iter_mut().zip(descriptors) {
-        let named = layer["digest"].as_str().unwrap_or_default();
-        if blob_path(named)?.exists() {
-            bail!("layer {named} is in the folder: it is not one DEST holds");
-        }
-        *layer = held.clone();
-    }
-    let bytes = serde_json::to_vec(&manifest)?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    if digest == old_digest {
-        // A containerd-store source named them so already.
+    let Some((digest, size)) = rename_in(folder, &digest, descriptors)? else {
         return Ok(());
-    }
-    std::fs::write(blob_path(&digest)?, &bytes).context("cannot write the manifest")?;
+    };
     entry["digest"] = serde_json::Value::String(digest);
-    entry["size"] = serde_json::Value::from(bytes.len());
-    std::fs::write(&index_path, serde_json::to_vec(&index)?).context("cannot write index.json")?;
-    std::fs::remove_file(&old_path).context("cannot remove the old manifest")?;
-    Ok(())
+    entry["size"] = serde_json::Value::from(size);
+    std::fs::write(&index_path, serde_json::to_vec(&index)?).context("cannot write index.json")
+}
+
+fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn blob_in(folder: &std::path::Path, digest: &str) -> anyhow::Result<PathBuf> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .with_context(|| format!("not a sha256 digest: {digest}"))?;
+    Ok(folder.join("blobs/sha256").join(hex))
+}
+
+/// Renames the held layers in the manifest `digest` of `folder` (in the
+/// image manifest an index names, for an index: attestations left alone);
+/// the new document's digest and size, `None` when nothing changed.
+fn rename_in(
+    folder: &std::path::Path,
+    digest: &str,
+    descriptors: &[serde_json::Value],
+) -> anyhow::Result<Option<(String, usize)>> {
+    use sha2::{Digest as _, Sha256};
+    let path = blob_in(folder, digest)?;
+    let mut document = read_json(&path)?;
+    let before = document.clone();
+    // (`get_mut`: indexing would add the key it looks for.)
+    if let Some(layers) = document
+        .get_mut("layers")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        if layers.len() < descriptors.len() {
+            bail!("the folder's manifest has fewer layers than DEST holds");
+        }
+        for (layer, held) in layers.iter_mut().zip(descriptors) {
+            let named = layer["digest"].as_str().unwrap_or_default();
+            if blob_in(folder, named)?.exists() {
+                bail!("layer {named} is in the folder: it is not one DEST holds");
+            }
+            *layer = held.clone();
+        }
+    } else if let Some(manifests) = document
+        .get_mut("manifests")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        let mut renamed = 0;
+        for entry in manifests.iter_mut() {
+            let attestation =
+                entry["annotations"]["vnd.docker.reference.type"] == "attestation-manifest";
+            let child = entry["digest"].as_str().unwrap_or_default().to_owned();
+            if attestation || !blob_in(folder, &child)?.exists() {
+                continue;
+            }
+            if let Some((digest, size)) = rename_in(folder, &child, descriptors)? {
+                entry["digest"] = serde_json::Value::String(digest);
+                entry["size"] = serde_json::Value::from(size);
+            }
+            renamed += 1;
+        }
+        if renamed != 1 {
+            bail!("the folder's index names {renamed} image manifests in the folder, not one");
+        }
+    } else {
+        bail!("{digest} is neither an image manifest nor an index");
+    }
+    if document == before {
+        // A containerd-store source named them so already: the document
+        // keeps its bytes, and the image its ID.
+        return Ok(None);
+    }
+    let bytes = serde_json::to_vec(&document)?;
+    let new = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    std::fs::write(blob_in(folder, &new)?, &bytes).context("cannot write the manifest")?;
+    std::fs::remove_file(&path).context("cannot remove the old manifest")?;
+    Ok(Some((new, bytes.len())))
 }
 
 /// Which layers to send: those from the returned index on; the image's
@@ -1094,6 +1138,63 @@ mod tests {
         );
         let index = std::fs::read_to_string(dir.path().join("index.json")).expect("index");
         assert!(index.contains(&old), "{index}");
+    }
+
+    #[test]
+    fn in_an_index_the_image_manifest_is_renamed_and_attestations_left() {
+        use sha2::{Digest as _, Sha256};
+        let (dir, manifest) = since_folder();
+        let blobs = dir.path().join("blobs/sha256");
+        let write = |value: &serde_json::Value| {
+            let bytes = serde_json::to_vec(value).expect("json");
+            let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+            std::fs::write(blobs.join(&digest[7..]), &bytes).expect("blob");
+            (digest, bytes.len())
+        };
+        let attestation = write(&serde_json::json!({
+            "schemaVersion": 2, "layers": [{"mediaType": "application/vnd.in-toto+json",
+            "digest": format!("sha256:{}", "e".repeat(64)), "size": 5}]}));
+        let size = std::fs::metadata(blobs.join(&manifest[7..]))
+            .expect("manifest")
+            .len();
+        let (index, _) = write(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest,
+                 "size": size, "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": attestation.0,
+                 "size": attestation.1,
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+            ],
+        }));
+        let top = serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index, "size": 1}]});
+        std::fs::write(dir.path().join("index.json"), top.to_string()).expect("index.json");
+
+        let kept = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{}", "d".repeat(64)), "size": 77});
+        name_held_blobs(dir.path(), std::slice::from_ref(&kept)).expect("rewritten");
+        let top: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).expect("read"))
+                .expect("json");
+        let new_index = top["manifests"][0]["digest"].as_str().expect("digest");
+        assert_ne!(new_index, index);
+        let new_index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blobs.join(&new_index[7..])).expect("index"))
+                .expect("json");
+        let image = new_index["manifests"][0]["digest"]
+            .as_str()
+            .expect("digest");
+        assert_ne!(image, manifest);
+        let image: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blobs.join(&image[7..])).expect("manifest"))
+                .expect("json");
+        assert_eq!(image["layers"][0], kept);
+        assert_eq!(new_index["manifests"][1]["digest"], attestation.0.as_str());
+        assert!(new_index.get("layers").is_none(), "{new_index}");
+        assert!(blobs.join(&attestation.0[7..]).exists());
+        assert!(!blobs.join(&index[7..]).exists() && !blobs.join(&manifest[7..]).exists());
     }
 
     #[test]

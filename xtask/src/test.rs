@@ -3,7 +3,7 @@
 //! own data root, and the tests pick free ports and unique names).
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -191,7 +191,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             .into_iter()
             .filter_map(|(name, host)| Some((name, host?)))
             .collect();
-        let copy = copy_step(&exe, &up);
+        let copy = copy_step(&exe, &up, buildx_config.clone());
         steps.extend(daemon_steps(&exe, up, opts.jobs, buildx_config.as_deref()));
         steps.extend(copy.map(|run| run()));
     }
@@ -255,6 +255,7 @@ const COPY_PEERS: [&str; 4] = ["a", "b", "c", "e"];
 fn copy_step<'a>(
     exe: &'a Path,
     up: &[(&'static str, String)],
+    buildx_config: Option<PathBuf>,
 ) -> Option<impl FnOnce() -> Step + 'a> {
     let host = |name: &str| up.iter().find(|(n, _)| *n == name).map(|(_, h)| h.clone());
     let from = host(COPY_FROM)?;
@@ -272,7 +273,11 @@ fn copy_step<'a>(
             .env("DOCKER_HOST", &from)
             .env("DLGRAB_TEST_DAEMON", COPY_FROM)
             .env("DLGRAB_REQUIRE_DAEMON", "1")
-            .env("DLGRAB_TEST_PEERS", peers);
+            .env("DLGRAB_TEST_PEERS", peers)
+            .env(testkit::ENV_REQUIRE_BUILDX, "1");
+        if let Some(config) = &buildx_config {
+            cmd.env(testkit::ENV_BUILDX_CONFIG, config);
+        }
         suite_step("copy", cmd, &from, &logs.join("copy.log"))
     })
 }

@@ -13,7 +13,8 @@ use std::process::Output;
 
 use serde_json::Value;
 use testkit::{
-    BuiltImage, Daemon, Fault, ImageBuilder, Sshd, TlsProxy, daemon_or_skip, succeeded, unique_name,
+    BuildKitOptions, BuiltImage, Daemon, Fault, ImageBuilder, Sshd, TlsProxy, buildx_or_skip,
+    daemon_or_skip, succeeded, unique_name,
 };
 
 /// `name=host …` of the daemons a copy test may use besides the one under test.
@@ -153,6 +154,18 @@ fn runs(d: &Daemon, image: &str) {
 /// its new ID, runs, and `docker save` gives every byte of it.
 #[track_caller]
 fn check_delta_onto_containerd(peer: &Daemon, report: &Value, image: &BuiltImage, base: u64) {
+    check_delta_onto_containerd_with(peer, report, image, base, ("/second.txt", b"second\n"));
+}
+
+/// [`check_delta_onto_containerd`], the image checked to hold `file`.
+#[track_caller]
+fn check_delta_onto_containerd_with(
+    peer: &Daemon,
+    report: &Value,
+    image: &BuiltImage,
+    base: u64,
+    file: (&str, &[u8]),
+) {
     let layers = image.layer_diff_ids.len() as u64;
     let copied = &report["images"][0];
     assert_eq!(copied["how"], "delta", "{report:#}");
@@ -167,7 +180,13 @@ fn check_delta_onto_containerd(peer: &Daemon, report: &Value, image: &BuiltImage
         "{} cannot inspect {id}",
         peer.name
     );
-    runs(peer, &image.tag);
+    assert_eq!(
+        peer.cat(&image.tag, file.0),
+        file.1,
+        "{} on {}",
+        image.tag,
+        peer.name
+    );
     let saved = peer.docker(["save", &image.tag]);
     assert!(
         saved.status.success(),
@@ -180,6 +199,72 @@ fn check_delta_onto_containerd(peer: &Daemon, report: &Value, image: &BuiltImage
         peer.name,
         saved.stdout.len()
     );
+}
+
+/// Images as BuildKit stores them by default on the containerd store (an
+/// index with a provenance attestation manifest) go to a classic and to a
+/// containerd-store DEST holding their base as deltas, and to a DEST that
+/// has them as tags only.
+#[test]
+fn copies_buildkit_images_with_attestations() {
+    let test = "copies_buildkit_images_with_attestations";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(peers) = peers_or_skip(test, &["b", "c", "e"]) else {
+        return;
+    };
+    let Some(buildx) = buildx_or_skip(test) else {
+        return;
+    };
+    let [b, c, e] = &peers[..] else {
+        unreachable!("three peers asked")
+    };
+    let name = unique_name("dlgrab-e2e/copy-bk");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos() as u64);
+    let (base_tag, image_tag) = (format!("{name}:base"), format!("{name}:image"));
+    let _on_e = PeerImages::new(e, &[&base_tag, &image_tag]);
+    let _on_b = PeerImages::new(b, &[&base_tag, &image_tag]);
+    let _on_c = PeerImages::new(c, &[&base_tag, &image_tag]);
+    let options = BuildKitOptions::default();
+    let base = ImageBuilder::new(&base_tag)
+        .busybox()
+        .random_file("/big", BIG, seed)
+        .build_with_buildkit(e, Some(&buildx), &options);
+    let image = ImageBuilder::new(&image_tag)
+        .busybox()
+        .random_file("/big", BIG, seed)
+        .file("/top.txt", "built by buildkit\n")
+        .build_with_buildkit(e, Some(&buildx), &options);
+    let base_layers = base.image.layer_diff_ids.len() as u64;
+    assert_eq!(
+        image.image.layer_diff_ids[..base.image.layer_diff_ids.len()],
+        base.image.layer_diff_ids[..]
+    );
+    let top = ("/top.txt", &b"built by buildkit\n"[..]);
+
+    // To a classic DEST: BASE, then IMAGE as a delta.
+    report(&copy(&d, &e.host, None, &b.host, &[&base_tag]));
+    let to_b = report(&copy(&d, &e.host, None, &b.host, &[&image_tag]));
+    let copied = &to_b["images"][0];
+    assert_eq!(copied["how"], "delta", "{to_b:#}");
+    assert_eq!(n(copied, "layers_skipped"), base_layers, "{to_b:#}");
+    assert!(n(&to_b, "bytes_sent") < 1 << 20, "{to_b:#}");
+    assert_eq!(b.diff_ids(&image_tag), image.image.layer_diff_ids);
+    assert_eq!(b.cat(&image_tag, top.0), top.1);
+
+    // To a containerd-store DEST: the same, the held layers named by c's blobs.
+    report(&copy(&d, &e.host, None, &c.host, &[&base_tag]));
+    let to_c = report(&copy(&d, &e.host, None, &c.host, &[&image_tag]));
+    check_delta_onto_containerd_with(c, &to_c, &image.image, base_layers, top);
+    // Both hold it now: tags only.
+    for dest in [b, c] {
+        let again = report(&copy(&d, &e.host, None, &dest.host, &[&image_tag]));
+        assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+        assert_eq!(n(&again, "bytes_sent"), 0, "{again:#}");
+    }
 }
 
 #[test]
