@@ -20,7 +20,8 @@ const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(30);
 /// Temporary tags and scratch folders to remove when the run ends.
 pub(crate) struct Cleanup {
     driver: Arc<dyn DockerDriver>,
-    tags: Mutex<Vec<String>>,
+    /// Each tag with the daemon it is on (the source's, or `--to`'s DEST).
+    tags: Mutex<Vec<(Arc<dyn DockerDriver>, String)>>,
     dirs: Mutex<Vec<PathBuf>>,
     /// Held for reading by every tag request in flight.
     in_flight: Arc<RwLock<()>>,
@@ -54,9 +55,20 @@ impl Cleanup {
     /// leaves. The request runs to its end even if the caller is dropped,
     /// and [`Cleanup::run`] waits for it, so the tag it makes is removed.
     pub(crate) async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), DriverError> {
-        lock(&self.tags).push(format!("{repo}:{tag}"));
+        self.tag_on(&self.driver, image, repo, tag).await
+    }
+
+    /// [`Cleanup::tag`] on another daemon than the run's (`--to`'s DEST).
+    pub(crate) async fn tag_on(
+        &self,
+        driver: &Arc<dyn DockerDriver>,
+        image: &str,
+        repo: &str,
+        tag: &str,
+    ) -> Result<(), DriverError> {
+        lock(&self.tags).push((driver.clone(), format!("{repo}:{tag}")));
         let guard = self.in_flight.clone().read_owned().await;
-        let driver = self.driver.clone();
+        let driver = driver.clone();
         let (image, repo, tag) = (image.to_owned(), repo.to_owned(), tag.to_owned());
         let task = tokio::spawn(async move {
             let _in_flight = guard;
@@ -83,10 +95,18 @@ impl Cleanup {
         &self,
         reference: &str,
     ) -> Result<(), docker_driver::DriverError> {
-        lock(&self.tags).retain(|t| t != reference);
+        let driver = {
+            let mut tags = lock(&self.tags);
+            let driver = tags
+                .iter()
+                .find(|(_, t)| t == reference)
+                .map(|(d, _)| d.clone());
+            tags.retain(|(_, t)| t != reference);
+            driver.unwrap_or_else(|| self.driver.clone())
+        };
         tracing::debug!(reference, "removing temporary tag");
         let _names = crate::names_lock::hold().await;
-        self.driver.untag(reference).await
+        driver.untag(reference).await
     }
 
     /// Removes every recorded tag and folder, returning what could not be removed.
@@ -99,10 +119,10 @@ impl Cleanup {
             tracing::warn!("a tag request was still in flight after {IN_FLIGHT_LIMIT:?}");
         }
         let tags = std::mem::take(&mut *lock(&self.tags));
-        for tag in tags {
+        for (driver, tag) in tags {
             tracing::debug!(tag, "removing temporary tag");
             let names = crate::names_lock::hold().await;
-            let untagged = self.driver.untag(&tag).await;
+            let untagged = driver.untag(&tag).await;
             drop(names);
             if let Err(e) = untagged {
                 // A tag that was recorded but never created is not a failure.

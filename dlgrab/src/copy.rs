@@ -50,6 +50,8 @@ use crate::cleanup::Cleanup;
 use crate::export::{ExportOptions, Exporter};
 use crate::report::Reporter;
 
+mod pushed;
+
 /// How one image reached DEST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -222,6 +224,7 @@ pub(crate) async fn run(
     for image in images {
         let to = Dest {
             name: dest_name,
+            api_version: &dest_info.api_version,
             driver: &dest,
             blobs: &dest_blobs,
             held: &held,
@@ -266,8 +269,12 @@ pub(crate) enum DestBlobs {
     /// A containerd store whose content store this process can read (DEST
     /// runs on this machine, with its data root at this path).
     Readable(PathBuf),
-    /// A containerd store whose blobs cannot be read from here: only whole
-    /// images can go.
+    /// A containerd store on this machine whose content store this user
+    /// cannot read: DEST pushes the holding image's manifest to dlgrab's
+    /// registry on 127.0.0.1 ([`pushed`]).
+    ByPush,
+    /// A containerd store whose blobs cannot be learnt from here: only
+    /// whole images can go.
     Unreadable(String),
 }
 
@@ -280,7 +287,7 @@ impl DestBlobs {
             return Self::Unreadable(format!("it runs on another machine, {host}"));
         }
         match &info.root_dir {
-            None => Self::Unreadable("it reports no data root".into()),
+            None => Self::ByPush,
             Some(root) => {
                 let readable = ContentStore::candidates(root)
                     .iter()
@@ -288,10 +295,7 @@ impl DestBlobs {
                 if readable {
                     Self::Readable(root.clone())
                 } else {
-                    Self::Unreadable(format!(
-                        "its content store under {} is not readable by this user",
-                        root.display()
-                    ))
+                    Self::ByPush
                 }
             }
         }
@@ -301,6 +305,8 @@ impl DestBlobs {
 /// DEST as [`copy_one`] needs it.
 struct Dest<'a> {
     name: &'a str,
+    /// The API version DEST speaks.
+    api_version: &'a str,
     driver: &'a Arc<dyn DockerDriver>,
     blobs: &'a DestBlobs,
     held: &'a [Held],
@@ -360,28 +366,42 @@ pub(crate) fn held_prefix<'a>(held: &'a [Held], wanted: &[String]) -> (usize, Op
 }
 
 /// The descriptors (media type, digest, size) under which the containerd
-/// store of DEST, data root `root`, keeps the first `count` layers of image
-/// `holder`: its image manifest for its own platform, read from the
-/// content store, each blob there with the size the manifest gives.
+/// store of DEST keeps the first `count` layers of image `holder`: from its
+/// image manifest for its own platform, read from the content store under
+/// data root `root` (each blob checked there, with the size the manifest
+/// gives), or pushed by DEST to dlgrab's registry ([`pushed`]).
 async fn held_descriptors(
-    dest: &dyn DockerDriver,
-    root: &std::path::Path,
+    to: &Dest<'_>,
+    cleanup: &Cleanup,
     holder: &Held,
     count: usize,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let details = dest
-        .inspect_image(&holder.id)
-        .await
-        .context("cannot inspect the image holding the layers")?;
-    let store = ContentStore::open(root, &holder.id)?;
-    let platform = docker_driver::manifest::Platform::new(
-        &details.os,
-        &details.architecture,
-        details.variant.as_deref(),
-    );
-    let docs = store.image_documents(&holder.id, &platform)?;
+    let (manifest, store) = match to.blobs {
+        DestBlobs::Readable(root) => {
+            let details = to
+                .driver
+                .inspect_image(&holder.id)
+                .await
+                .context("cannot inspect the image holding the layers")?;
+            let store = ContentStore::open(root, &holder.id)?;
+            let platform = docker_driver::manifest::Platform::new(
+                &details.os,
+                &details.architecture,
+                details.variant.as_deref(),
+            );
+            let docs = store.image_documents(&holder.id, &platform)?;
+            (docs.manifest.1, Some(store))
+        }
+        DestBlobs::ByPush => (
+            pushed::held_manifest(to.driver, cleanup, holder, to.api_version).await?,
+            None,
+        ),
+        DestBlobs::NotNeeded | DestBlobs::Unreadable(_) => {
+            bail!("DEST's blobs are not needed or cannot be learnt")
+        }
+    };
     let manifest: serde_json::Value =
-        serde_json::from_slice(&docs.manifest.1).context("the image manifest is not JSON")?;
+        serde_json::from_slice(&manifest).context("the image manifest is not JSON")?;
     let layers = manifest["layers"]
         .as_array()
         .context("the image manifest lists no layers")?;
@@ -396,11 +416,13 @@ async fn held_descriptors(
     for layer in layers.iter().take(count) {
         let digest = layer["digest"].as_str().context("a layer has no digest")?;
         let size = layer["size"].as_u64().context("a layer has no size")?;
-        let kept = std::fs::metadata(store.path(digest)?)
-            .with_context(|| format!("it does not keep blob {digest}"))?
-            .len();
-        if kept != size {
-            bail!("its blob {digest} has {kept} bytes, not {size}");
+        if let Some(store) = &store {
+            let kept = std::fs::metadata(store.path(digest)?)
+                .with_context(|| format!("it does not keep blob {digest}"))?
+                .len();
+            if kept != size {
+                bail!("its blob {digest} has {kept} bytes, not {size}");
+            }
         }
         descriptors.push(serde_json::json!({
             "mediaType": layer["mediaType"],
@@ -586,8 +608,9 @@ async fn copy_one(
     let mut first = first_sent(prefix, layers);
     // A containerd store must be told its own blobs for the layers left out.
     let mut held_blobs = Vec::new();
-    if let (DestBlobs::Readable(root), Some(holder), true) = (to.blobs, holder, first > 0) {
-        match held_descriptors(dest.as_ref(), root, holder, first).await {
+    let needed = matches!(to.blobs, DestBlobs::Readable(_) | DestBlobs::ByPush);
+    if let (true, Some(holder), true) = (needed, holder, first > 0) {
+        match held_descriptors(to, cleanup, holder, first).await {
             Ok(descriptors) => held_blobs = descriptors,
             Err(e) => {
                 reporter.message(format!(

@@ -19,6 +19,8 @@
 //! - [`random_bytes`] / [`RandomReader`]: seeded incompressible content.
 //! - [`unique_name`]: repository names unique per test run.
 //! - [`Daemon::dlgrab`] / [`dlgrab_bin`]: the `dlgrab` binary against the daemon.
+//! - [`DockerMember`]: a non-root member of the `docker` group to run
+//!   dlgrab as.
 //! - [`Sshd`] and [`TlsProxy`]: a daemon reached over ssh, or over TCP with
 //!   TLS and a client certificate, as the Docker CLI reaches one.
 //!
@@ -34,6 +36,7 @@ mod daemon;
 mod dlgrab;
 mod error;
 mod image;
+mod member;
 mod names;
 mod private;
 mod process;
@@ -49,6 +52,7 @@ pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
 pub use dlgrab::{dlgrab_bin, exported_file, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
+pub use member::{DockerMember, MEMBER};
 pub use names::unique_name;
 pub(crate) use names::unique_scratch_name;
 pub use private::{PrivateDaemon, Tmpfs};

@@ -851,7 +851,7 @@ fn unique_suffix() -> String {
 const MAX_MANIFEST: usize = 4 << 20;
 
 /// A user name and a random password (128 bits) for this run's registry.
-fn run_credentials() -> (String, String) {
+pub(crate) fn run_credentials() -> (String, String) {
     (
         "dlgrab".to_owned(),
         format!("{:032x}", rand::random::<u128>()),

@@ -13,8 +13,8 @@ use std::process::Output;
 
 use serde_json::Value;
 use testkit::{
-    BuildKitOptions, BuiltImage, Daemon, Fault, ImageBuilder, Sshd, TlsProxy, buildx_or_skip,
-    daemon_or_skip, succeeded, unique_name,
+    BuildKitOptions, BuiltImage, Daemon, DockerMember, Fault, ImageBuilder, Sshd, TlsProxy,
+    buildx_or_skip, daemon_or_skip, succeeded, unique_name,
 };
 
 /// `name=host …` of the daemons a copy test may use besides the one under test.
@@ -265,6 +265,72 @@ fn copies_buildkit_images_with_attestations() {
         assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
         assert_eq!(n(&again, "bytes_sent"), 0, "{again:#}");
     }
+}
+
+/// A `docker` group member (not root: DEST's content store is not
+/// readable) copies to both containerd stores as deltas: DEST pushes the
+/// image holding the layers to dlgrab's registry, which learns DEST's blobs
+/// from the manifest; nothing of it stays on DEST.
+#[test]
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn a_docker_group_member_copies_to_containerd_stores_as_deltas() {
+    let test = "a_docker_group_member_copies_to_containerd_stores_as_deltas";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(peers) = peers_or_skip(test, &["c", "e"]) else {
+        return;
+    };
+    let member = match DockerMember::try_get() {
+        Ok(member) => member,
+        Err(why) if std::env::var("DLGRAB_REQUIRE_DAEMON").as_deref() == Ok("1") => {
+            panic!("{test}: no docker group member: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIP {test}: {why}");
+            return;
+        }
+    };
+    let name = unique_name("dlgrab-e2e/copy-member");
+    let (base, image) = pair(&d, &name);
+    let base_layers = base.layer_diff_ids.len() as u64;
+    for dest in &peers {
+        let _on_dest = PeerImages::new(dest, &[&base.tag, &image.tag]);
+        report(&copy(&d, &d.host, None, &dest.host, &[&base.tag]));
+        let saved_base = saved_index(dest, &base.tag);
+        let refs = dest.image_refs();
+        let out = member
+            .command(&testkit::dlgrab_bin())
+            .args(["--to", &dest.host, "--json", "-q", &image.tag])
+            .env("DOCKER_HOST", &d.host)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("runuser runs");
+        let delta = report(&out);
+        check_delta_onto_containerd(dest, &delta, &image, base_layers);
+        // Nothing of the push on DEST: no tag left, the base's saved
+        // index unchanged (no distribution-source annotation).
+        let mut now = dest.image_refs();
+        now.retain(|r| !r.starts_with(&format!("{} ", image.tag)));
+        assert_eq!(now, refs, "{}: only the image may be new", dest.name);
+        assert_eq!(saved_index(dest, &base.tag), saved_base, "{}", dest.name);
+    }
+}
+
+/// `docker save IMAGE`'s `index.json` on `d`.
+fn saved_index(d: &Daemon, image: &str) -> String {
+    let saved = d.docker(["save", image]);
+    assert!(saved.status.success(), "docker save {image} on {}", d.name);
+    let mut archive = tar::Archive::new(&saved.stdout[..]);
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.path().is_ok_and(|p| p.to_str() == Some("index.json")) {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).expect("index.json");
+            return text;
+        }
+    }
+    panic!("no index.json in docker save {image} on {}", d.name)
 }
 
 #[test]
