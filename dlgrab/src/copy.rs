@@ -22,8 +22,9 @@
 //!    over the same layers), the top layer is sent again with the config.
 //!    A containerd-store DEST must find the layers left out named by the
 //!    blobs it keeps: the OCI manifest is rewritten with the descriptors
-//!    of DEST's own image manifest, read from its content store; where
-//!    that cannot be read (another machine, no root), whole images go.
+//!    of DEST's own image manifest, read from its content store, or where
+//!    that cannot be read pushed by DEST to dlgrab's registry ([`pushed`]);
+//!    a DEST on another machine by `tcp://` gets whole images.
 //!
 //! A load that fails leaves no tag behind that was not on DEST before; the
 //! scratch folder and the source's temporary tags go on every path
@@ -212,19 +213,34 @@ pub(crate) async fn run(
         ));
     }
     reporter.phase(format!("asking {dest_name} which layers it holds"));
-    let mut held = if matches!(dest_blobs, DestBlobs::Unreadable(_)) {
-        Vec::new()
-    } else {
+    // The registry DEST pushes to (and the tunnel to it) starts while
+    // DEST's images are listed.
+    let listing = async {
+        if matches!(dest_blobs, DestBlobs::Unreadable(_)) {
+            return Ok(Vec::new());
+        }
         held_chains(dest.as_ref(), at_once)
             .await
-            .with_context(|| format!("cannot list the images on {dest_name}"))?
+            .with_context(|| format!("cannot list the images on {dest_name}"))
     };
+    let starting = async {
+        match &dest_blobs {
+            DestBlobs::ByPush { tunnel } => Some(
+                pushed::Surveyor::start(tunnel.as_deref())
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            ),
+            _ => None,
+        }
+    };
+    let (held, surveyor) = tokio::join!(listing, starting);
+    let mut held = held?;
 
     let mut copied = Vec::new();
     for image in images {
         let to = Dest {
             name: dest_name,
-            api_version: &dest_info.api_version,
+            surveyor: surveyor.as_ref(),
             driver: &dest,
             blobs: &dest_blobs,
             held: &held,
@@ -239,6 +255,9 @@ pub(crate) async fn run(
             });
         }
         copied.push(one.0);
+    }
+    if let Some(Ok(surveyor)) = surveyor {
+        surveyor.shutdown().await;
     }
     let seconds = started.elapsed().as_secs_f64();
     let bytes_sent = copied.iter().map(|c| c.bytes_sent).sum();
@@ -269,10 +288,12 @@ pub(crate) enum DestBlobs {
     /// A containerd store whose content store this process can read (DEST
     /// runs on this machine, with its data root at this path).
     Readable(PathBuf),
-    /// A containerd store on this machine whose content store this user
-    /// cannot read: DEST pushes the holding image's manifest to dlgrab's
-    /// registry on 127.0.0.1 ([`pushed`]).
-    ByPush,
+    /// A containerd store whose content store this process cannot read
+    /// (a `docker` group member; DEST behind ssh): DEST pushes the holding
+    /// image's manifest to dlgrab's registry on 127.0.0.1 ([`pushed`]),
+    /// through a reverse tunnel from `tunnel` (an `ssh://` host) when DEST
+    /// runs there.
+    ByPush { tunnel: Option<String> },
     /// A containerd store whose blobs cannot be learnt from here: only
     /// whole images can go.
     Unreadable(String),
@@ -284,10 +305,17 @@ impl DestBlobs {
             return Self::NotNeeded;
         }
         if let Some(host) = &info.elsewhere {
-            return Self::Unreadable(format!("it runs on another machine, {host}"));
+            if host.starts_with("ssh://") {
+                return Self::ByPush {
+                    tunnel: Some(host.clone()),
+                };
+            }
+            return Self::Unreadable(format!(
+                "it runs on another machine, {host}, and cannot reach a registry on this one"
+            ));
         }
         match &info.root_dir {
-            None => Self::ByPush,
+            None => Self::ByPush { tunnel: None },
             Some(root) => {
                 let readable = ContentStore::candidates(root)
                     .iter()
@@ -295,7 +323,7 @@ impl DestBlobs {
                 if readable {
                     Self::Readable(root.clone())
                 } else {
-                    Self::ByPush
+                    Self::ByPush { tunnel: None }
                 }
             }
         }
@@ -305,8 +333,9 @@ impl DestBlobs {
 /// DEST as [`copy_one`] needs it.
 struct Dest<'a> {
     name: &'a str,
-    /// The API version DEST speaks.
-    api_version: &'a str,
+    /// dlgrab's registry for DEST's pushes, where they are how DEST's blobs
+    /// are learnt (or why it could not be started).
+    surveyor: Option<&'a Result<pushed::Surveyor, String>>,
     driver: &'a Arc<dyn DockerDriver>,
     blobs: &'a DestBlobs,
     held: &'a [Held],
@@ -392,10 +421,14 @@ async fn held_descriptors(
             let docs = store.image_documents(&holder.id, &platform)?;
             (docs.manifest.1, Some(store))
         }
-        DestBlobs::ByPush => (
-            pushed::held_manifest(to.driver, cleanup, holder, to.api_version).await?,
-            None,
-        ),
+        DestBlobs::ByPush { .. } => match to.surveyor {
+            Some(Ok(surveyor)) => (
+                surveyor.held_manifest(to.driver, cleanup, holder).await?,
+                None,
+            ),
+            Some(Err(why)) => bail!("{why}"),
+            None => bail!("dlgrab's registry for DEST's pushes is not running"),
+        },
         DestBlobs::NotNeeded | DestBlobs::Unreadable(_) => {
             bail!("DEST's blobs are not needed or cannot be learnt")
         }
@@ -608,7 +641,7 @@ async fn copy_one(
     let mut first = first_sent(prefix, layers);
     // A containerd store must be told its own blobs for the layers left out.
     let mut held_blobs = Vec::new();
-    let needed = matches!(to.blobs, DestBlobs::Readable(_) | DestBlobs::ByPush);
+    let needed = matches!(to.blobs, DestBlobs::Readable(_) | DestBlobs::ByPush { .. });
     if let (true, Some(holder), true) = (needed, holder, first > 0) {
         match held_descriptors(to, cleanup, holder, first).await {
             Ok(descriptors) => held_blobs = descriptors,

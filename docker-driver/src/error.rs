@@ -80,6 +80,14 @@ pub enum DriverError {
         #[source]
         source: Source,
     },
+    /// A port of an `ssh://` host could not be forwarded to this machine.
+    #[error("cannot forward a port of {host} to this machine: {detail}")]
+    Tunnel {
+        /// The `ssh://` host.
+        host: String,
+        /// What ssh said.
+        detail: String,
+    },
     /// The daemon's socket is not accessible to this user.
     #[error("permission denied connecting to the docker daemon at {host}")]
     PermissionDenied {

@@ -66,3 +66,4 @@ pub use model::{
     LayerSelector, PushEvent, RegistryCredentials, ResolvedLayer,
 };
 pub use reference::familiar_tag;
+pub use ssh::ReverseTunnel;

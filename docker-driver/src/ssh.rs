@@ -135,6 +135,111 @@ impl SshTarget {
     }
 }
 
+/// How long a reverse tunnel may take to be set up.
+const TUNNEL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A port on an `ssh://` host's loopback that leads to one on this
+/// machine's (`ssh -N -R 0:127.0.0.1:PORT`, the remote port chosen by the
+/// remote sshd): a daemon there reaches a registry here through it. The
+/// user's ssh configuration applies; the ssh process is killed on drop.
+#[derive(Debug)]
+pub struct ReverseTunnel {
+    _child: Child,
+    remote_port: u16,
+}
+
+impl ReverseTunnel {
+    /// Opens the tunnel from `host` (`ssh://…`) to `local_port` on this
+    /// machine's loopback.
+    pub async fn open(host: &str, local_port: u16) -> Result<Self, DriverError> {
+        let target = SshTarget::parse(host)?;
+        let failed = |detail: String| DriverError::Tunnel {
+            host: host.to_owned(),
+            detail,
+        };
+        let mut args = vec![
+            "-o".to_owned(),
+            "ConnectTimeout=30".to_owned(),
+            "-o".to_owned(),
+            "ExitOnForwardFailure=yes".to_owned(),
+            // ssh says the port it got at this level only.
+            "-o".to_owned(),
+            "LogLevel=INFO".to_owned(),
+            "-N".to_owned(),
+            "-T".to_owned(),
+            "-R".to_owned(),
+            format!("0:127.0.0.1:{local_port}"),
+        ];
+        if let Some(user) = &target.user {
+            args.extend(["-l".to_owned(), user.clone()]);
+        }
+        if let Some(port) = target.port {
+            args.extend(["-p".to_owned(), port.to_string()]);
+        }
+        args.extend(["--".to_owned(), target.host.clone()]);
+        tracing::debug!(program = SSH, ?args, "opening a reverse tunnel");
+        let mut child = Command::new(SSH)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(format!("cannot run {SSH}: {e}")))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| failed("ssh started without a stderr pipe".into()))?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut said = Vec::new();
+        let allocated = tokio::time::timeout(TUNNEL_LIMIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(%line, "ssh tunnel stderr");
+                if let Some(port) = allocated_port(&line) {
+                    return Some(port);
+                }
+                said.push(line);
+            }
+            None
+        })
+        .await;
+        match allocated {
+            Ok(Some(remote_port)) => {
+                // Keep draining what ssh says, so that it never blocks.
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!(%line, "ssh tunnel stderr");
+                    }
+                });
+                Ok(Self {
+                    _child: child,
+                    remote_port,
+                })
+            }
+            Ok(None) => Err(failed(format!("ssh ended: {}", said.join("; ")))),
+            Err(_) => Err(failed(format!(
+                "no port after {TUNNEL_LIMIT:?}: {}",
+                said.join("; ")
+            ))),
+        }
+    }
+
+    /// The port on the remote's loopback.
+    pub fn remote_port(&self) -> u16 {
+        self.remote_port
+    }
+}
+
+/// The port of ssh's `Allocated port N for remote forward to …`.
+fn allocated_port(line: &str) -> Option<u16> {
+    line.trim()
+        .strip_prefix("Allocated port ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `host[:port]` (IPv6 in brackets) into the host and the port.
 fn split_port(host_port: &str) -> Option<(&str, Option<u16>)> {
     if let Some(rest) = host_port.strip_prefix('[') {
@@ -260,6 +365,16 @@ mod tests {
             socket: socket.map(str::to_owned),
         });
         assert_eq!(got, expected, "{url}");
+    }
+
+    #[test]
+    fn reads_the_port_ssh_allocated() {
+        assert_eq!(
+            allocated_port("Allocated port 41234 for remote forward to 127.0.0.1:5000"),
+            Some(41234)
+        );
+        assert_eq!(allocated_port("Warning: Permanently added"), None);
+        assert_eq!(allocated_port("Allocated port x for remote"), None);
     }
 
     #[test]

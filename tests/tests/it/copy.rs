@@ -333,6 +333,54 @@ fn saved_index(d: &Daemon, image: &str) -> String {
     panic!("no index.json in docker save {image} on {}", d.name)
 }
 
+/// To a containerd-store DEST over ssh: DEST pushes the image holding the
+/// layers to dlgrab's registry through a reverse tunnel (`ssh -R`, one ssh
+/// process besides the connection), so only the new layers go; nothing of
+/// the push stays on DEST.
+#[test]
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn copies_over_ssh_to_a_containerd_store_as_deltas() {
+    let test = "copies_over_ssh_to_a_containerd_store_as_deltas";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(peers) = peers_or_skip(test, &["e"]) else {
+        return;
+    };
+    let e = &peers[0];
+    let sshd = match Sshd::start(&e.host) {
+        Ok(s) => s,
+        Err(why) => {
+            assert!(
+                std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() != Ok("1"),
+                "{test}: {why}"
+            );
+            eprintln!("SKIP {test}: {why}");
+            return;
+        }
+    };
+    let path = sshd.path_env();
+    let name = unique_name("dlgrab-e2e/copy-ssh-cd");
+    let (base, image) = pair(&d, &name);
+    let base_layers = base.layer_diff_ids.len() as u64;
+    let _on_e = PeerImages::new(e, &[&base.tag, &image.tag]);
+    report(&copy(&d, &d.host, None, &e.host, &[&base.tag]));
+    let saved_base = saved_index(e, &base.tag);
+    let refs = e.image_refs();
+    let dials = sshd.dials();
+    let delta = report(&copy(&d, &d.host, Some(&path), &sshd.url(), &[&image.tag]));
+    assert_eq!(
+        sshd.dials() - dials,
+        2,
+        "ssh processes of a delta copy to a containerd store: the connection and the tunnel"
+    );
+    check_delta_onto_containerd(e, &delta, &image, base_layers);
+    let mut now = e.image_refs();
+    now.retain(|r| !r.starts_with(&format!("{} ", image.tag)));
+    assert_eq!(now, refs, "only the image may be new on e");
+    assert_eq!(saved_index(e, &base.tag), saved_base);
+}
+
 #[test]
 fn copies_between_stores_sending_only_missing_layers() {
     let test = "copies_between_stores_sending_only_missing_layers";
