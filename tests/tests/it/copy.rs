@@ -381,6 +381,46 @@ fn copies_over_ssh_to_a_containerd_store_as_deltas() {
     assert_eq!(saved_index(e, &base.tag), saved_base);
 }
 
+/// A multi-platform image pulled from a registry (an OCI index with an
+/// attestation manifest, its arm64 content not local) goes from the
+/// containerd store to a classic DEST and to another containerd store, its
+/// amd64 image whole, then as tags only.
+#[test]
+fn copies_a_pulled_multi_platform_index() {
+    let test = "copies_a_pulled_multi_platform_index";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(peers) = peers_or_skip(test, &["b", "c", "e"]) else {
+        return;
+    };
+    let [b, c, e] = &peers[..] else {
+        unreachable!("three peers asked")
+    };
+    let pulled = testkit::PulledIndex::pull(e, testkit::IndexFlavour::Oci);
+    let _on_b = PeerImages::new(b, &[&pulled.reference]);
+    let _on_c = PeerImages::new(c, &[&pulled.reference]);
+    for dest in [b, c] {
+        let first = report(&copy(&d, &e.host, None, &dest.host, &[&pulled.reference]));
+        let copied = &first["images"][0];
+        assert_ne!(copied["how"], "tags-only", "{first:#}");
+        assert_eq!(
+            n(copied, "layers_sent") + n(copied, "layers_skipped"),
+            pulled.diff_ids.len() as u64,
+            "{first:#}"
+        );
+        assert_eq!(
+            dest.diff_ids(&pulled.reference),
+            pulled.diff_ids,
+            "{}",
+            dest.name
+        );
+        let again = report(&copy(&d, &e.host, None, &dest.host, &[&pulled.reference]));
+        assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+        assert_eq!(n(&again, "bytes_sent"), 0, "{again:#}");
+    }
+}
+
 #[test]
 fn copies_between_stores_sending_only_missing_layers() {
     let test = "copies_between_stores_sending_only_missing_layers";
