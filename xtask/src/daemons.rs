@@ -146,6 +146,9 @@ pub(crate) fn down_all() -> Result<()> {
                     stop(pid, "containerd")?;
                 }
                 let _ = fs::remove_file(&pidfile);
+                if matches!(kind(name), Kind::Podman) {
+                    unmount_storage(name);
+                }
                 println!("{name} stopped");
             }
             None if name == "a" => println!("a left alone (the machine's daemon)"),
@@ -153,6 +156,25 @@ pub(crate) fn down_all() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Podman's overlay driver bind-mounts its `storage/overlay` folder onto
+/// itself and leaves it mounted when the service stops: unmounted here,
+/// so that the tree can be removed.
+fn unmount_storage(name: &str) {
+    let overlay = state_dir(name).join("storage/overlay");
+    let mounted = fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .any(|m| Path::new(m) == overlay)
+    });
+    if mounted {
+        let done = Command::new("umount").arg(&overlay).status();
+        if !done.is_ok_and(|s| s.success()) {
+            eprintln!("xtask: {name}: cannot unmount {}", overlay.display());
+        }
+    }
 }
 
 /// `cargo xtask daemons status`: one line per daemon.
