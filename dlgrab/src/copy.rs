@@ -1005,11 +1005,10 @@ async fn remove_dir(dir: &std::path::Path) {
     }
 }
 
+/// The run's identity and a counter: a later run sweeps the scratch folder
+/// of a killed `--to` (see `crate::sweep`).
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:08x}", std::process::id(), nanos)
+    layer_writer::run::unique_name_part()
 }
 
 fn short(id: &str) -> &str {

@@ -26,6 +26,7 @@ pub const TEMP_PREFIXES: &[&str] = &[
     ".dlgrab-link-",
     ".dlgrab-stdout-",
     ".dlgrab-delta-",
+    ".dlgrab-copy-",
 ];
 
 /// The identity of one dlgrab process, as encoded in its temporary names.
@@ -420,5 +421,31 @@ mod tests {
             assert!(p.exists(), "{}", p.display());
         }
         assert!(sweep_folder(&root.join("missing")).is_empty());
+    }
+
+    /// A killed `--to` leaves its scratch folder in the temporary folder;
+    /// the next run's sweep of that folder's top removes it, a live run's
+    /// stays.
+    #[test]
+    fn a_dead_copys_scratch_is_swept_from_the_top_of_the_temp_folder() {
+        let me = RunId::current().expect("identity").clone();
+        let dead = RunId {
+            start: me.start + 1,
+            ..me.clone()
+        }
+        .token();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dead_copy = dir.path().join(format!(".dlgrab-copy-{dead}-0"));
+        let live_copy = dir.path().join(format!(".dlgrab-copy-{}-1", me.token()));
+        for d in [&dead_copy, &live_copy] {
+            fs::create_dir_all(d.join("layers")).expect("mkdir");
+            fs::write(d.join("layers/layer.tar"), b"x").expect("write");
+        }
+        let found = sweep_top_level(dir.path());
+        assert_eq!(
+            found.iter().map(|l| &l.path).collect::<Vec<_>>(),
+            [&dead_copy]
+        );
+        assert!(!dead_copy.exists() && live_copy.exists());
     }
 }

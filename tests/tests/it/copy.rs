@@ -571,7 +571,10 @@ fn copies_over_ssh_both_ways() {
         1,
         "ssh connections of a copy from ssh"
     );
-    assert_eq!(from["images"][0]["how"], "whole", "{from:#}");
+    // Whole, or a delta where e holds the busybox layer from another test
+    // (a containerd-store DEST takes deltas too).
+    assert_ne!(from["images"][0]["how"], "tags-only", "{from:#}");
+    assert!(n(&from, "bytes_sent") > BIG, "{from:#}");
     assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
     runs(e, &image.tag);
 }
