@@ -80,17 +80,25 @@ impl SshTarget {
             "ConnectTimeout=30".to_owned(),
             "-T".to_owned(),
         ];
+        args.extend(self.login_args());
+        args.push("docker".to_owned());
+        if let Some(socket) = &self.socket {
+            args.extend(["--host".to_owned(), format!("unix://{socket}")]);
+        }
+        args.extend(["system".to_owned(), "dial-stdio".to_owned()]);
+        args
+    }
+
+    /// `[-l user] [-p port] -- host`: where ssh logs in.
+    fn login_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
         if let Some(user) = &self.user {
             args.extend(["-l".to_owned(), user.clone()]);
         }
         if let Some(port) = self.port {
             args.extend(["-p".to_owned(), port.to_string()]);
         }
-        args.extend(["--".to_owned(), self.host.clone(), "docker".to_owned()]);
-        if let Some(socket) = &self.socket {
-            args.extend(["--host".to_owned(), format!("unix://{socket}")]);
-        }
-        args.extend(["system".to_owned(), "dial-stdio".to_owned()]);
+        args.extend(["--".to_owned(), self.host.clone()]);
         args
     }
 
@@ -170,13 +178,7 @@ impl ReverseTunnel {
             "-R".to_owned(),
             format!("0:127.0.0.1:{local_port}"),
         ];
-        if let Some(user) = &target.user {
-            args.extend(["-l".to_owned(), user.clone()]);
-        }
-        if let Some(port) = target.port {
-            args.extend(["-p".to_owned(), port.to_string()]);
-        }
-        args.extend(["--".to_owned(), target.host.clone()]);
+        args.extend(target.login_args());
         tracing::debug!(program = SSH, ?args, "opening a reverse tunnel");
         let mut child = Command::new(SSH)
             .args(&args)

@@ -310,11 +310,35 @@ fn a_docker_group_member_copies_to_containerd_stores_as_deltas() {
         check_delta_onto_containerd(dest, &delta, &image, base_layers);
         // Nothing of the push on DEST: no tag left, the base's saved
         // index unchanged (no distribution-source annotation).
-        let mut now = dest.image_refs();
-        now.retain(|r| !r.starts_with(&format!("{} ", image.tag)));
-        assert_eq!(now, refs, "{}: only the image may be new", dest.name);
+        only_new(dest, &refs, &image.tag);
         assert_eq!(saved_index(dest, &base.tag), saved_base, "{}", dest.name);
     }
+}
+
+/// An sshd whose sessions reach `host`, or why not (a failure under
+/// `DLGRAB_REQUIRE_DAEMON=1`).
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn sshd_or_skip(test: &str, host: &str) -> Option<Sshd> {
+    match Sshd::start(host) {
+        Ok(s) => Some(s),
+        Err(why) => {
+            assert!(
+                std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() != Ok("1"),
+                "{test}: {why}"
+            );
+            eprintln!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+/// `d`'s image list is `refs` (as [`Daemon::image_refs`] gave it) but for
+/// `image`.
+#[track_caller]
+fn only_new(d: &Daemon, refs: &[String], image: &str) {
+    let mut now = d.image_refs();
+    now.retain(|r| !r.starts_with(&format!("{image} ")));
+    assert_eq!(now, refs, "{}: only {image} may be new", d.name);
 }
 
 /// `docker save IMAGE`'s `index.json` on `d`.
@@ -338,7 +362,6 @@ fn saved_index(d: &Daemon, image: &str) -> String {
 /// process besides the connection), so only the new layers go; nothing of
 /// the push stays on DEST.
 #[test]
-#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
 fn copies_over_ssh_to_a_containerd_store_as_deltas() {
     let test = "copies_over_ssh_to_a_containerd_store_as_deltas";
     let Some(d) = daemon_or_skip(test) else {
@@ -348,16 +371,8 @@ fn copies_over_ssh_to_a_containerd_store_as_deltas() {
         return;
     };
     let e = &peers[0];
-    let sshd = match Sshd::start(&e.host) {
-        Ok(s) => s,
-        Err(why) => {
-            assert!(
-                std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() != Ok("1"),
-                "{test}: {why}"
-            );
-            eprintln!("SKIP {test}: {why}");
-            return;
-        }
+    let Some(sshd) = sshd_or_skip(test, &e.host) else {
+        return;
     };
     let path = sshd.path_env();
     let name = unique_name("dlgrab-e2e/copy-ssh-cd");
@@ -375,9 +390,7 @@ fn copies_over_ssh_to_a_containerd_store_as_deltas() {
         "ssh processes of a delta copy to a containerd store: the connection and the tunnel"
     );
     check_delta_onto_containerd(e, &delta, &image, base_layers);
-    let mut now = e.image_refs();
-    now.retain(|r| !r.starts_with(&format!("{} ", image.tag)));
-    assert_eq!(now, refs, "only the image may be new on e");
+    only_new(e, &refs, &image.tag);
     assert_eq!(saved_index(e, &base.tag), saved_base);
 }
 
@@ -512,7 +525,6 @@ fn copies_between_stores_sending_only_missing_layers() {
 }
 
 #[test]
-#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
 fn copies_over_ssh_both_ways() {
     let test = "copies_over_ssh_both_ways";
     let Some(d) = daemon_or_skip(test) else {
@@ -525,16 +537,8 @@ fn copies_over_ssh_both_ways() {
         unreachable!("two peers asked")
     };
     // The sshd's sessions reach b: `ssh://dlgrab-test` is b over ssh.
-    let sshd = match Sshd::start(&b.host) {
-        Ok(s) => s,
-        Err(why) => {
-            assert!(
-                std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() != Ok("1"),
-                "{test}: {why}"
-            );
-            eprintln!("SKIP {test}: {why}");
-            return;
-        }
+    let Some(sshd) = sshd_or_skip(test, &b.host) else {
+        return;
     };
     let path = sshd.path_env();
     let name = unique_name("dlgrab-e2e/copy-ssh");
