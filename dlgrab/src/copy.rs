@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cleanup::Cleanup;
 use crate::export::{ExportOptions, Exporter};
+use crate::interrupt;
 use crate::report::Reporter;
 
 mod pushed;
@@ -111,23 +112,20 @@ pub(crate) async fn main(
     images: &[String],
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let outcome = tokio::select! {
-        result = run(dest, source, cleanup.clone(), reporter.clone(), options, images) => Some(result),
-        () = crate::interrupted() => None,
-    };
-    reporter.finish();
-    for failure in cleanup.run().await {
-        tracing::warn!("{failure}");
-        let _ = writeln!(io::stderr(), "dlgrab: warning: {failure}");
-    }
-    match outcome {
-        None => {
-            let _ = writeln!(
-                io::stderr(),
-                "dlgrab: interrupted: copy stopped, nothing loaded on {dest}, temporary tags and files removed"
-            );
-            Ok(ExitCode::from(crate::INTERRUPTED))
-        }
+    let copy = run(
+        dest,
+        source,
+        cleanup.clone(),
+        reporter.clone(),
+        options,
+        images,
+    );
+    match interrupt::run_to_end(copy, &cleanup, &reporter).await {
+        None => Ok(interrupt::exit(
+            &format!("copy stopped, nothing loaded on {dest}, temporary tags and files removed"),
+            None,
+            &cleanup,
+        )),
         Some(Err(e)) => Err(e),
         Some(Ok(report)) => {
             if json {

@@ -43,6 +43,18 @@ pub(crate) enum Target {
 }
 
 /// The flags' constraints on [`Target`], checked before any daemon call.
+/// Where the run `args` asks for goes, once the flags' constraints are
+/// checked (see [`target`]).
+pub(crate) fn target_for(args: &crate::cli::Args) -> anyhow::Result<Target> {
+    target(
+        &args.layers,
+        args.since.as_deref(),
+        &args.outdir,
+        args.json,
+        args.format() == layer_writer::Format::Seed,
+    )
+}
+
 pub(crate) fn target(
     layers: &[String],
     since: Option<&str>,

@@ -13,6 +13,7 @@ mod delta;
 mod export;
 mod fault;
 mod generate;
+mod interrupt;
 mod list;
 mod names_lock;
 mod plan;
@@ -36,9 +37,6 @@ use crate::cli::Args;
 use crate::delta::Done;
 use crate::export::ExportOptions;
 use crate::report::Reporter;
-
-/// Exit code after Ctrl-C or SIGTERM, as shells report a SIGINT death.
-const INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let (args, docker) = match parse_args() {
@@ -141,7 +139,7 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
     let target = if args.list.is_some() || sweep_only {
         delta::Target::Folder
     } else {
-        args.target()?
+        delta::target_for(&args)?
     };
     let driver: Arc<dyn DockerDriver> = match &args.data_root {
         Some(root) => route::store::offline_driver(root)?,
@@ -187,7 +185,7 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
         outdir: args.outdir.clone(),
         format: args.format(),
         port: args.port,
-        via: args.via,
+        via: args.via(),
         replace: args.force,
         platform: args.platform.clone(),
     };
@@ -195,43 +193,21 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
         let (layers, json) = (&args.layers, args.json);
         return copy::main(dest, driver, cleanup, reporter, options, layers, json).await;
     }
-    let outcome = tokio::select! {
-        // An export that has ended wins over a signal that came with it.
-        biased;
-        result = delta::run(
-            target,
-            driver,
-            cleanup.clone(),
-            reporter.clone(),
-            options,
-            &args.layers,
-            args.selector(),
-        ) => Some(result),
-        () = interrupted() => None,
-    };
-    reporter.finish();
-    for failure in cleanup.run().await {
-        tracing::warn!("{failure}");
-        let _ = writeln!(std::io::stderr(), "dlgrab: warning: {failure}");
-    }
-    match outcome {
-        None => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "dlgrab: interrupted: push stopped, temporary tags removed"
-            );
-            let written = cleanup.written();
-            if !written.is_empty() {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "dlgrab: kept in {}: {} layer(s) written in full before the interrupt: {}",
-                    args.outdir.display(),
-                    written.len(),
-                    written.join(", ")
-                );
-            }
-            Ok(ExitCode::from(INTERRUPTED))
-        }
+    let export = delta::run(
+        target,
+        driver,
+        cleanup.clone(),
+        reporter.clone(),
+        options,
+        &args.layers,
+        args.selector(),
+    );
+    match interrupt::run_to_end(export, &cleanup, &reporter).await {
+        None => Ok(interrupt::exit(
+            "push stopped, temporary tags removed",
+            Some(&args.outdir),
+            &cleanup,
+        )),
         Some(Err(e)) => Err(e),
         Some(Ok(done)) => {
             if args.json {
@@ -313,28 +289,4 @@ async fn connect(args: &Args, docker: DaemonSelection) -> anyhow::Result<Bollard
         Some(platform) => driver.selecting_platform(platform.clone()),
         None => driver,
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

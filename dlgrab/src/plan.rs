@@ -11,7 +11,40 @@ use layer_writer::BlobRef;
 use shim_registry::oci_spec::image::Digest;
 use shim_registry::{Presence, PresencePolicy};
 
-use crate::cli::Via;
+/// Which way the user asked layers to leave the daemon (`--via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The cheapest for this daemon and image; a route that gives way
+    /// hands the layers it did not write to the next cheapest.
+    Auto,
+    /// A push into the temporary registry.
+    Push,
+    /// A `docker save` stream.
+    Save,
+    /// The daemon's own storage read from disk.
+    Store,
+}
+
+/// A layer to export: its index in the image and the ID the user typed for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    pub(crate) index: usize,
+    pub(crate) requested_id: Option<String>,
+}
+
+/// Why a route gave way to another, for the next [`choose_route`]. Only an
+/// automatic choice gives way (`--via` names the one route to take).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GaveWay {
+    /// The store route failed on its own input (a file missing or changed,
+    /// a diff-ID mismatch), not on the output.
+    Store(String),
+    /// The survey push showed that pushing would cost more than `docker
+    /// save`: what it saw.
+    Survey(String),
+    /// The daemon refused the push or failed it on its side: its message.
+    Refused(String),
+}
 
 /// How a layer leaves the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,23 +84,25 @@ pub(crate) enum StoreAccess {
 /// `--json`; fails only when the route asked for cannot be taken at all.
 ///
 /// - The store route costs the layer's own bytes (read from disk, hashed,
-///   written): it wins wherever the classic layer store is readable.
+///   written): it wins wherever the daemon's storage is readable.
 /// - The push route pays only for the layers the daemon uploads: the
 ///   containerd image store asks (HEAD) before every upload; a classic store
 ///   asks only about layers it recorded a digest for (pulled or pushed
 ///   before, to any registry) and uploads the others unasked, compressing
 ///   each on the fly. Which is which only the daemon knows, so the push
-///   starts with a survey that watches it ([`survey_step`]); `survey` is
-///   that survey's verdict when it showed the push would cost more than a
-///   `docker save`, and then save is taken.
+///   starts with a survey that watches it (`route::push::survey`).
 /// - An image with no name at all is never pushed: the temporary tag would
 ///   be its only reference, and removing it could delete the image.
+///
+/// `gave_way` lists why the routes tried before for these layers gave way:
+/// none of them is chosen again (each route gives way at most once, and
+/// save never does, so an export takes three routes at most).
 pub(crate) fn choose_route(
     info: &DaemonInfo,
     image: &ImageDetails,
     via: Via,
     store: &StoreAccess,
-    survey: Option<&str>,
+    gave_way: &[GaveWay],
 ) -> anyhow::Result<(Route, String)> {
     let named = !image.repo_tags.is_empty() || !image.repo_digests.is_empty();
     let unnamed = "the image has no name, so it is never tagged and pushed";
@@ -89,6 +124,24 @@ pub(crate) fn choose_route(
             )),
         };
     }
+    let store_failed = gave_way.iter().find_map(|g| match g {
+        GaveWay::Store(why) => Some(why.as_str()),
+        _ => None,
+    });
+    let push_gave_way = gave_way.iter().find_map(|g| match g {
+        GaveWay::Survey(saw) => Some(format!(
+            "the survey push showed {saw}, which costs more than docker save"
+        )),
+        GaveWay::Refused(message) => Some(format!(
+            "the daemon's push to dlgrab's registry failed ({message}): docker save reads the \
+             layers instead"
+        )),
+        GaveWay::Store(_) => None,
+    });
+    let store = match store_failed {
+        Some(why) => &StoreAccess::Unavailable(format!("the store route failed: {why}")),
+        None => store,
+    };
     let (route, why) = match (via, store) {
         (Via::Store, StoreAccess::Unavailable(why)) if classic => {
             bail!("--via store: the layer store cannot be read: {why}")
@@ -108,31 +161,22 @@ pub(crate) fn choose_route(
             Route::Store,
             "the containerd content store is readable: the layer's blob is read as stored".into(),
         ),
-        (Via::Auto, _) if !named => (Route::Save, unnamed.into()),
-        (Via::Auto, _) if survey.is_some() => (
-            Route::Save,
+        (Via::Auto, StoreAccess::Unavailable(_)) if !named => (Route::Save, unnamed.into()),
+        (Via::Auto, StoreAccess::Unavailable(_)) if push_gave_way.is_some() => {
+            (Route::Save, push_gave_way.unwrap_or_default())
+        }
+        (Via::Auto, StoreAccess::Unavailable(why)) if classic => (
+            Route::Push,
             format!(
-                "the survey push showed {}, which costs more than docker save",
-                survey.unwrap_or_default()
+                "a survey push shows which layers the classic store asks about and which it \
+                 uploads unasked; it gives way to docker save if those cost more \
+                 (layer store: {why})"
             ),
         ),
-        (Via::Auto, store) => match (&info.image_store, store) {
-            (ImageStore::Containerd, _) => (
-                Route::Push,
-                "the containerd store asks before every upload".into(),
-            ),
-            (ImageStore::Classic { .. }, StoreAccess::Unavailable(why)) => (
-                Route::Push,
-                format!(
-                    "a survey push shows which layers the classic store asks about and which it \
-                     uploads unasked; it gives way to docker save if those cost more \
-                     (layer store: {why})"
-                ),
-            ),
-            (ImageStore::Classic { .. }, StoreAccess::Readable) => {
-                (Route::Store, "the classic layer store is readable".into())
-            }
-        },
+        (Via::Auto, StoreAccess::Unavailable(_)) => (
+            Route::Push,
+            "the containerd store asks before every upload".into(),
+        ),
     };
     Ok((route, why))
 }
@@ -926,7 +970,7 @@ mod tests {
             &image(tags, digests, 2),
             via,
             &unreadable,
-            None,
+            &[],
         )
         .unwrap();
         assert_eq!(route, expected);
@@ -970,12 +1014,12 @@ mod tests {
         let img = image(&["x:1"], &[], 2);
         for via in [Via::Auto, Via::Save] {
             let (route, why) =
-                choose_route(&remote, &img, via, &StoreAccess::Readable, None).unwrap();
+                choose_route(&remote, &img, via, &StoreAccess::Readable, &[]).unwrap();
             assert_eq!(route, Route::Save);
             assert!(why.contains("another machine"), "{why}");
         }
         for via in [Via::Push, Via::Store] {
-            let err = choose_route(&remote, &img, via, &StoreAccess::Readable, None).unwrap_err();
+            let err = choose_route(&remote, &img, via, &StoreAccess::Readable, &[]).unwrap_err();
             assert!(err.to_string().contains("ssh://me@build"), "{err}");
         }
     }
@@ -983,7 +1027,7 @@ mod tests {
     #[test]
     fn the_store_route_wins_where_the_layer_store_is_readable() {
         let choose = |store: ImageStore, tags: &[&str], via: Via, access: &StoreAccess| {
-            choose_route(&info(store), &image(tags, &[], 2), via, access, None)
+            choose_route(&info(store), &image(tags, &[], 2), via, access, &[])
         };
         let readable = StoreAccess::Readable;
         let unreadable = StoreAccess::Unavailable("permission denied".into());
@@ -1006,7 +1050,9 @@ mod tests {
             &image(&["x:1"], &[], 2),
             Via::Auto,
             &unreadable,
-            Some("the daemon uploading layer(s) 1 unasked"),
+            &[GaveWay::Survey(
+                "the daemon uploading layer(s) 1 unasked".into(),
+            )],
         )
         .unwrap();
         assert_eq!(route, Route::Save);
@@ -1039,6 +1085,46 @@ mod tests {
         );
         let e = choose(classic(), &["x:1"], Via::Store, &unreadable).unwrap_err();
         assert!(e.to_string().contains("permission denied"), "{e}");
+    }
+
+    #[test]
+    fn a_route_that_gave_way_is_not_chosen_again() {
+        let readable = StoreAccess::Readable;
+        let img = image(&["x:1"], &[], 2);
+        for store in [classic(), ImageStore::Containerd] {
+            let failed = [GaveWay::Store("layer 1 changed".into())];
+            let (route, why) =
+                choose_route(&info(store.clone()), &img, Via::Auto, &readable, &failed).unwrap();
+            assert_eq!(route, Route::Push, "{why}");
+            // Then the push gives way too: save, whatever the store said.
+            for push in [
+                GaveWay::Survey("uploads unasked".into()),
+                GaveWay::Refused("connection refused".into()),
+            ] {
+                let gave_way = [failed[0].clone(), push.clone()];
+                let (route, why) =
+                    choose_route(&info(store.clone()), &img, Via::Auto, &readable, &gave_way)
+                        .unwrap();
+                assert_eq!(route, Route::Save, "{why}");
+                let (route, _) =
+                    choose_route(&info(store.clone()), &img, Via::Auto, &readable, &[push])
+                        .unwrap();
+                assert_eq!(
+                    route,
+                    Route::Store,
+                    "a push giving way leaves the store route"
+                );
+            }
+        }
+        let (_, why) = choose_route(
+            &info(classic()),
+            &img,
+            Via::Auto,
+            &StoreAccess::Unavailable("x".into()),
+            &[GaveWay::Refused("connection refused".into())],
+        )
+        .unwrap();
+        assert!(why.contains("connection refused"), "{why}");
     }
 
     /// A three-layer image: 1000, 100 and 10 bytes, base first.

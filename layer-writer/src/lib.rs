@@ -312,6 +312,31 @@ impl LayerWriter {
         result
     }
 
+    /// [`LayerWriter::write_layer`] from a blocking reader (a file, a tar
+    /// rebuilt from files): read, hashed and written on one blocking
+    /// thread, with no hop through the runtime. Dropping the future stops
+    /// the thread at its next read and removes what it wrote.
+    pub async fn write_layer_from_read<R>(
+        &self,
+        image: &ImageContext,
+        index: usize,
+        blob: R,
+    ) -> Result<WrittenLayer, WriteError>
+    where
+        R: std::io::Read + Send + 'static,
+    {
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = cancel.0.clone();
+        let this = self.clone();
+        let image = image.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            this.write_layer_sync(&image, index, blob, &flag)
+        });
+        let result = task.await.map_err(WriteError::Worker)?;
+        drop(cancel);
+        result
+    }
+
     /// Blocking version of [`LayerWriter::write_layer`].
     pub fn write_layer_blocking(
         &self,

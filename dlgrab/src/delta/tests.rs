@@ -176,3 +176,17 @@ fn a_cancelled_archive_stops() {
     std::fs::write(dir.path().join("f"), b"data").expect("write");
     assert!(write_tar(dir.path(), Vec::new(), &AtomicBool::new(true)).is_err());
 }
+
+#[test]
+fn since_takes_one_image_and_stdout_one_layer() {
+    use clap::Parser;
+    let parse = |argv: &[&str]| {
+        let mut full = vec!["dlgrab"];
+        full.extend_from_slice(argv);
+        crate::cli::Args::try_parse_from(full).expect("parses")
+    };
+    assert!(target_for(&parse(&["--since", "base:1", "img:2", "-o", "d.tar"])).is_ok());
+    assert!(target_for(&parse(&["--since", "b", "i", "j", "-o", "d.tar"])).is_err());
+    assert!(target_for(&parse(&["a", "b", "-o", "-"])).is_err());
+    assert!(target_for(&parse(&["a", "-o", "-"])).is_ok());
+}

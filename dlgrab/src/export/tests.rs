@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use docker_driver::{
     BoxStream, DaemonInfo, DriverError, HistoryRow, ImageDetails, ImageStore, LayerSelector,
     MockDockerDriver, PushEvent, RegistryCredentials, ResolvedLayer,
 };
 use futures::StreamExt as _;
+use layer_writer::Format;
 use sha2::{Digest as _, Sha256};
 
 use super::*;

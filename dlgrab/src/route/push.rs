@@ -23,35 +23,9 @@ use shim_registry::storage::{FsStorage, Storage};
 use shim_registry::{ChannelSink, Registry, RegistryEvent, UploadHold};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::cli::Via;
-use crate::export::{Exporter, Wanted, output_already_there};
-use crate::plan::{self, CapturePolicy, PushedManifest, Survey, SurveyStep};
-
-/// The survey push showed that pushing would cost more than `docker save`:
-/// the reason, for [`crate::plan::choose_route`]. Nothing was written.
-#[derive(Debug)]
-pub(crate) struct GaveUp(pub(crate) String);
-
-impl std::fmt::Display for GaveUp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the survey push was given up: {}", self.0)
-    }
-}
-
-impl std::error::Error for GaveUp {}
-
-/// The daemon refused the push or failed it on its side (its message):
-/// nothing was written, and another route may work.
-#[derive(Debug)]
-pub(crate) struct Refused(pub(crate) String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the daemon's push failed: {}", self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
+use super::store::Store;
+use super::{Job, Outcome, Source, output_already_there};
+use crate::plan::{self, CapturePolicy, GaveWay, PushedManifest, Survey, SurveyStep, Via, Wanted};
 
 /// The daemon's message, when `error` is its refusal of a push.
 fn refusal(error: &anyhow::Error) -> Option<String> {
@@ -75,11 +49,28 @@ struct SurveyEnd {
     asked: plan::AskedBlobs,
     /// True when the wanted layers asked about are still to be captured.
     capture_asked: bool,
+    /// Why the survey was given up for `docker save`, when it was.
+    gave_up: Option<String>,
     /// The blob each wanted layer was found in by its diff ID.
     identified: HashMap<usize, Digest>,
 }
 
-impl Exporter {
+/// The push route (see [`Job::by_push`]). When the classic layer store is
+/// readable, the image config is taken from it, so that the push can be
+/// dropped as soon as the wanted layers are in.
+pub(crate) async fn run(
+    job: &Job,
+    source: &Source<'_>,
+    wanted: &[Wanted],
+) -> anyhow::Result<Outcome> {
+    let config = match source.store {
+        Some(Store::Layers(store)) => store.image_config(&source.image.id).ok(),
+        _ => None,
+    };
+    job.by_push(source.info, source.image, wanted, config).await
+}
+
+impl Job {
     /// The push route: a survey push in which every blob is claimed present
     /// shows which layers the daemon asks about and which it uploads
     /// unasked (those are kept: the survey is their capture). When the
@@ -88,15 +79,16 @@ impl Exporter {
     /// they are in (capture and cancel). Otherwise the survey runs to its
     /// end and, when a wanted layer or the config is still missing, a
     /// capture push uploads only those. Unless forced (`--via push`), the
-    /// survey gives up with [`GaveUp`] as soon as it would cost more than
-    /// `docker save` ([`plan::survey_step`]).
-    pub(crate) async fn by_push(
+    /// survey gives way to `docker save` as soon as it would cost more
+    /// ([`plan::survey_step`]); the route also gives way when the daemon
+    /// refuses the push on its side. Nothing is written then.
+    async fn by_push(
         &self,
         info: &DaemonInfo,
         image: &ImageDetails,
         wanted: &[Wanted],
         config: Option<Vec<u8>>,
-    ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+    ) -> anyhow::Result<Outcome> {
         let scratch = scratch_dir(&self.options.outdir);
         self.cleanup.add_dir(scratch.clone());
         let storage =
@@ -178,6 +170,9 @@ impl Exporter {
                     )
                     .await
                     .context("survey push")?;
+                if let Some(why) = end.gave_up.take() {
+                    return Ok(Found::GaveUp(why));
+                }
                 if end.cancelled && end.capture_asked {
                     let mut asked: Vec<Digest> = Vec::new();
                     for digest in indexes
@@ -276,7 +271,12 @@ impl Exporter {
                 if faults.first().is_none()
                     && let Some(message) = refusal(&e)
                 {
-                    return Err(e.context(Refused(message)));
+                    let error = e.context(format!("the daemon's push failed: {message}"));
+                    return Ok(Outcome::GaveWay {
+                        written: Vec::new(),
+                        because: GaveWay::Refused(message),
+                        error,
+                    });
                 }
                 return Err(faults.explain(e));
             }
@@ -284,6 +284,15 @@ impl Exporter {
         untagged.with_context(|| format!("cannot remove the temporary tag {reference}"))?;
 
         let (context, blobs) = match found {
+            Found::GaveUp(why) => {
+                drop(storage);
+                let _ = tokio::fs::remove_dir_all(&scratch).await;
+                return Ok(Outcome::GaveWay {
+                    written: Vec::new(),
+                    error: anyhow::anyhow!("the survey push was given up: {why}"),
+                    because: GaveWay::Survey(why),
+                });
+            }
             Found::Cancelled(end) => {
                 tracing::debug!(
                     uploads_started_after_cancel = late,
@@ -355,7 +364,7 @@ impl Exporter {
         }
         drop(storage);
         let _ = tokio::fs::remove_dir_all(&scratch).await;
-        Ok(written)
+        Ok(Outcome::Written(written))
     }
 
     /// The survey push: every blob claimed present; follows the daemon's
@@ -387,6 +396,7 @@ impl Exporter {
             asked: plan::AskedBlobs::default(),
             capture_asked: false,
             identified: HashMap::new(),
+            gave_up: None,
         };
         if config_at_hand {
             hold.hold_beyond(wanted_bound(image, wanted));
@@ -498,7 +508,8 @@ impl Exporter {
                 }
                 SurveyStep::GiveUp(why) => {
                     tracing::debug!(why, "the survey push is given up");
-                    return Err(GaveUp(why).into());
+                    end.gave_up = Some(why);
+                    break;
                 }
             }
         }
@@ -638,6 +649,8 @@ impl Exporter {
 
 /// What the pushes brought.
 enum Found {
+    /// The survey was given up for `docker save`, for this reason.
+    GaveUp(String),
     /// The survey was dropped once the wanted layers were in.
     Cancelled(Box<SurveyEnd>),
     /// A push ran to its end and put this manifest (and the index naming

@@ -8,12 +8,21 @@ use futures::StreamExt;
 use layer_writer::SaveImage;
 use shim_registry::oci_spec::image::Digest;
 
-use crate::export::{Exporter, Wanted, output_already_there};
+use super::{Job, Source, output_already_there};
+use crate::plan::Wanted;
 
-impl Exporter {
-    /// The save route: the image config first (the folder names depend on
-    /// it), then one pass over a `docker save` stream.
-    pub(crate) async fn by_save(
+/// The save route: the image config first (the folder names depend on
+/// it), then one pass over a `docker save` stream. It never gives way.
+pub(crate) async fn run(
+    job: &Job,
+    source: &Source<'_>,
+    wanted: &[Wanted],
+) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+    job.by_save(source.info, source.image, wanted).await
+}
+
+impl Job {
+    async fn by_save(
         &self,
         info: &DaemonInfo,
         image: &ImageDetails,

@@ -8,7 +8,6 @@
 //! files are read; nothing under the data root is written. Also the only
 //! route of `--data-root` (no daemon).
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,13 +16,11 @@ use bytes::Bytes;
 use docker_driver::manifest::Platform;
 use docker_driver::{
     ContentStore, DaemonInfo, DataRootDriver, DockerDriver, ImageDetails, ImageStore, LayerStore,
-    LayerTar,
 };
 use layer_writer::{WriteError, WrittenLayer};
-use tokio::io::AsyncRead;
 
-use crate::export::{Exporter, Wanted, output_already_there};
-use crate::plan::{self, PushedManifest, StoreAccess};
+use super::{Job, Outcome, Source, output_already_there};
+use crate::plan::{self, GaveWay, PushedManifest, StoreAccess, Wanted};
 
 /// The daemon's storage, read from disk.
 pub(crate) enum Store {
@@ -64,26 +61,42 @@ pub(crate) fn offline_driver(root: &Path) -> anyhow::Result<Arc<dyn DockerDriver
 /// A failed store route: the layers it did write, and whether another
 /// route may take the others (the failure was the store's, not the
 /// output's).
-pub(crate) struct Failure {
-    pub(crate) written: Vec<WrittenLayer>,
-    pub(crate) error: anyhow::Error,
-    pub(crate) retry: bool,
+struct Failure {
+    written: Vec<WrittenLayer>,
+    error: anyhow::Error,
+    retry: bool,
 }
 
-impl Exporter {
-    /// The store route, from whichever store the daemon keeps.
-    pub(crate) async fn by_store(
-        &self,
-        store: &Store,
-        image: &ImageDetails,
-        wanted: &[Wanted],
-    ) -> Result<Vec<WrittenLayer>, Failure> {
-        match store {
-            Store::Layers(layers) => self.by_layer_store(layers, image, wanted).await,
-            Store::Content(content) => self.by_content_store(content, image, wanted).await,
-        }
+/// The store route, from whichever store the daemon keeps: gives way when
+/// the store itself fails (a file missing or changed, a diff-ID mismatch),
+/// with the layers written before.
+pub(crate) async fn run(
+    job: &Job,
+    source: &Source<'_>,
+    wanted: &[Wanted],
+) -> anyhow::Result<Outcome> {
+    let image = source.image;
+    let written = match source.store {
+        Some(Store::Layers(layers)) => job.by_layer_store(layers, image, wanted).await,
+        Some(Store::Content(content)) => job.by_content_store(content, image, wanted).await,
+        None => anyhow::bail!("the daemon's storage of image {} cannot be read", image.id),
+    };
+    match written {
+        Ok(written) => Ok(Outcome::Written(written)),
+        Err(Failure {
+            written,
+            error,
+            retry: true,
+        }) => Ok(Outcome::GaveWay {
+            written,
+            because: GaveWay::Store(format!("{error:#}")),
+            error,
+        }),
+        Err(failure) => Err(failure.error),
     }
+}
 
+impl Job {
     /// The containerd store's route: the index, manifest and config the
     /// image ID leads to, then each wanted layer's blob as stored, written
     /// as a pushed one (a seed folder keeps it beside the tar, an OCI
@@ -130,9 +143,21 @@ impl Exporter {
             .filter(|(_, bytes)| plan::digest_of(bytes).to_string() == image.id);
         let writer = self.writer();
         for w in wanted {
-            let digest = manifest.layers[w.index].digest.to_string();
+            let Some(layer) = manifest.layers.get(w.index) else {
+                return Err(Failure {
+                    written,
+                    error: anyhow::anyhow!(
+                        "image {} has {} layers, not a layer {}",
+                        image.id,
+                        manifest.layers.len(),
+                        w.index
+                    ),
+                    retry: false,
+                });
+            };
+            let digest = layer.digest.to_string();
             let file = match store.open_blob(&digest) {
-                Ok(file) => tokio::fs::File::from_std(file),
+                Ok(file) => file,
                 Err(e) => {
                     return Err(Failure {
                         written,
@@ -146,7 +171,7 @@ impl Exporter {
             };
             self.reporter
                 .phase(format!("reading layer {} from the content store", w.index));
-            match writer.write_layer(&context, w.index, file).await {
+            match writer.write_layer_from_read(&context, w.index, file).await {
                 Ok(layer) => {
                     self.announce(&layer);
                     written.push(layer);
@@ -189,7 +214,16 @@ impl Exporter {
         let writer = self.writer();
         for w in wanted {
             let Some(diff_ids) = image.diff_ids.get(..=w.index) else {
-                continue;
+                return Err(Failure {
+                    written,
+                    error: anyhow::anyhow!(
+                        "image {} has {} layers, not a layer {}",
+                        image.id,
+                        image.diff_ids.len(),
+                        w.index
+                    ),
+                    retry: false,
+                });
             };
             let tar = match store.layer_tar(diff_ids) {
                 Ok(tar) => tar,
@@ -204,7 +238,7 @@ impl Exporter {
             };
             self.reporter
                 .phase(format!("rebuilding layer {} from the layer store", w.index));
-            match writer.write_layer(&context, w.index, reader(tar)).await {
+            match writer.write_layer_from_read(&context, w.index, tar).await {
                 Ok(layer) => {
                     self.announce(&layer);
                     written.push(layer);
@@ -236,44 +270,4 @@ fn write_failure(written: Vec<WrittenLayer>, e: WriteError, index: usize, from: 
         error,
         retry,
     }
-}
-
-/// The rebuilt tar as an async reader: a blocking task reads it in
-/// 256 KiB pieces and stops when the reader is dropped.
-fn reader(mut tar: LayerTar) -> impl AsyncRead + Send + Unpin + 'static {
-    const PIECE: usize = 256 << 10;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        loop {
-            let mut piece = vec![0u8; PIECE];
-            let mut filled = 0;
-            let end = loop {
-                match tar.read(&mut piece[filled..]) {
-                    Ok(0) => break true,
-                    Ok(n) => {
-                        filled += n;
-                        if filled == PIECE {
-                            break false;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            };
-            piece.truncate(filled);
-            if filled > 0 && tx.blocking_send(Ok(Bytes::from(piece))).is_err() {
-                return;
-            }
-            if end {
-                return;
-            }
-        }
-    });
-    let pieces = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|piece| (piece, rx))
-    });
-    tokio_util::io::StreamReader::new(Box::pin(pieces))
 }
