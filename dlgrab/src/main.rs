@@ -15,6 +15,7 @@ mod fault;
 mod generate;
 mod interrupt;
 mod list;
+mod manifest;
 mod names_lock;
 mod plan;
 mod plugin;

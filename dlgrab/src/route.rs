@@ -28,7 +28,8 @@ use docker_driver::{DaemonInfo, DockerDriver, ImageDetails};
 use layer_writer::{Format, ImageContext, LayerWriter, WriterOptions, WrittenLayer};
 
 use crate::cleanup::Cleanup;
-use crate::plan::{self, GaveWay, PushedManifest, Route, Via, Wanted};
+use crate::manifest::PushedManifest;
+use crate::plan::{self, GaveWay, Route, Via, Wanted};
 use crate::report::Reporter;
 
 pub(crate) mod push;

@@ -25,7 +25,16 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::store::Store;
 use super::{Job, Outcome, Source, output_already_there};
-use crate::plan::{self, CapturePolicy, GaveWay, PushedManifest, Survey, SurveyStep, Via, Wanted};
+use crate::manifest::PushedManifest;
+use crate::plan::{GaveWay, Via, Wanted};
+
+mod manifests;
+mod policy;
+mod survey;
+
+use manifests::PushedManifests;
+use policy::CapturePolicy;
+use survey::{AskedBlobs, Survey, SurveyStep};
 
 /// The daemon's message, when `error` is its refusal of a push.
 fn refusal(error: &anyhow::Error) -> Option<String> {
@@ -38,7 +47,7 @@ fn refusal(error: &anyhow::Error) -> Option<String> {
 /// How the survey push ended.
 struct SurveyEnd {
     /// The manifests the daemon put (all of them when the push ran to its end).
-    manifests: plan::PushedManifests,
+    manifests: PushedManifests,
     /// True when it was dropped because the wanted layers were in.
     cancelled: bool,
     /// The blob each layer uploaded unasked was stored as, where known.
@@ -46,7 +55,7 @@ struct SurveyEnd {
     /// Blobs stored but not yet matched to a layer.
     unmatched: Vec<Digest>,
     /// The blobs each layer asked about may have been asked for.
-    asked: plan::AskedBlobs,
+    asked: AskedBlobs,
     /// True when the wanted layers asked about are still to be captured.
     capture_asked: bool,
     /// Why the survey was given up for `docker save`, when it was.
@@ -80,7 +89,7 @@ impl Job {
     /// end and, when a wanted layer or the config is still missing, a
     /// capture push uploads only those. Unless forced (`--via push`), the
     /// survey gives way to `docker save` as soon as it would cost more
-    /// ([`plan::survey_step`]); the route also gives way when the daemon
+    /// ([`survey::survey_step`]); the route also gives way when the daemon
     /// refuses the push on its side. Nothing is written then.
     async fn by_push(
         &self,
@@ -102,7 +111,7 @@ impl Job {
             // Its push labels the user's content with our registry's name
             // only when it succeeds: the last step is refused. Docker 26.1
             // (API 1.45) puts an index's manifests under the tag first.
-            let image_manifests = plan::api_at_least(&info.api_version, 1, 46);
+            let image_manifests = policy::api_at_least(&info.api_version, 1, 46);
             policy = policy.refusing_tag(tag, image.id.parse().ok(), image_manifests);
         }
         if matches!(info.image_store, ImageStore::Classic { .. }) && !info.podman {
@@ -321,7 +330,7 @@ impl Job {
                 // The index the image ID names, so that a loaded folder
                 // comes back under that ID.
                 context.index = index
-                    .filter(|(_, bytes)| plan::digest_of(bytes).to_string() == image.id)
+                    .filter(|(_, bytes)| crate::manifest::digest_of(bytes).to_string() == image.id)
                     .map(|(media_type, bytes)| (media_type, bytes.to_vec()));
                 (context, blobs)
             }
@@ -369,7 +378,7 @@ impl Job {
 
     /// The survey push: every blob claimed present; follows the daemon's
     /// progress per layer and the blobs it stores, and drops the push when
-    /// [`plan::survey_step`] says so. While the push may still be dropped
+    /// [`survey::survey_step`] says so. While the push may still be dropped
     /// early, uploads bigger than any wanted layer's blob are held.
     #[allow(clippy::too_many_arguments)]
     async fn survey(
@@ -386,14 +395,14 @@ impl Job {
         hold: &UploadHold,
         policy: &CapturePolicy,
     ) -> anyhow::Result<SurveyEnd> {
-        let share = plan::unasked_share(info);
+        let share = survey::unasked_share(info);
         let mut survey = Survey::new(image);
         let mut end = SurveyEnd {
-            manifests: plan::PushedManifests::default(),
+            manifests: PushedManifests::default(),
             cancelled: false,
             uploaded: HashMap::new(),
             unmatched: Vec::new(),
-            asked: plan::AskedBlobs::default(),
+            asked: AskedBlobs::default(),
             capture_asked: false,
             identified: HashMap::new(),
             gave_up: None,
@@ -482,10 +491,10 @@ impl Job {
                 }
             }
             let known = capturable(&survey, &end.asked, forced, share);
-            match plan::survey_step(&survey, wanted, &known, config_at_hand, forced, share) {
+            match survey::survey_step(&survey, wanted, &known, config_at_hand, forced, share) {
                 SurveyStep::Continue => {
                     if hold.limit().is_some()
-                        && !plan::survey_may_cancel(&survey, wanted, &end.asked, config_at_hand)
+                        && !survey::survey_may_cancel(&survey, wanted, &end.asked, config_at_hand)
                     {
                         tracing::debug!(
                             "the survey push must run to its end: held uploads released"
@@ -575,12 +584,11 @@ impl Job {
         tag: &str,
         credentials: &RegistryCredentials,
         events: &mut UnboundedReceiver<RegistryEvent>,
-    ) -> anyhow::Result<plan::PushedManifests> {
+    ) -> anyhow::Result<PushedManifests> {
         let mut stream = self.driver.push(repo, tag, Some(credentials.clone()));
-        let mut manifests = plan::PushedManifests::default();
+        let mut manifests = PushedManifests::default();
         let mut bars = HashMap::new();
-        let mut on_event = |manifests: &mut plan::PushedManifests, event: RegistryEvent| match event
-        {
+        let mut on_event = |manifests: &mut PushedManifests, event: RegistryEvent| match event {
             RegistryEvent::ManifestPut {
                 digest,
                 media_type,
@@ -796,7 +804,7 @@ fn upload_candidates(wanted: &[usize], end: &SurveyEnd) -> Vec<Vec<Digest>> {
 /// The layers asked about whose capture is affordable: matched to one blob,
 /// or to a group of blobs whose other layers (uploaded with it) stay within
 /// the share of the image a push may compress (always, when forced).
-fn capturable(survey: &Survey, asked: &plan::AskedBlobs, forced: bool, share: f64) -> Vec<usize> {
+fn capturable(survey: &Survey, asked: &AskedBlobs, forced: bool, share: f64) -> Vec<usize> {
     let budget = (survey.image_bytes() as f64 * share) as u64;
     asked
         .known()

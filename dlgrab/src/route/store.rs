@@ -20,7 +20,8 @@ use docker_driver::{
 use layer_writer::{WriteError, WrittenLayer};
 
 use super::{Job, Outcome, Source, output_already_there};
-use crate::plan::{self, GaveWay, PushedManifest, StoreAccess, Wanted};
+use crate::manifest::PushedManifest;
+use crate::plan::{GaveWay, StoreAccess, Wanted};
 
 /// The daemon's storage, read from disk.
 pub(crate) enum Store {
@@ -140,7 +141,7 @@ impl Job {
             })?;
         context.index = docs
             .index
-            .filter(|(_, bytes)| plan::digest_of(bytes).to_string() == image.id);
+            .filter(|(_, bytes)| crate::manifest::digest_of(bytes).to_string() == image.id);
         let writer = self.writer();
         for w in wanted {
             let Some(layer) = manifest.layers.get(w.index) else {
