@@ -42,7 +42,7 @@ pub struct DaemonSelection {
 pub struct DaemonEndpoint {
     /// The context it was found through (`default` when none).
     pub context: String,
-    /// The daemon's address: `unix:///…`, `tcp://…` or `http://…`.
+    /// The daemon's address: `unix:///…`, `tcp://…`, `http://…` or `ssh://…`.
     pub host: String,
     /// TLS for a `tcp://` address; `None` speaks plain HTTP.
     pub tls: Option<TlsFiles>,
@@ -480,6 +480,26 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("\"remote\""), "{message}");
         assert!(message.contains("npipe:////./pipe/far"), "{message}");
+    }
+
+    #[test]
+    fn an_unsupported_context_host_lists_every_scheme_accepted() {
+        let setup = Setup::new();
+        setup.context("remote", "npipe:////./pipe/far", false, &[]);
+        let err = setup.resolve(&select(Some("remote"), None)).unwrap_err();
+        assert!(matches!(err, DriverError::ContextHost { .. }), "{err:?}");
+        let message = err.to_string();
+        for scheme in ["unix://", "tcp://", "http://", "ssh://"] {
+            assert!(message.contains(scheme), "{scheme} missing: {message}");
+        }
+        // An ssh:// context is accepted, as the message says.
+        setup.context("far", "ssh://me@far.example", false, &[]);
+        check(
+            &setup,
+            select(Some("far"), None),
+            "far",
+            "ssh://me@far.example",
+        );
     }
 
     #[test]

@@ -3,15 +3,16 @@
 /// A boxed error cause.
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The daemon addresses this crate dials, as the messages list them.
+const HOSTS_ACCEPTED: &str = "unix://, tcp://, http:// or ssh://[user@]host[:port]";
+
 /// What went wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DriverError {
-    /// `DOCKER_HOST` (or the host given) is not a `unix://`, `tcp://` or
-    /// `http://` address.
-    #[error(
-        "unsupported docker host {host:?}: expected unix://, tcp://, http:// or ssh://[user@]host[:port]"
-    )]
+    /// `DOCKER_HOST` (or the host given) is not a `unix://`, `tcp://`,
+    /// `http://` or `ssh://` address.
+    #[error("unsupported docker host {host:?}: expected {HOSTS_ACCEPTED}")]
     InvalidHost {
         /// The host as given.
         host: String,
@@ -49,7 +50,7 @@ pub enum DriverError {
     },
     /// A context names no docker host, or one dlgrab cannot reach.
     #[error(
-        "docker context {context:?} ({}) has docker host {host:?}: expected unix://, tcp:// or http://",
+        "docker context {context:?} ({}) has docker host {host:?}: expected {HOSTS_ACCEPTED}",
         file.display()
     )]
     ContextHost {
