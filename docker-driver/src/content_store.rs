@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::error::DriverError;
+use crate::error::DataRootError;
 use crate::manifest::{self, ManifestKind, Platform};
 
 /// The content store's folder under a containerd root.
@@ -55,7 +55,7 @@ impl ContentStore {
     /// The content store, among [`candidates`](Self::candidates), that
     /// holds `probe` (a digest the image store names, e.g. an image ID);
     /// fails when none can be read or none holds it.
-    pub fn open(root: &Path, probe: &str) -> Result<Self, DriverError> {
+    pub fn open(root: &Path, probe: &str) -> Result<Self, DataRootError> {
         let hex = hex_of(probe)?;
         let mut last = None;
         for blobs in Self::candidates(root) {
@@ -71,28 +71,28 @@ impl ContentStore {
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             )
         });
-        Err(DriverError::DataRootRead {
+        Err(DataRootError::Read {
             path: path.join(hex),
             source,
         })
     }
 
     /// The file holding blob `digest` (`sha256:<hex>`).
-    pub fn path(&self, digest: &str) -> Result<PathBuf, DriverError> {
+    pub fn path(&self, digest: &str) -> Result<PathBuf, DataRootError> {
         Ok(self.blobs.join(hex_of(digest)?))
     }
 
     /// Opens blob `digest` for reading; its consumer checks its digest.
-    pub fn open_blob(&self, digest: &str) -> Result<File, DriverError> {
+    pub fn open_blob(&self, digest: &str) -> Result<File, DataRootError> {
         let path = self.path(digest)?;
-        File::open(&path).map_err(|source| DriverError::DataRootRead { path, source })
+        File::open(&path).map_err(|source| DataRootError::Read { path, source })
     }
 
     /// A small blob (a manifest, an index, a config), checked against its
     /// digest.
-    pub fn read(&self, digest: &str) -> Result<Vec<u8>, DriverError> {
+    pub fn read(&self, digest: &str) -> Result<Vec<u8>, DataRootError> {
         let path = self.path(digest)?;
-        let read_err = |source| DriverError::DataRootRead {
+        let read_err = |source| DataRootError::Read {
             path: path.clone(),
             source,
         };
@@ -104,7 +104,7 @@ impl ContentStore {
             .map_err(read_err)?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if bytes.len() as u64 > DOCUMENT_LIMIT || actual != digest {
-            return Err(DriverError::DataRootContent {
+            return Err(DataRootError::Content {
                 path,
                 detail: format!("the blob does not hash to its name ({actual})"),
             });
@@ -119,9 +119,9 @@ impl ContentStore {
         &self,
         id: &str,
         platform: &Platform,
-    ) -> Result<ImageDocuments, DriverError> {
+    ) -> Result<ImageDocuments, DataRootError> {
         let root = self.read(id)?;
-        let content = |detail: String| DriverError::DataRootContent {
+        let content = |detail: String| DataRootError::Content {
             path: self.blobs.join(hex_of(id).unwrap_or_default()),
             detail,
         };
@@ -192,13 +192,12 @@ fn media_type_of(bytes: &[u8]) -> String {
 
 /// `sha256:<64 hex>` → the hex; anything else is refused (no path can be
 /// made of it).
-fn hex_of(digest: &str) -> Result<&str, DriverError> {
+fn hex_of(digest: &str) -> Result<&str, DataRootError> {
     digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| DriverError::DataRootContent {
-            path: PathBuf::from(CONTENT),
-            detail: format!("not a sha256 digest: {digest:?}"),
+        .ok_or_else(|| DataRootError::NotADigest {
+            digest: digest.to_owned(),
         })
 }
 
@@ -268,7 +267,7 @@ mod tests {
         let cs = ContentStore::open(dir.path(), &id).unwrap();
         std::fs::write(cs.path(&id).unwrap(), b"{ }").unwrap();
         let err = cs.read(&id).unwrap_err();
-        assert!(matches!(err, DriverError::DataRootContent { .. }), "{err}");
+        assert!(matches!(err, DataRootError::Content { .. }), "{err}");
         assert!(err.to_string().contains("unexpected content"), "{err}");
     }
 

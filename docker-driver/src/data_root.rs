@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::driver::{BoxStream, DockerDriver};
-use crate::error::DriverError;
+use crate::error::{DataRootError, DriverError};
 use crate::history::{self, ApiRow};
 use crate::layer_store::{LayerStore, chain_id};
 use crate::model::{
@@ -33,7 +33,7 @@ pub struct DataRootDriver {
 impl DataRootDriver {
     /// The driver for the data root `root`, its graph driver detected from
     /// which `image/<driver>/` holds a layer database.
-    pub fn open(root: impl Into<PathBuf>) -> Result<Self, DriverError> {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, DataRootError> {
         Ok(Self {
             store: LayerStore::detect(root)?,
         })
@@ -45,7 +45,7 @@ impl DataRootDriver {
     }
 
     /// Every reference of `repositories.json` with its image ID.
-    fn references(&self) -> Result<BTreeMap<String, String>, DriverError> {
+    fn references(&self) -> Result<BTreeMap<String, String>, DataRootError> {
         self.store.references()
     }
 
@@ -97,7 +97,7 @@ impl DataRootDriver {
     /// An image's config, read and parsed.
     fn config(&self, id: &str) -> Result<(Vec<u8>, Config), DriverError> {
         let bytes = self.store.image_config(id)?;
-        let config = serde_json::from_slice(&bytes).map_err(|e| DriverError::DataRootFormat {
+        let config = serde_json::from_slice(&bytes).map_err(|e| DataRootError::Format {
             path: self
                 .store
                 .image_dir()

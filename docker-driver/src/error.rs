@@ -1,4 +1,5 @@
-//! [`DriverError`].
+//! [`DriverError`], and [`DataRootError`] for what is read from a data
+//! root without a daemon.
 
 /// A boxed error cause.
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -198,54 +199,10 @@ pub enum DriverError {
         /// The digest it has.
         actual: String,
     },
-    /// A file or folder of a Docker data root could not be read.
-    #[error("cannot read {} in the docker data root", path.display())]
-    DataRootRead {
-        /// The file or folder.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file of a Docker data root is not what Docker writes there.
-    #[error("unexpected content in {}", path.display())]
-    DataRootFormat {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        #[source]
-        source: Source,
-    },
-    /// A blob of a containerd content store is not what its name says.
-    #[error("unexpected content in {}: {detail}", path.display())]
-    DataRootContent {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// The data root holds no classic image store (`image/<driver>/layerdb`).
-    #[error("{} holds no classic image store (no image/<driver>/layerdb)", root.display())]
-    NoClassicStore {
-        /// The data root.
-        root: std::path::PathBuf,
-    },
-    /// The classic store's graph driver keeps layers in a way not read here.
-    #[error(
-        "layers of the {driver} graph driver cannot be read from the data root (overlay2, fuse-overlayfs and vfs can)"
-    )]
-    UnsupportedGraphDriver {
-        /// The graph driver.
-        driver: String,
-    },
-    /// The layer store has no layer with this chain ID and diff ID.
-    #[error("layer {diff_id} is not in the layer store (chain id {chain_id})")]
-    LayerNotInStore {
-        /// The layer's diff ID.
-        diff_id: String,
-        /// The chain ID it was looked up by.
-        chain_id: String,
-    },
+    /// A Docker data root's files could not be read as Docker keeps them
+    /// ([`DataRootDriver`](crate::DataRootDriver) answering a driver call).
+    #[error(transparent)]
+    DataRoot(#[from] DataRootError),
     /// The operation needs a running daemon, and there is only a data root.
     #[error("{operation} needs a running docker daemon; a data root alone cannot do it")]
     NoDaemon {
@@ -298,5 +255,79 @@ pub enum DriverError {
         operation: &'static str,
         /// The limit, in seconds.
         seconds: u64,
+    },
+}
+
+/// What went wrong reading a Docker data root's files without a daemon: a
+/// classic store's image and layer databases
+/// ([`LayerStore`](crate::LayerStore)) or containerd's content store
+/// ([`ContentStore`](crate::ContentStore)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataRootError {
+    /// A file or folder of the data root could not be read.
+    #[error("cannot read {} in the docker data root", path.display())]
+    Read {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the data root is not what Docker writes there.
+    #[error("unexpected content in {}", path.display())]
+    Format {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Source,
+    },
+    /// A blob of a containerd content store is not what its name says.
+    #[error("unexpected content in {}: {detail}", path.display())]
+    Content {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An image ID or blob digest is not `sha256:` and 64 hex digits, so
+    /// no file of the store can be named after it.
+    #[error("not a sha256 digest: {digest:?}")]
+    NotADigest {
+        /// The ID or digest as given.
+        digest: String,
+    },
+    /// The image config stored under an image ID does not hash to it.
+    #[error("the image config of {image} hashes to {actual}, not {expected}")]
+    ConfigMismatch {
+        /// The image ID.
+        image: String,
+        /// The digest it should have.
+        expected: String,
+        /// The digest it has.
+        actual: String,
+    },
+    /// The data root holds no classic image store (`image/<driver>/layerdb`).
+    #[error("{} holds no classic image store (no image/<driver>/layerdb)", root.display())]
+    NoClassicStore {
+        /// The data root.
+        root: std::path::PathBuf,
+    },
+    /// The classic store's graph driver keeps layers in a way not read here.
+    #[error(
+        "layers of the {driver} graph driver cannot be read from the data root (overlay2, fuse-overlayfs and vfs can)"
+    )]
+    UnsupportedGraphDriver {
+        /// The graph driver.
+        driver: String,
+    },
+    /// The layer store has no layer with this chain ID and diff ID.
+    #[error("layer {diff_id} is not in the layer store (chain id {chain_id})")]
+    LayerNotInStore {
+        /// The layer's diff ID.
+        diff_id: String,
+        /// The chain ID it was looked up by.
+        chain_id: String,
     },
 }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::error::DriverError;
+use crate::error::DataRootError;
 
 /// Graph drivers whose layer folders [`LayerStore`] knows how to find.
 pub const SUPPORTED_DRIVERS: &[&str] = &["overlay2", "fuse-overlayfs", "vfs"];
@@ -61,10 +61,10 @@ impl LayerStore {
     /// fails when `image/<driver>/layerdb/sha256` cannot be listed (no
     /// such store, or no permission) or the driver is not one of
     /// [`SUPPORTED_DRIVERS`].
-    pub fn open(root: impl Into<PathBuf>, driver: &str) -> Result<Self, DriverError> {
+    pub fn open(root: impl Into<PathBuf>, driver: &str) -> Result<Self, DataRootError> {
         let root = root.into();
         if !SUPPORTED_DRIVERS.contains(&driver) {
-            return Err(DriverError::UnsupportedGraphDriver {
+            return Err(DataRootError::UnsupportedGraphDriver {
                 driver: driver.to_owned(),
             });
         }
@@ -73,7 +73,7 @@ impl LayerStore {
             driver: driver.to_owned(),
         };
         let layers = store.image_dir().join("layerdb/sha256");
-        std::fs::read_dir(&layers).map_err(|source| DriverError::DataRootRead {
+        std::fs::read_dir(&layers).map_err(|source| DataRootError::Read {
             path: layers,
             source,
         })?;
@@ -83,10 +83,10 @@ impl LayerStore {
     /// The classic store under the data root `root`, its graph driver
     /// being the one `image/<driver>/` exists for (the first supported one
     /// with a layer database).
-    pub fn detect(root: impl Into<PathBuf>) -> Result<Self, DriverError> {
+    pub fn detect(root: impl Into<PathBuf>) -> Result<Self, DataRootError> {
         let root = root.into();
         let image = root.join("image");
-        let entries = std::fs::read_dir(&image).map_err(|source| DriverError::DataRootRead {
+        let entries = std::fs::read_dir(&image).map_err(|source| DataRootError::Read {
             path: image.clone(),
             source,
         })?;
@@ -102,8 +102,8 @@ impl LayerStore {
         {
             Some(driver) => Self::open(root, driver),
             None => match found.into_iter().next() {
-                Some(driver) => Err(DriverError::UnsupportedGraphDriver { driver }),
-                None => Err(DriverError::NoClassicStore { root }),
+                Some(driver) => Err(DataRootError::UnsupportedGraphDriver { driver }),
+                None => Err(DataRootError::NoClassicStore { root }),
             },
         }
     }
@@ -120,13 +120,13 @@ impl LayerStore {
 
     /// The image config stored for `image_id` (`sha256:…`), checked to
     /// hash to it.
-    pub fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DriverError> {
+    pub fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DataRootError> {
         let hex = hex_of(image_id)?;
         let path = self.image_dir().join("imagedb/content/sha256").join(hex);
         let bytes = read(&path)?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if actual != format!("sha256:{hex}") {
-            return Err(DriverError::ConfigMismatch {
+            return Err(DataRootError::ConfigMismatch {
                 image: image_id.to_owned(),
                 expected: format!("sha256:{hex}"),
                 actual,
@@ -143,11 +143,11 @@ impl LayerStore {
     /// [`io::Error`] when a file is missing, short or has the wrong
     /// checksum. The bytes are not hashed here: the caller verifies the
     /// whole against the diff ID.
-    pub fn layer_tar(&self, diff_ids: &[String]) -> Result<LayerTar, DriverError> {
+    pub fn layer_tar(&self, diff_ids: &[String]) -> Result<LayerTar, DataRootError> {
         let diff_id = diff_ids.last().cloned().unwrap_or_default();
         let chain = chain_id(diff_ids);
         let layer = self.layer_dir(&chain)?;
-        let not_there = || DriverError::LayerNotInStore {
+        let not_there = || DataRootError::LayerNotInStore {
             diff_id: diff_id.clone(),
             chain_id: chain.clone(),
         };
@@ -160,7 +160,7 @@ impl LayerStore {
         }
         let cache_id = read_text(&layer.join("cache-id"))?;
         if cache_id.is_empty() || cache_id.contains('/') || cache_id.starts_with('.') {
-            return Err(DriverError::DataRootFormat {
+            return Err(DataRootError::Format {
                 path: layer.join("cache-id"),
                 source: format!("bad cache id {cache_id:?}").into(),
             });
@@ -169,12 +169,12 @@ impl LayerStore {
             "vfs" => self.root.join("vfs/dir").join(&cache_id),
             driver => self.root.join(driver).join(&cache_id).join("diff"),
         };
-        std::fs::read_dir(&folder).map_err(|source| DriverError::DataRootRead {
+        std::fs::read_dir(&folder).map_err(|source| DataRootError::Read {
             path: folder.clone(),
             source,
         })?;
         let split = layer.join("tar-split.json.gz");
-        let file = File::open(&split).map_err(|source| DriverError::DataRootRead {
+        let file = File::open(&split).map_err(|source| DataRootError::Read {
             path: split,
             source,
         })?;
@@ -194,7 +194,7 @@ impl LayerStore {
     }
 
     /// The layer database folder of `chain_id`.
-    fn layer_dir(&self, chain_id: &str) -> Result<PathBuf, DriverError> {
+    fn layer_dir(&self, chain_id: &str) -> Result<PathBuf, DataRootError> {
         Ok(self
             .image_dir()
             .join("layerdb/sha256")
@@ -212,9 +212,9 @@ impl LayerStore {
     }
 
     /// Every image ID in the image database.
-    pub(crate) fn image_ids(&self) -> Result<Vec<String>, DriverError> {
+    pub(crate) fn image_ids(&self) -> Result<Vec<String>, DataRootError> {
         let dir = self.image_dir().join("imagedb/content/sha256");
-        let entries = std::fs::read_dir(&dir).map_err(|source| DriverError::DataRootRead {
+        let entries = std::fs::read_dir(&dir).map_err(|source| DataRootError::Read {
             path: dir.clone(),
             source,
         })?;
@@ -241,7 +241,7 @@ impl LayerStore {
 
     /// `repositories.json`: each reference (`name:tag`, `name@sha256:…`)
     /// with its image ID. Empty when the file is absent.
-    pub(crate) fn references(&self) -> Result<BTreeMap<String, String>, DriverError> {
+    pub(crate) fn references(&self) -> Result<BTreeMap<String, String>, DataRootError> {
         #[derive(serde::Deserialize)]
         struct Repositories {
             #[serde(rename = "Repositories", default)]
@@ -251,10 +251,10 @@ impl LayerStore {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(source) => return Err(DriverError::DataRootRead { path, source }),
+            Err(source) => return Err(DataRootError::Read { path, source }),
         };
         let repos: Repositories =
-            serde_json::from_slice(&bytes).map_err(|e| DriverError::DataRootFormat {
+            serde_json::from_slice(&bytes).map_err(|e| DataRootError::Format {
                 path,
                 source: Box::new(e),
             })?;
@@ -281,25 +281,25 @@ impl Read for LayerTar {
 }
 
 /// The 64 hex digits of `sha256:<hex>` (or bare hex).
-fn hex_of(id: &str) -> Result<&str, DriverError> {
+fn hex_of(id: &str) -> Result<&str, DataRootError> {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hex)
     } else {
-        Err(DriverError::NoSuchImage {
-            reference: id.to_owned(),
+        Err(DataRootError::NotADigest {
+            digest: id.to_owned(),
         })
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, DriverError> {
-    std::fs::read(path).map_err(|source| DriverError::DataRootRead {
+fn read(path: &Path) -> Result<Vec<u8>, DataRootError> {
+    std::fs::read(path).map_err(|source| DataRootError::Read {
         path: path.to_owned(),
         source,
     })
 }
 
-fn read_text(path: &Path) -> Result<String, DriverError> {
+fn read_text(path: &Path) -> Result<String, DataRootError> {
     let bytes = read(path)?;
     Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
 }

@@ -32,6 +32,12 @@
 //! `http://`, and `ssh://` as the CLI dials it: `ssh … docker system
 //! dial-stdio`), and negotiates the API version down to what the daemon speaks
 //! (daemons from API 1.41 on are supported).
+//!
+//! Without a daemon: [`LayerStore`] (a classic store's layers rebuilt from
+//! its data root), [`ContentStore`] (containerd's blobs as stored) and
+//! [`DataRootDriver`] (a [`DockerDriver`] over a data root) read files only;
+//! what fails there is a [`DataRootError`], surfaced by a driver call as
+//! [`DriverError::DataRoot`].
 #![warn(missing_docs)]
 
 mod bollard_driver;
@@ -59,7 +65,7 @@ pub use data_root::DataRootDriver;
 #[cfg(any(test, feature = "mock"))]
 pub use driver::MockDockerDriver;
 pub use driver::{BoxStream, DockerDriver};
-pub use error::DriverError;
+pub use error::{DataRootError, DriverError};
 pub use layer_store::{LayerStore, LayerTar};
 pub use model::{
     BuildOptions, DaemonInfo, HistoryRow, ImageConfig, ImageDetails, ImageStore, ImageSummary,

@@ -187,3 +187,43 @@ fn rfc3339_times() {
     assert_eq!(unix_seconds("2000-03-01T00:00:00Z"), Some(951_868_800));
     assert_eq!(unix_seconds("garbage"), None);
 }
+
+#[tokio::test]
+async fn data_root_failures_reach_driver_calls_as_they_are() {
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        DataRootDriver::open(empty.path()),
+        Err(DataRootError::Read { .. })
+    ));
+    let f = fixture("overlay2");
+    let driver = DataRootDriver::open(f.root.dir.path()).unwrap();
+    // A config that no longer hashes to its image ID.
+    let hex = &f.base["sha256:".len()..];
+    std::fs::write(
+        f.root.image_dir().join("imagedb/content/sha256").join(hex),
+        b"{}",
+    )
+    .unwrap();
+    let err = driver.image_config(&f.base).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DriverError::DataRoot(DataRootError::ConfigMismatch { image, .. }) if *image == f.base
+        ),
+        "{err:?}"
+    );
+    // Transparent: the data root's own message and cause.
+    let repositories = f.root.image_dir().join("repositories.json");
+    std::fs::write(&repositories, b"not json").unwrap();
+    let err = driver.inspect_image("demo:1").await.unwrap_err();
+    let DriverError::DataRoot(inner @ DataRootError::Format { .. }) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(err.to_string(), inner.to_string());
+    assert!(
+        err.to_string()
+            .contains(&repositories.display().to_string()),
+        "{err}"
+    );
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+}

@@ -336,7 +336,7 @@ fn check_store(driver: &'static str) {
     // The top layer alone is not a chain the store has.
     assert!(matches!(
         store.layer_tar(std::slice::from_ref(&d1)),
-        Err(DriverError::LayerNotInStore { .. })
+        Err(DataRootError::LayerNotInStore { .. })
     ));
     assert_eq!(store.layer_size(&chain_id(&both)), 42);
 }
@@ -362,7 +362,7 @@ fn configs_are_checked_against_their_id() {
     .unwrap();
     assert!(matches!(
         store.image_config(&id),
-        Err(DriverError::ConfigMismatch { .. })
+        Err(DataRootError::ConfigMismatch { .. })
     ));
 }
 
@@ -371,17 +371,17 @@ fn stores_that_cannot_be_read() {
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(
         LayerStore::detect(empty.path()),
-        Err(DriverError::DataRootRead { .. })
+        Err(DataRootError::Read { .. })
     ));
     std::fs::create_dir_all(empty.path().join("image")).unwrap();
     assert!(matches!(
         LayerStore::detect(empty.path()),
-        Err(DriverError::NoClassicStore { .. })
+        Err(DataRootError::NoClassicStore { .. })
     ));
     std::fs::create_dir_all(empty.path().join("image/btrfs/layerdb/sha256")).unwrap();
     assert!(matches!(
         LayerStore::detect(empty.path()),
-        Err(DriverError::UnsupportedGraphDriver { .. })
+        Err(DataRootError::UnsupportedGraphDriver { .. })
     ));
     assert!(LayerStore::open(empty.path(), "overlay2").is_err());
 }
