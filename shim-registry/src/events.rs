@@ -57,7 +57,8 @@ pub enum RegistryEvent {
         body: Bytes,
     },
     /// A well-formed manifest was refused by
-    /// [`PresencePolicy::refuse_manifest`](crate::PresencePolicy::refuse_manifest):
+    /// [`PresencePolicy::refuse_manifest`](crate::PresencePolicy::refuse_manifest)
+    /// ([push control](crate::push_control)):
     /// the client got `403 DENIED`, nothing was stored.
     ManifestRefused {
         /// The repository pushed to.
@@ -84,8 +85,9 @@ pub enum RegistryEvent {
         message: String,
     },
     /// An upload session grew to the size the registry's
-    /// [`UploadHold`](crate::UploadHold) allows: its body is not read until
-    /// the hold is raised or released.
+    /// [`UploadHold`](crate::push_control::UploadHold) allows: its body is
+    /// not read until the hold is raised or released ([push
+    /// control](crate::push_control)).
     UploadHeld {
         /// The repository pushed to.
         repository: String,

@@ -13,12 +13,6 @@
 //! decides. Clients that try HTTPS first and clients that only speak HTTP are
 //! both served.
 //!
-//! Two seams let an embedding program steer and observe the registry:
-//! a [`PresencePolicy`] answers "is this blob present?" (for blob `HEAD`,
-//! `GET` and cross-repository mounts), and an [`EventSink`] is told about
-//! uploads, committed blobs, answered `HEAD`s and manifest pushes
-//! ([`ChannelSink`] turns those into a stream).
-//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,10 +32,41 @@
 //! # }
 //! ```
 //!
+//! # The API
+//!
+//! - **Starting**: [`Registry::builder`] configures a [`Registry`]
+//!   ([`RegistryBuilder`]; building fails only with a [`BuildError`]), which
+//!   is then served on a listener the caller bound ([`Registry::serve`]),
+//!   spawned on a background task ([`Registry::spawn`], a
+//!   [`RegistryHandle`] with the bound address and a graceful shutdown), or
+//!   mounted into another server as a hyper service ([`Registry::service`],
+//!   a [`RegistryService`] answering with [`ResponseBody`]).
+//! - **Content**: [`storage`] (the streaming [`storage::Storage`] trait and
+//!   its memory and filesystem backends) and [`seed`] (an OCI image layout
+//!   or a `docker save` archive imported into any storage, and a repository
+//!   exported as an OCI layout).
+//! - **Seams**: a [`PresencePolicy`] answers "is this blob present?" for blob
+//!   `HEAD`, `GET` and cross-repository mounts ([`Presence`]); an
+//!   [`EventSink`] is told about uploads, committed blobs, answered `HEAD`s
+//!   and manifest pushes ([`RegistryEvent`]; [`ChannelSink`] turns them into
+//!   a stream).
+//! - **Test fixtures**: [`auth`] (none, Basic, or Bearer tokens from a
+//!   built-in token endpoint), [`fault`] (errors, delays and cut bodies on
+//!   purpose), [`TlsConfig`], a manifest size limit and an upload budget.
+//! - **[Push control](push_control)**, apart from the rest: holding uploads
+//!   past a size, pacing blob `HEAD`s, refusing manifests. Made for one
+//!   embedder that has a container engine push into the registry only to
+//!   read some of its layers; off by default.
+//!
+//! [`oci_spec`] is re-exported: its [`Digest`](oci_spec::image::Digest) and
+//! manifest types appear in this API.
+//!
 //! The crate knows nothing about Docker or image layers; it only implements
-//! the distribution protocol.
+//! the distribution protocol, and it never prints: it emits [`tracing`]
+//! events.
 //!
 //! [OCI Distribution Spec v1.1]: https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md
+//! [`tracing`]: https://docs.rs/tracing
 #![warn(missing_docs)]
 
 /// The README's examples, compiled (and run) as doctests.
@@ -50,12 +75,14 @@
 struct ReadmeDoctests;
 
 pub mod auth;
+mod budget;
 mod events;
 pub mod fault;
-mod hold;
 mod policy;
+pub mod push_control;
 pub mod seed;
 mod server;
+mod state;
 pub mod storage;
 mod tls;
 mod wire;
@@ -66,12 +93,15 @@ use std::time::Duration;
 pub use oci_spec;
 
 pub use events::{ChannelSink, EventSink, RegistryEvent};
-pub use hold::UploadHold;
-pub use policy::{HeadPace, Presence, PresencePolicy};
+pub use policy::{Presence, PresencePolicy};
+#[doc(no_inline)]
+pub use push_control::{HeadPace, UploadHold};
 pub use server::{RegistryHandle, ServeError};
 pub use tls::TlsConfig;
 pub use wire::{RegistryService, ResponseBody};
 
+use budget::UploadBudget;
+use state::Shared;
 use storage::{MemoryStorage, Storage};
 
 /// The largest manifest body accepted by default (the spec asks registries
@@ -88,24 +118,6 @@ const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(10 * 60);
 pub struct Registry {
     shared: Arc<Shared>,
     tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-/// What every request handler shares.
-pub(crate) struct Shared {
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) presence: Arc<dyn PresencePolicy>,
-    pub(crate) events: Arc<dyn EventSink>,
-    pub(crate) upload_expiry: Duration,
-    pub(crate) auth: auth::Authorizer,
-    pub(crate) faults: Option<fault::FaultState>,
-    pub(crate) max_manifest: usize,
-    /// Blob bytes still allowed in, over all uploads (`None`: no bound).
-    pub(crate) upload_budget: Option<Arc<wire::UploadBudget>>,
-    /// Where uploads stop being read (`None`: never).
-    pub(crate) upload_hold: Option<UploadHold>,
-    /// Counts the shutdowns of servers serving this registry: a held
-    /// upload ends when it changes.
-    pub(crate) shutdowns: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -225,13 +237,6 @@ impl RegistryBuilder {
         self
     }
 
-    /// Holds upload sessions past the hold's size (default: none); see
-    /// [`UploadHold`].
-    pub fn upload_hold(mut self, hold: UploadHold) -> Self {
-        self.upload_hold = Some(hold);
-        self
-    }
-
     /// Where blobs, uploads and manifests live (default: [`MemoryStorage`]).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = Some(storage);
@@ -280,9 +285,7 @@ impl RegistryBuilder {
             auth: auth::Authorizer::new(self.auth),
             faults: self.faults.map(fault::FaultState::new),
             max_manifest: self.max_manifest,
-            upload_budget: self
-                .upload_budget
-                .map(|b| Arc::new(wire::UploadBudget::new(b))),
+            upload_budget: self.upload_budget.map(|b| Arc::new(UploadBudget::new(b))),
             upload_hold: self.upload_hold,
             shutdowns: tokio::sync::watch::Sender::new(0),
         };
@@ -290,6 +293,17 @@ impl RegistryBuilder {
             shared: Arc::new(shared),
             tls,
         })
+    }
+}
+
+/// [Push control](push_control): made for steering a client's push, not
+/// needed to serve one.
+impl RegistryBuilder {
+    /// Holds upload sessions past the hold's size (default: none); see
+    /// [`UploadHold`].
+    pub fn upload_hold(mut self, hold: UploadHold) -> Self {
+        self.upload_hold = Some(hold);
+        self
     }
 }
 

@@ -1,31 +1,35 @@
 //! Deciding whether a blob is present.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use oci_spec::image::Digest;
+
+use crate::push_control::HeadPace;
 
 /// Decides how the registry answers "is this blob present?" — blob `HEAD`
 /// and `GET`, cross-repository mounts, and the blob check of a manifest
 /// `PUT`.
 ///
 /// Called synchronously for each such request: must not block.
+///
+/// Only [`blob`](Self::blob) is required. The two other methods are [push
+/// control](crate::push_control) (pacing blob `HEAD`s, refusing manifests);
+/// their defaults do nothing.
 pub trait PresencePolicy: Send + Sync {
     /// The answer for `digest` in `repository`.
     fn blob(&self, repository: &str, digest: &Digest) -> Presence;
 
-    /// Lets the answer to a blob `HEAD` wait: when this returns a future,
-    /// the registry awaits it before asking [`blob`](Self::blob) and
-    /// answering (default: none, answered at once). For pacing a client's
-    /// questions, e.g. answering one at a time to see what it does with
-    /// each answer. The future should end by itself (a client waits for it).
+    /// [Push control](crate::push_control): lets the answer to a blob
+    /// `HEAD` wait: when this returns a future, the registry awaits it
+    /// before asking [`blob`](Self::blob) and answering (default: none,
+    /// answered at once). For pacing a client's questions, e.g. answering
+    /// one at a time to see what it does with each answer. The future
+    /// should end by itself (a client waits for it).
     fn pace_head(&self, _repository: &str, _digest: &Digest) -> Option<HeadPace> {
         None
     }
 
-    /// Refuses a well-formed manifest `PUT` to `repository` by `reference`
-    /// (a tag or a digest) of `body`, sent as `media_type`: when this
-    /// returns a message, the registry
+    /// [Push control](crate::push_control): refuses a well-formed manifest
+    /// `PUT` to `repository` by `reference` (a tag or a digest) of `body`,
+    /// sent as `media_type`: when this returns a message, the registry
     /// checks the manifest as usual, reports it in
     /// [`RegistryEvent::ManifestRefused`](crate::RegistryEvent::ManifestRefused)
     /// and answers `403 DENIED` with that message, storing nothing (default:
@@ -42,9 +46,6 @@ pub trait PresencePolicy: Send + Sync {
         None
     }
 }
-
-/// What [`PresencePolicy::pace_head`] has a `HEAD` wait for.
-pub type HeadPace = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// An answer of a [`PresencePolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::Registry;
+use crate::state::Shared;
 use crate::wire::RegistryService;
-use crate::{Registry, Shared};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;

@@ -6,10 +6,11 @@ mod body;
 mod error;
 mod manifests;
 mod range;
+mod reply;
+mod request;
 mod route;
 mod service;
 
 pub use body::ResponseBody;
 pub(crate) use route::{valid_name, valid_tag};
 pub use service::RegistryService;
-pub(crate) use service::{BudgetExhausted, UploadBudget};

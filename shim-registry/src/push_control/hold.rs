@@ -1,4 +1,4 @@
-//! Holding uploads that grow past a size.
+//! Holding uploads that grow past a size ([push control](super)).
 
 use std::sync::Arc;
 
@@ -21,7 +21,8 @@ use tokio::sync::watch;
 /// registries. A new hold holds nothing.
 ///
 /// ```
-/// use shim_registry::{Registry, UploadHold};
+/// use shim_registry::Registry;
+/// use shim_registry::push_control::UploadHold;
 ///
 /// let hold = UploadHold::new();
 /// let registry = Registry::builder().upload_hold(hold.clone()).build().unwrap();

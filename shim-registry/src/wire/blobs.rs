@@ -9,11 +9,12 @@ use serde_json::json;
 use super::body::ResponseBody;
 use super::error::{ApiError, Code};
 use super::range::{ByteRange, parse_content_range, resolve_range, upload_range};
+use super::reply::Reply;
+use super::request::{Incoming, upload_stream};
 use super::route::{parse_digest, query_value};
-use super::service::{Incoming, Reply, upload_stream};
-use crate::Shared;
 use crate::events::RegistryEvent;
 use crate::policy::Presence;
+use crate::state::Shared;
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -196,7 +197,7 @@ fn storage_failed(
     if let StorageError::Incoming { source } = &e
         && source
             .get_ref()
-            .is_some_and(|s| s.is::<super::BudgetExhausted>())
+            .is_some_and(|s| s.is::<crate::budget::BudgetExhausted>())
     {
         shared.events.event(&RegistryEvent::UploadBudgetSpent {
             repository: name.to_owned(),

@@ -175,7 +175,7 @@ impl From<StorageError> for ApiError {
             StorageError::Incoming { source }
                 if source
                     .get_ref()
-                    .is_some_and(|e| e.is::<super::BudgetExhausted>()) =>
+                    .is_some_and(|e| e.is::<crate::budget::BudgetExhausted>()) =>
             {
                 ApiError::new(Code::SizeInvalid)
                     .status(StatusCode::PAYLOAD_TOO_LARGE)

@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 
 use super::body::ResponseBody;
 use super::error::{ApiError, Code};
+use super::reply::Reply;
+use super::request::Incoming;
 use super::route::{parse_digest, parse_reference, percent_encode, query_value, valid_tag};
-use super::service::{Incoming, Reply};
-use crate::Shared;
 use crate::events::RegistryEvent;
 use crate::policy::Presence;
+use crate::state::Shared;
 use crate::storage::{Reference, StoredManifest, hashing::digest_of};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

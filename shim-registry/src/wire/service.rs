@@ -3,23 +3,21 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
-use http_body_util::{BodyDataStream, BodyExt, Limited};
+use http_body_util::{BodyExt, Limited};
 
 use super::body::ResponseBody;
 use super::error::{ApiError, Code};
+use super::reply::Reply;
+use super::request::Incoming;
 use super::route::{Route, query_pairs, query_value, valid_name};
 use super::{blobs, manifests};
-use crate::Shared;
 use crate::auth::{Action, Need, Refusal, TokenRefusal, TokenRequest};
-use crate::events::RegistryEvent;
 use crate::fault::Fault;
-use crate::storage::ByteStream;
+use crate::state::Shared;
 
 /// The largest `POST /token` form read.
 const MAX_TOKEN_FORM: usize = 64 << 10;
@@ -70,14 +68,6 @@ where
         let tls = self.tls;
         Box::pin(async move { handle_with_faults(&shared, tls, request).await })
     }
-}
-
-/// The parts of a request the handlers need, with the body split off.
-pub(super) struct Incoming<B> {
-    pub(super) method: Method,
-    pub(super) headers: http::HeaderMap,
-    pub(super) query: Vec<(String, String)>,
-    pub(super) body: B,
 }
 
 async fn handle_with_faults<B>(
@@ -369,211 +359,3 @@ fn error_response(e: &ApiError, head: bool) -> Response<ResponseBody> {
         reply.body(body)
     }
 }
-
-/// Builds a response; header values are ours and always valid.
-pub(super) struct Reply {
-    response: Response<ResponseBody>,
-}
-
-impl Reply {
-    pub(super) fn new(status: StatusCode) -> Self {
-        let mut response = Response::new(ResponseBody::empty());
-        *response.status_mut() = status;
-        Self { response }
-    }
-
-    pub(super) fn header(
-        mut self,
-        name: impl header::IntoHeaderName,
-        value: impl AsRef<str>,
-    ) -> Self {
-        match HeaderValue::from_str(value.as_ref()) {
-            Ok(v) => {
-                self.response.headers_mut().insert(name, v);
-            }
-            Err(_) => tracing::warn!(value = value.as_ref(), "dropping an invalid header value"),
-        }
-        self
-    }
-
-    /// An empty body with `Content-Length: 0`.
-    pub(super) fn empty(self) -> Response<ResponseBody> {
-        self.header(header::CONTENT_LENGTH, "0").response
-    }
-
-    /// No body and no length set here (for `HEAD`, where it is set by the caller).
-    pub(super) fn response(self) -> Response<ResponseBody> {
-        self.response
-    }
-
-    pub(super) fn body(mut self, body: impl Into<Bytes>) -> Response<ResponseBody> {
-        *self.response.body_mut() = ResponseBody::full(body);
-        self.response
-    }
-
-    pub(super) fn stream(mut self, body: ResponseBody) -> Response<ResponseBody> {
-        *self.response.body_mut() = body;
-        self.response
-    }
-
-    /// `body` with its `Content-Length`, sent only when the method is not `HEAD`.
-    pub(super) fn body_unless_head(
-        self,
-        method: &Method,
-        body: impl Into<Bytes>,
-    ) -> Response<ResponseBody> {
-        let body = body.into();
-        let reply = self.header(header::CONTENT_LENGTH, body.len().to_string());
-        if method == Method::HEAD {
-            reply.response()
-        } else {
-            reply.body(body)
-        }
-    }
-}
-
-/// The request body as a stream of data frames, reporting progress of the
-/// upload `upload_id` (whose size before this request was `base`), taking
-/// each frame from the upload budget and waiting while the upload hold
-/// holds the session.
-pub(super) fn upload_stream<B>(
-    body: B,
-    shared: &Shared,
-    repository: &str,
-    upload_id: &str,
-    base: u64,
-) -> ByteStream<'static>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let state = Arc::new(Ingest {
-        events: shared.events.clone(),
-        budget: shared.upload_budget.clone(),
-        hold: shared.upload_hold.clone(),
-        shutdowns: shared.shutdowns.subscribe(),
-        repository: repository.to_owned(),
-        upload_id: upload_id.to_owned(),
-        total: AtomicU64::new(base),
-        reported: AtomicU64::new(base),
-    });
-    let stream = BodyDataStream::new(body)
-        .map_err(|e| io::Error::other(e.into()))
-        .and_then(move |frame| {
-            let state = state.clone();
-            async move {
-                state.take(&frame).await?;
-                Ok(frame)
-            }
-        });
-    Box::pin(stream)
-}
-
-/// One request's share of an upload session, as its frames arrive.
-struct Ingest {
-    events: Arc<dyn crate::EventSink>,
-    budget: Option<Arc<UploadBudget>>,
-    hold: Option<crate::UploadHold>,
-    /// Changes when a server of this registry shuts down.
-    shutdowns: tokio::sync::watch::Receiver<u64>,
-    repository: String,
-    upload_id: String,
-    /// The session's size with the frames taken so far.
-    total: AtomicU64,
-    /// The size last reported in a `BytesReceived` event.
-    reported: AtomicU64,
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        tracing::debug!(
-            repository = self.repository,
-            upload_id = self.upload_id,
-            total = self.total.load(Ordering::Relaxed),
-            "upload request ended"
-        );
-    }
-}
-
-impl Ingest {
-    /// Progress is reported at most this often (in bytes).
-    const EVERY: u64 = 1 << 20;
-
-    /// Takes one frame: from the budget, past the hold, into the count.
-    /// Frames come one at a time (the stream polls one future at a time).
-    async fn take(&self, frame: &Bytes) -> io::Result<()> {
-        let len = frame.len() as u64;
-        if let Some(budget) = &self.budget
-            && !budget.take(len)
-        {
-            return Err(io::Error::other(BudgetExhausted));
-        }
-        let total = self.total.load(Ordering::Relaxed);
-        let after = total.saturating_add(len);
-        if let Some(hold) = &self.hold
-            && hold.holds(after)
-        {
-            tracing::debug!(
-                repository = self.repository,
-                upload_id = self.upload_id,
-                total,
-                "upload held"
-            );
-            self.events.event(&RegistryEvent::UploadHeld {
-                repository: self.repository.clone(),
-                upload_id: self.upload_id.clone(),
-                total,
-            });
-            let mut shutdowns = self.shutdowns.clone();
-            tokio::select! {
-                () = hold.admit(after) => {
-                    tracing::debug!(upload_id = self.upload_id, "upload resumed");
-                }
-                _ = shutdowns.changed() => {
-                    tracing::debug!(upload_id = self.upload_id, "held upload ended by shutdown");
-                    return Err(io::Error::other("the registry is shutting down"));
-                }
-            }
-        }
-        self.total.store(after, Ordering::Relaxed);
-        if after - self.reported.load(Ordering::Relaxed) >= Self::EVERY {
-            self.reported.store(after, Ordering::Relaxed);
-            self.events.event(&RegistryEvent::BytesReceived {
-                repository: self.repository.clone(),
-                upload_id: self.upload_id.clone(),
-                total: after,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Blob bytes the registry still takes in (see
-/// [`RegistryBuilder::upload_budget`](crate::RegistryBuilder::upload_budget)).
-#[derive(Debug)]
-pub(crate) struct UploadBudget {
-    left: std::sync::atomic::AtomicU64,
-}
-
-impl UploadBudget {
-    pub(crate) fn new(bytes: u64) -> Self {
-        Self {
-            left: std::sync::atomic::AtomicU64::new(bytes),
-        }
-    }
-
-    /// Takes `n` bytes from the budget; `false` (and nothing taken) when
-    /// fewer are left.
-    fn take(&self, n: u64) -> bool {
-        self.left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                left.checked_sub(n)
-            })
-            .is_ok()
-    }
-}
-
-/// The error an upload stream ends with when the budget is spent.
-#[derive(Debug, thiserror::Error)]
-#[error("the registry's upload budget is spent")]
-pub(crate) struct BudgetExhausted;
