@@ -61,6 +61,13 @@
 //! [`oci_spec`] is re-exported: its [`Digest`](oci_spec::image::Digest) and
 //! manifest types appear in this API.
 //!
+//! # Features
+//!
+//! - `cli` (off by default): the `shim-registry` program (`serve`,
+//!   `export`), with clap and a tracing subscriber
+//!   (`cargo install shim-registry --features cli`). The library needs
+//!   neither.
+//!
 //! The crate knows nothing about Docker or image layers; it only implements
 //! the distribution protocol, and it never prints: it emits [`tracing`]
 //! events.

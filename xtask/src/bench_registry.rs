@@ -45,7 +45,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let rounds = opt_u64(&opts, "rounds", 3)?;
     apt_install(&["docker-registry", "curl"])?;
     let shim_exe = cargo_release_exe(
-        &["-p", "shim-registry", "--bin", "shim-registry"],
+        &[
+            "-p",
+            "shim-registry",
+            "--features",
+            "cli",
+            "--bin",
+            "shim-registry",
+        ],
         "shim-registry",
     )?;
 

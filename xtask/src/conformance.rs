@@ -92,7 +92,14 @@ pub(crate) fn run_suite(args: &[&str]) -> Result<()> {
     let work = root().join("target/xtask/conformance");
     let suite = build_suite(&src, &work)?;
     let shim = cargo_release_exe(
-        &["-p", "shim-registry", "--bin", "shim-registry"],
+        &[
+            "-p",
+            "shim-registry",
+            "--features",
+            "cli",
+            "--bin",
+            "shim-registry",
+        ],
         "shim-registry",
     )?;
     let version = if dev { "1.1+dev" } else { "1.1" };

@@ -124,7 +124,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     if opts.unit {
         steps.push(cargo_step(
             "unit",
-            &["test", "--workspace", "--exclude", "dlgrab-tests"],
+            &[
+                "test",
+                "--workspace",
+                "--exclude",
+                "dlgrab-tests",
+                "--features",
+                "shim-registry/cli",
+            ],
             &[],
         ));
         steps.push(cargo_step(

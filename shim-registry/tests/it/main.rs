@@ -18,3 +18,15 @@ mod skopeo;
 mod support;
 mod transport;
 mod uploads;
+
+/// Without the `cli` feature the `shim-registry` program is not built, and
+/// its tests (`binary`, `skopeo`) are left out: this says so.
+#[cfg(not(feature = "cli"))]
+#[test]
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn program_tests_need_the_cli_feature() {
+    eprintln!(
+        "SKIP binary::*, skopeo::*: the `shim-registry` program is built only with the `cli` \
+         feature (cargo test -p shim-registry --features cli)"
+    );
+}
