@@ -132,7 +132,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
                 "--features",
                 "shim-registry/cli",
             ],
-            &[],
+            &[("DLGRAB_REQUIRE_SKOPEO", "1")],
         ));
         steps.push(cargo_step(
             "testkit",

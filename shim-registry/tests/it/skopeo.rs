@@ -3,6 +3,10 @@
 //! pushes an OCI layout in and pulls it back out with Basic auth (plain
 //! HTTP) and with Bearer tokens (TLS with the self-signed certificate), and
 //! is refused with a wrong password either way.
+//!
+//! Without skopeo the tests skip, saying so, unless `DLGRAB_REQUIRE_SKOPEO=1`
+//! (as `cargo xtask test` sets, having installed Debian's skopeo): then they
+//! fail.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,12 +18,76 @@ use crate::binary::serve;
 use crate::seed::image;
 use crate::support::{client, header, sha256};
 
-/// Whether skopeo runs here (`cargo xtask` installs Debian's).
-fn skopeo_available() -> bool {
-    Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// Environment variable that turns "no skopeo" into a failure when set to
+/// `1`, instead of a skip.
+const ENV_REQUIRE_SKOPEO: &str = "DLGRAB_REQUIRE_SKOPEO";
+
+/// Whether skopeo runs here (`cargo xtask` installs Debian's), or why not.
+fn probe_skopeo() -> Result<(), String> {
+    match Command::new("skopeo").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`skopeo --version` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("skopeo is not installed ({e})")),
+    }
+}
+
+/// What a test does when skopeo is missing for `reason`.
+#[derive(Debug, PartialEq, Eq)]
+enum Missing {
+    /// Skip, printing this line.
+    Skip(String),
+    /// Fail with this message.
+    Fail(String),
+}
+
+/// A missing skopeo fails the test when `require` (the value of
+/// `DLGRAB_REQUIRE_SKOPEO`) is `1`, and skips it otherwise.
+fn when_missing(test_name: &str, require: Option<&str>, reason: &str) -> Missing {
+    if require == Some("1") {
+        Missing::Fail(format!(
+            "{test_name}: no skopeo ({ENV_REQUIRE_SKOPEO}=1): {reason}"
+        ))
+    } else {
+        Missing::Skip(format!("SKIP {test_name}: {reason}"))
+    }
+}
+
+/// True when skopeo runs; otherwise prints `SKIP <test_name>: <reason>` and
+/// returns false, or panics when `DLGRAB_REQUIRE_SKOPEO=1`.
+#[track_caller]
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn skopeo_or_skip(test_name: &str) -> bool {
+    let Err(reason) = probe_skopeo() else {
+        return true;
+    };
+    let require = std::env::var(ENV_REQUIRE_SKOPEO).ok();
+    match when_missing(test_name, require.as_deref(), &reason) {
+        Missing::Fail(message) => panic!("{message}"),
+        Missing::Skip(line) => {
+            eprintln!("{line}");
+            false
+        }
+    }
+}
+
+#[test]
+fn a_missing_skopeo_fails_only_when_required() {
+    let skip = |require| when_missing("t", require, "skopeo is not installed");
+    assert_eq!(
+        skip(Some("1")),
+        Missing::Fail("t: no skopeo (DLGRAB_REQUIRE_SKOPEO=1): skopeo is not installed".into())
+    );
+    for require in [None, Some("0"), Some("")] {
+        assert_eq!(
+            skip(require),
+            Missing::Skip("SKIP t: skopeo is not installed".into()),
+            "{require:?}"
+        );
+    }
 }
 
 /// `skopeo copy ARGS…`, reading no auth file of the user's.
@@ -197,22 +265,16 @@ async fn round_trip(extra: &[&str], seed: u64) {
 }
 
 #[tokio::test]
-#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
 async fn skopeo_copies_in_and_out_with_basic_auth() {
-    if !skopeo_available() {
-        eprintln!("SKIP skopeo::skopeo_copies_in_and_out_with_basic_auth: skopeo is not installed");
+    if !skopeo_or_skip("skopeo::skopeo_copies_in_and_out_with_basic_auth") {
         return;
     }
     round_trip(&[], 41).await;
 }
 
 #[tokio::test]
-#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
 async fn skopeo_copies_in_and_out_with_bearer_tokens() {
-    if !skopeo_available() {
-        eprintln!(
-            "SKIP skopeo::skopeo_copies_in_and_out_with_bearer_tokens: skopeo is not installed"
-        );
+    if !skopeo_or_skip("skopeo::skopeo_copies_in_and_out_with_bearer_tokens") {
         return;
     }
     // Over TLS (self-signed), where the token realm is still plain HTTP.
