@@ -7,6 +7,7 @@
 //! cargo xtask dist [completions|man]   completions and man page into target/dist
 //! cargo xtask bench registry|export|copy side-by-side benchmarks (see bench.rs)
 //! cargo xtask conformance [--dev]      the OCI conformance suite against shim-registry
+//! cargo xtask package                  shim-registry packaged, used by a crate outside the workspace
 //! cargo xtask buildx                   fetch docker-buildx, print its DOCKER_CONFIG folder
 //! ```
 
@@ -26,6 +27,7 @@ mod conformance;
 mod daemons;
 mod demo;
 mod dist;
+mod package;
 mod sh;
 mod test;
 
@@ -48,6 +50,8 @@ usage: cargo xtask <command>
   conformance [--dev] [--src PATH]
                            the OCI distribution-spec conformance suite against
                            shim-registry (source: DLGRAB_CONFORMANCE_SRC)
+  package                  cargo package shim-registry, then push to and pull from
+                           it in a crate outside the workspace (no clap in its tree)
   buildx                   fetch Debian sid's docker-buildx and print the Docker
                            CLI config folder the BuildKit tests use";
 
@@ -74,6 +78,7 @@ fn run() -> Result<()> {
         ["dist", rest @ ..] => dist::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["conformance", rest @ ..] => conformance::run_suite(rest),
+        ["package"] => package::run(),
         ["buildx"] => buildx::plugin_config().map(|config| {
             println!("{}={}", testkit::ENV_BUILDX_CONFIG, config.display());
         }),

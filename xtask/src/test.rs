@@ -139,6 +139,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             &["test", "-p", "dlgrab-tests", "--lib"],
             &[],
         ));
+        steps.push(cargo_step("package", &["xtask", "package"], &[]));
     }
 
     // Build the daemon tests once, and the dlgrab binary they run (found
