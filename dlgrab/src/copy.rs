@@ -599,7 +599,7 @@ async fn copy_one(
         .await
         .with_context(|| format!("cannot find {image} on the source daemon"))?;
     let layers = details.diff_ids.len();
-    let tags = crate::sweep::user_tags(&details.repo_tags);
+    let tags = crate::temp_names::user_tags(&details.repo_tags);
     let done = |how, dest_image_id: String, skipped, sent, bytes_sent, routes| Copied {
         image: image.to_owned(),
         image_id: details.id.clone(),
@@ -676,7 +676,7 @@ async fn copy_one(
                     Ok(()) => load_folder(dest, folder, counter.clone(), bar.clone()).await,
                     Err(e) => Err(e),
                 };
-                remove_dir(&scratch).await;
+                crate::temp_names::remove(&scratch).await;
                 (How::Delta, routes, result)
             }
             Err(e) => return Err(e),
@@ -809,7 +809,7 @@ async fn export_layers(
     details: &ImageDetails,
     indexes: &[usize],
 ) -> anyhow::Result<(PathBuf, Vec<&'static str>)> {
-    let scratch = std::env::temp_dir().join(format!(".dlgrab-copy-{}", unique_suffix()));
+    let scratch = crate::temp_names::scratch_in_temp(layer_writer::run::TempKind::Copy);
     cleanup.add_dir(scratch.clone());
     let mut options = options.clone();
     options.outdir = scratch.join("layers");
@@ -827,7 +827,7 @@ async fn export_layers(
             Ok((scratch, routes))
         }
         Err(e) => {
-            remove_dir(&scratch).await;
+            crate::temp_names::remove(&scratch).await;
             Err(e)
         }
     }
@@ -845,7 +845,7 @@ async fn load_whole(
     counter: Arc<AtomicU64>,
     bar: Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<()> {
-    let tags = crate::sweep::user_tags(&details.repo_tags);
+    let tags = crate::temp_names::user_tags(&details.repo_tags);
     let names = if tags.is_empty() {
         vec![details.id.clone()]
     } else {
@@ -993,20 +993,6 @@ impl Write for ChannelWriter {
             .blocking_send(chunk)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the load request ended"))
     }
-}
-
-async fn remove_dir(dir: &std::path::Path) {
-    match tokio::fs::remove_dir_all(dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::debug!(dir = %dir.display(), "scratch not removed yet: {e}"),
-    }
-}
-
-/// The run's identity and a counter: a later run sweeps the scratch folder
-/// of a killed `--to` (see `crate::sweep`).
-fn unique_suffix() -> String {
-    layer_writer::run::unique_name_part()
 }
 
 fn short(id: &str) -> &str {

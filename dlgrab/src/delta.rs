@@ -22,6 +22,8 @@ use anyhow::{Context, bail};
 use docker_driver::{DockerDriver, LayerSelector};
 use serde::Serialize;
 
+use layer_writer::run::TempKind;
+
 use crate::cleanup::Cleanup;
 use crate::export::{ExportOptions, Exported, Exporter};
 use crate::report::Reporter;
@@ -163,13 +165,13 @@ pub(crate) async fn run(
                 .await?,
         )),
         Target::LayerToStdout => {
-            let scratch = std::env::temp_dir().join(format!(".dlgrab-stdout-{}", unique_suffix()));
+            let scratch = crate::temp_names::scratch_in_temp(TempKind::Stdout);
             cleanup.add_dir(scratch.clone());
             let result = layer_to_stdout(
                 &scratch, driver, cleanup, reporter, options, layers, selector,
             )
             .await;
-            remove_scratch(&scratch).await;
+            crate::temp_names::remove(&scratch).await;
             result.map(|()| Done::Streamed)
         }
         Target::Since {
@@ -191,9 +193,9 @@ pub(crate) async fn run(
                             path.display()
                         );
                     }
-                    parent_of(path).join(format!(".dlgrab-delta-{}", unique_suffix()))
+                    crate::temp_names::scratch_in(&parent_of(path), TempKind::Delta)
                 }
-                None => std::env::temp_dir().join(format!(".dlgrab-delta-{}", unique_suffix())),
+                None => crate::temp_names::scratch_in_temp(TempKind::Delta),
             };
             cleanup.add_dir(scratch.clone());
             let result = since(
@@ -207,7 +209,7 @@ pub(crate) async fn run(
                 archive.as_deref(),
             )
             .await;
-            remove_scratch(&scratch).await;
+            crate::temp_names::remove(&scratch).await;
             result.map(|d| Done::Delta(Box::new(d)))
         }
     }
@@ -489,21 +491,6 @@ fn parent_of(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
-}
-
-async fn remove_scratch(dir: &Path) {
-    match tokio::fs::remove_dir_all(dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::debug!(dir = %dir.display(), "scratch not removed yet: {e}"),
-    }
-}
-
-/// A suffix unique to this process and moment.
-fn unique_suffix() -> String {
-    // The run's identity, so that a later run can sweep what this one
-    // leaves should it die before its cleanup (see `crate::sweep`).
-    layer_writer::run::unique_name_part()
 }
 
 #[cfg(test)]

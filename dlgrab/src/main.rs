@@ -22,6 +22,7 @@ mod plugin;
 mod report;
 mod route;
 mod sweep;
+mod temp_names;
 mod watchdog;
 
 use std::ffi::OsString;

@@ -243,7 +243,7 @@ pub(crate) fn registry_name(image: &ImageDetails) -> (String, String) {
         .chars()
         .take(12)
         .collect::<String>();
-    let tags = crate::sweep::user_tags(&image.repo_tags);
+    let tags = crate::temp_names::user_tags(&image.repo_tags);
     let Some(tag) = tags.first() else {
         return (format!("dlgrab/{short}"), "latest".to_owned());
     };

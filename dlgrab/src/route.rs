@@ -157,7 +157,7 @@ impl Job {
         ImageContext {
             config_json,
             // As `docker save` writes them, whatever the engine lists.
-            repo_tags: crate::sweep::user_tags(&image.repo_tags)
+            repo_tags: crate::temp_names::user_tags(&image.repo_tags)
                 .iter()
                 .map(|t| docker_driver::familiar_tag(t))
                 .collect(),

@@ -15,7 +15,9 @@
 use std::path::{Path, PathBuf};
 
 use docker_driver::{DockerDriver, DriverError};
-use layer_writer::run::{Liveness, RunId};
+use layer_writer::run::Liveness;
+
+use crate::temp_names::{TAG_PATTERN, tag_run};
 use serde::Serialize;
 
 /// What a sweep found and did, as `--clean --json` prints it.
@@ -83,32 +85,6 @@ impl Swept {
         lines
     }
 }
-
-/// `tags` without dlgrab's temporary ones: an image being exported by
-/// another run at the same moment carries that run's tag, which must not
-/// be copied into an output or onto another daemon.
-pub(crate) fn user_tags(tags: &[String]) -> Vec<String> {
-    tags.iter()
-        .filter(|t| tag_run(t).is_none())
-        .cloned()
-        .collect()
-}
-
-/// The run that made temporary tag `reference`
-/// (`127.0.0.1:PORT/dlgrab-run-…:TAG`), if it is one of dlgrab's.
-pub(crate) fn tag_run(reference: &str) -> Option<RunId> {
-    let rest = reference.strip_prefix("127.0.0.1:")?;
-    let (port, rest) = rest.split_once('/')?;
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (repo, _tag) = rest.rsplit_once(':')?;
-    RunId::parse(repo.strip_prefix("dlgrab-")?)
-}
-
-/// The names of runs' temporary tags, as the Engine API's `reference`
-/// filter matches them (see [`tag_run`]).
-const TAG_PATTERN: &str = "127.0.0.1:*/dlgrab-*";
 
 /// Removes the temporary tags of dead runs from the daemon.
 pub(crate) async fn sweep_daemon(driver: &dyn DockerDriver, swept: &mut Swept) {
@@ -194,7 +170,9 @@ pub(crate) async fn sweep(driver: &dyn DockerDriver, folder: Option<&Path>) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::temp_names::user_tags;
     use docker_driver::{ImageSummary, MockDockerDriver};
+    use layer_writer::run::RunId;
 
     fn dead_token() -> String {
         let me = RunId::current().expect("identity").clone();

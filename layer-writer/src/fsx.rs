@@ -8,6 +8,7 @@ use tempfile::NamedTempFile;
 
 use crate::WriteError;
 use crate::error::io_err;
+use crate::run::{TempKind, temp_name};
 
 /// Creates `dir` and its parents.
 pub(crate) fn mkdirs(dir: &Path) -> Result<(), WriteError> {
@@ -33,7 +34,7 @@ pub(crate) fn temp_beside(target: &Path) -> Result<NamedTempFile, WriteError> {
 /// should this one die before removing it.
 pub(crate) fn temp_in(dir: &Path) -> Result<NamedTempFile, WriteError> {
     tempfile::Builder::new()
-        .prefix(&format!(".dlgrab-tmp-{}-", unique()))
+        .prefix(&format!("{}-", temp_name(TempKind::Tmp)))
         .tempfile_in(dir)
         .map_err(io_err(dir))
 }
@@ -82,7 +83,7 @@ pub(crate) fn finish(tmp: NamedTempFile, target: &Path, replace: bool) -> Result
 pub(crate) fn link_atomic(source: &Path, target: &Path) -> Result<(), WriteError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     mkdirs(dir)?;
-    let tmp = dir.join(format!(".dlgrab-link-{}", unique()));
+    let tmp = dir.join(temp_name(TempKind::Link));
     fs::hard_link(source, &tmp).map_err(io_err(&tmp))?;
     if let Err(source) = fs::rename(&tmp, target) {
         let _ = fs::remove_file(&tmp);
@@ -92,12 +93,6 @@ pub(crate) fn link_atomic(source: &Path, target: &Path) -> Result<(), WriteError
         });
     }
     Ok(())
-}
-
-/// A name part unique within this process, starting with its run ID
-/// (see [`crate::run`]).
-pub(crate) fn unique() -> String {
-    crate::run::unique_name_part()
 }
 
 /// Deletes a path (file or folder) when dropped, unless disarmed.

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::error::io_err;
 use crate::pipeline::Streamed;
+use crate::run::{TempKind, temp_name};
 use crate::{Format, ImageContext, WriteError, WriterOptions, folder, fsx, v1};
 
 pub(crate) const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -230,7 +231,7 @@ fn commit_seed(
     let count = image.layer_ids.len().max(index + 1);
     let json = v1::v1_layer_json(&image.config_json, index, count, id, parent)?;
 
-    let tmp_dir = root.join(format!(".dlgrab-tmp-{}-{id}", fsx::unique()));
+    let tmp_dir = root.join(format!("{}-{id}", temp_name(TempKind::Tmp)));
     fs::create_dir(&tmp_dir).map_err(io_err(&tmp_dir))?;
     let mut guard = fsx::RemoveOnDrop(Some(tmp_dir.clone()));
     let tar_path = tmp_dir.join("layer.tar");
@@ -244,7 +245,7 @@ fn commit_seed(
         if !replace {
             return Err(WriteError::TargetExists { path: target });
         }
-        let old = root.join(format!(".dlgrab-old-{}-{id}", fsx::unique()));
+        let old = root.join(format!("{}-{id}", temp_name(TempKind::Old)));
         fs::rename(&target, &old).map_err(io_err(&target))?;
         old_guard.0 = Some(old);
     }
@@ -732,7 +733,7 @@ fn point_at_blob(blob: &Path, path: &Path, target: PathBuf) -> Result<(), WriteE
         return Ok(());
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".dlgrab-link-{}", fsx::unique()));
+    let tmp = dir.join(temp_name(TempKind::Link));
     std::os::unix::fs::symlink(&target, &tmp).map_err(io_err(&tmp))?;
     if !same_file(&tmp, blob) {
         let _ = fs::remove_file(&tmp);

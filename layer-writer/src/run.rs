@@ -18,16 +18,69 @@ use std::sync::OnceLock;
 
 use sha2::{Digest as _, Sha256};
 
+/// The kinds of temporary files and folders this workspace makes; each is
+/// named `.dlgrab-<kind>-<run ID>-<n>` by [`temp_name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TempKind {
+    /// The push route's registry storage, in the output folder.
+    Scratch,
+    /// A file or folder being written, renamed into place when complete.
+    Tmp,
+    /// An output being replaced (`--force`), removed once the new one is in.
+    Old,
+    /// A hard link made to be renamed over a file.
+    Link,
+    /// `-o -`: the layer written before it is streamed to stdout.
+    Stdout,
+    /// `--since`: the archive's folder before it is tarred.
+    Delta,
+    /// `--to`: the layers exported before they are loaded on DEST.
+    Copy,
+}
+
+impl TempKind {
+    /// Every kind, as the sweep looks for them.
+    pub const ALL: [TempKind; 7] = [
+        TempKind::Scratch,
+        TempKind::Tmp,
+        TempKind::Old,
+        TempKind::Link,
+        TempKind::Stdout,
+        TempKind::Delta,
+        TempKind::Copy,
+    ];
+
+    /// The name prefix of this kind, before the run ID.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            TempKind::Scratch => ".dlgrab-scratch-",
+            TempKind::Tmp => ".dlgrab-tmp-",
+            TempKind::Old => ".dlgrab-old-",
+            TempKind::Link => ".dlgrab-link-",
+            TempKind::Stdout => ".dlgrab-stdout-",
+            TempKind::Delta => ".dlgrab-delta-",
+            TempKind::Copy => ".dlgrab-copy-",
+        }
+    }
+}
+
 /// Name prefixes of the temporary files and folders this workspace makes.
-pub const TEMP_PREFIXES: &[&str] = &[
-    ".dlgrab-scratch-",
-    ".dlgrab-tmp-",
-    ".dlgrab-old-",
-    ".dlgrab-link-",
-    ".dlgrab-stdout-",
-    ".dlgrab-delta-",
-    ".dlgrab-copy-",
-];
+pub const TEMP_PREFIXES: [&str; 7] = {
+    let mut prefixes = [""; 7];
+    let mut i = 0;
+    while i < TempKind::ALL.len() {
+        prefixes[i] = TempKind::ALL[i].prefix();
+        i += 1;
+    }
+    prefixes
+};
+
+/// A new temporary name of `kind` for this run (`.dlgrab-<kind>-<run>-<n>`),
+/// which [`temp_entry_run`] reads back and a later run's sweep removes
+/// once this run is gone.
+pub fn temp_name(kind: TempKind) -> String {
+    format!("{}{}", kind.prefix(), unique_name_part())
+}
 
 /// The identity of one dlgrab process, as encoded in its temporary names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +191,7 @@ pub fn unique_name_part() -> String {
 }
 
 /// The run that made a temporary entry named `name` (one of
-/// [`TEMP_PREFIXES`] and a run ID), if it is one.
+/// [`TEMP_PREFIXES`] and a run ID, as [`temp_name`] makes them), if it is one.
 pub fn temp_entry_run(name: &str) -> Option<RunId> {
     TEMP_PREFIXES
         .iter()
@@ -297,6 +350,17 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_temporary_name_made_is_read_back_as_this_runs() {
+        let me = RunId::current().expect("/proc tells this process's identity");
+        for kind in TempKind::ALL {
+            let name = temp_name(kind);
+            assert!(name.starts_with(kind.prefix()), "{name}");
+            assert_eq!(temp_entry_run(&name).as_ref(), Some(me), "{name}");
+        }
+        assert_eq!(TEMP_PREFIXES.len(), TempKind::ALL.len());
+    }
 
     #[test]
     fn own_run_is_alive_and_round_trips() {

@@ -124,7 +124,7 @@ impl Surveyor {
         // One push at a time: the events are this push's.
         let mut events = self.events.lock().await;
         while events.try_recv().is_ok() {}
-        let name = format!("dlgrab-{}", layer_writer::run::unique_name_part());
+        let name = crate::temp_names::repository();
         let tag = "held";
         let server = format!("127.0.0.1:{}", self.port());
         let repo = format!("{server}/{name}");

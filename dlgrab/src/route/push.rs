@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use docker_driver::{DaemonInfo, ImageDetails, ImageStore, PushEvent, RegistryCredentials};
 use futures::StreamExt;
+use layer_writer::run::TempKind;
 use shim_registry::auth::Auth;
 use shim_registry::oci_spec::image::Digest;
 use shim_registry::storage::{FsStorage, Storage};
@@ -98,13 +98,13 @@ impl Job {
         wanted: &[Wanted],
         config: Option<Vec<u8>>,
     ) -> anyhow::Result<Outcome> {
-        let scratch = scratch_dir(&self.options.outdir);
+        let scratch = crate::temp_names::scratch_in(&self.options.outdir, TempKind::Scratch);
         self.cleanup.add_dir(scratch.clone());
         let storage =
             Arc::new(FsStorage::new(&scratch).with_context(|| {
                 format!("cannot create the scratch folder {}", scratch.display())
             })?);
-        let name = format!("dlgrab-{}", unique_suffix());
+        let name = crate::temp_names::repository();
         let tag = "export";
         let mut policy = CapturePolicy::new(name.clone());
         if matches!(info.image_store, ImageStore::Containerd) {
@@ -852,19 +852,6 @@ async fn read_blob(storage: &dyn Storage, digest: &Digest) -> anyhow::Result<Vec
         .await
         .context("cannot read the image config")?;
     Ok(bytes)
-}
-
-/// A scratch folder inside the output folder (same file system: the layer
-/// writer's renames stay cheap), removed when the run ends.
-fn scratch_dir(outdir: &Path) -> PathBuf {
-    outdir.join(format!(".dlgrab-scratch-{}", unique_suffix()))
-}
-
-/// A suffix unique to this process and moment.
-fn unique_suffix() -> String {
-    // The run's identity, so that a later run can sweep what this one
-    // leaves should it die before its cleanup (see `crate::sweep`).
-    layer_writer::run::unique_name_part()
 }
 
 /// The largest manifest the temporary registry takes (the spec's 4 MiB; an
