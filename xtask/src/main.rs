@@ -30,6 +30,8 @@ mod dist;
 mod package;
 mod sh;
 mod test;
+#[cfg(test)]
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
