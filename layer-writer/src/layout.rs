@@ -9,15 +9,13 @@ use oci_spec::image::Digest;
 use serde_json::{Value, json};
 
 use crate::error::io_err;
+use crate::manifest::{MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, digest_of};
 use crate::pipeline::Streamed;
 use crate::run::{TempKind, temp_name};
 use crate::{Format, ImageContext, WriteError, WriterOptions, folder, fsx, v1};
 
-pub(crate) const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(crate) const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub(crate) const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const MT_OCI_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub(crate) const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const REGISTRY: &str = "docker/registry/v2";
 
 fn hex(d: &Digest) -> &str {
@@ -314,11 +312,6 @@ fn oci_manifest(image: &ImageContext, layers: &[LayerDesc]) -> Vec<u8> {
     serde_json::to_vec(&m).expect("a json value serialises")
 }
 
-fn digest_of(bytes: &[u8]) -> Digest {
-    use sha2::Digest as _;
-    crate::pipeline::to_digest(sha2::Sha256::new_with_prefix(bytes))
-}
-
 /// `docker.io/library/demo:latest` for `demo:latest`, as containerd names images.
 fn normalized(tag: &str) -> String {
     let first = tag.split('/').next().unwrap_or_default();
@@ -578,12 +571,11 @@ fn describe<'a>(
 /// `manifest` (its digest and size).
 fn index_naming(image: &ImageContext, manifest: &[u8]) -> Option<(String, Vec<u8>)> {
     let (media_type, bytes) = image.index.as_ref()?;
-    let index: Value = serde_json::from_slice(bytes).ok()?;
-    let digest = digest_of(manifest).to_string();
-    let names = index["manifests"].as_array()?.iter().any(|e| {
-        e["digest"].as_str() == Some(digest.as_str())
-            && e["size"].as_u64() == Some(manifest.len() as u64)
-    });
+    let entries = crate::manifest::index_entries(bytes).ok()?;
+    let digest = digest_of(manifest);
+    let names = entries
+        .iter()
+        .any(|e| *e.digest() == digest && e.size() == manifest.len() as u64);
     if !names {
         tracing::debug!("the index does not name the manifest: not used");
         return None;
@@ -642,26 +634,26 @@ fn check_pushed(image: &ImageContext, media_type: &str, bytes: &[u8]) -> Result<
     if media_type != MT_OCI_MANIFEST && media_type != MT_DOCKER_MANIFEST {
         return Err("not an image manifest");
     }
-    let m: Value = serde_json::from_slice(bytes).map_err(|_| "not JSON")?;
-    if m["schemaVersion"] != 2 {
-        return Err("schema version is not 2");
-    }
-    if let Some(declared) = m.get("mediaType")
-        && declared != media_type
+    let m = crate::manifest::image_manifest(bytes).map_err(|e| match e {
+        crate::manifest::ManifestError::SchemaVersion { .. } => "schema version is not 2",
+        _ => "not an OCI or Docker schema 2 image manifest",
+    })?;
+    if let Some(declared) = m.media_type()
+        && declared.as_ref() != media_type
     {
         return Err("media type differs from the one declared inside");
     }
-    if m["config"]["digest"].as_str() != Some(image.config_digest().as_ref()) {
+    if *m.config().digest() != image.config_digest() {
         return Err("config is not this image's");
     }
-    let named = m["layers"].as_array().ok_or("no layers")?;
+    let named = m.layers();
     let diff_ids = image.diff_ids().map_err(|_| "bad config")?;
     if named.len() != diff_ids.len() {
         return Err("layer count differs from the config's");
     }
     for (l, c) in named.iter().zip(&image.compressed) {
         if let Some(c) = c
-            && (l["digest"].as_str() != Some(c.digest.as_ref()) || l["size"] != c.size)
+            && (*l.digest() != c.digest || l.size() != c.size)
         {
             return Err("a layer differs from the known compressed blob");
         }
@@ -769,14 +761,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Deletes the manifest blobs the previous `index.json` named that the new one does not.
 fn remove_stale_manifests(root: &Path, old_index: Option<&[u8]>, current: &HashSet<Digest>) {
-    let Some(old) = old_index.and_then(|b| serde_json::from_slice::<Value>(b).ok()) else {
+    let Some(old) = old_index.and_then(|b| crate::manifest::index_entries(b).ok()) else {
         return;
     };
-    for m in old["manifests"].as_array().into_iter().flatten() {
-        if let Some(d) = m["digest"].as_str().and_then(|d| d.parse::<Digest>().ok())
-            && !current.contains(&d)
-        {
-            let _ = fs::remove_file(oci_blob(root, &d));
+    for m in old {
+        if !current.contains(m.digest()) {
+            let _ = fs::remove_file(oci_blob(root, m.digest()));
         }
     }
 }
@@ -824,20 +814,14 @@ fn refresh_registry(root: &Path, image: &ImageContext) -> Result<(), WriteError>
 
     // The manifest as pushed when it names what is stored, else our own.
     let pushed = image.manifest.as_ref().filter(|(_, bytes)| {
-        let Ok(m) = serde_json::from_slice::<Value>(bytes) else {
+        let Ok(m) = crate::manifest::image_manifest(bytes) else {
             return false;
         };
-        let named: Vec<&str> = m["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l["digest"].as_str())
-            .collect();
-        m["config"]["digest"].as_str() == Some(config_digest.as_ref())
+        *m.config().digest() == config_digest
             && layers
                 .iter()
                 .filter(|l| l.present)
-                .all(|l| named.contains(&l.digest.as_ref()))
+                .all(|l| m.layers().iter().any(|n| *n.digest() == l.digest))
     });
     let manifest = match pushed {
         Some((_, bytes)) => bytes.clone(),

@@ -64,6 +64,7 @@ mod error;
 mod folder;
 mod fsx;
 mod layout;
+pub mod manifest;
 mod pipeline;
 mod readahead;
 pub mod run;
@@ -329,9 +330,8 @@ impl LayerWriter {
         let flag = cancel.0.clone();
         let this = self.clone();
         let image = image.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            this.write_layer_sync(&image, index, blob, &flag)
-        });
+        let task =
+            tokio::task::spawn_blocking(move || this.write_layer_sync(&image, index, blob, &flag));
         let result = task.await.map_err(WriteError::Worker)?;
         drop(cancel);
         result

@@ -446,47 +446,41 @@ fn read_manifest(
         .take(MAX_JSON)
         .read_to_end(&mut bytes)
         .map_err(WriteError::SaveArchive)?;
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+    // Configs and indexes are JSON blobs too: not taken.
+    let Ok(manifest) = crate::manifest::image_manifest(&bytes) else {
         return Ok(None);
     };
-    use sha2::Digest as _;
-    let digest = pipeline::to_digest(sha2::Sha256::new_with_prefix(&bytes));
-    let media_type = value["mediaType"].as_str().unwrap_or_default().to_owned();
-    let is_manifest = media_type == crate::layout::MT_OCI_MANIFEST
-        || media_type == crate::layout::MT_DOCKER_MANIFEST;
-    Ok((is_manifest
-        && digest.digest() == hex
-        && value["config"]["digest"].as_str() == Some(config.as_ref()))
-    .then_some((media_type, bytes)))
+    let Some(media_type) = manifest
+        .media_type()
+        .as_ref()
+        .map(ToString::to_string)
+        .filter(|t| {
+            t == crate::manifest::MT_OCI_MANIFEST || t == crate::manifest::MT_DOCKER_MANIFEST
+        })
+    else {
+        return Ok(None);
+    };
+    Ok(
+        (crate::manifest::digest_of(&bytes).digest() == hex
+            && manifest.config().digest() == config)
+            .then_some((media_type, bytes)),
+    )
 }
 
 /// Takes a manifest found in the stream as the image's, with the layer
 /// descriptors it names (where they agree with the blobs seen).
 fn adopt_manifest(image: &mut ImageContext, (media_type, bytes): (String, Vec<u8>)) {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+    let Ok(manifest) = crate::manifest::ManifestBlobs::parse(&media_type, &bytes) else {
         return;
     };
-    let layers: Vec<Option<crate::BlobRef>> = value["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| {
-            Some(crate::BlobRef {
-                digest: l["digest"].as_str()?.parse().ok()?,
-                size: l["size"].as_u64()?,
-                media_type: l["mediaType"].as_str()?.to_owned(),
-            })
-        })
-        .collect();
-    if layers.len() != image.compressed.len() {
+    if manifest.layers.len() != image.compressed.len() {
         return;
     }
-    for (known, named) in image.compressed.iter_mut().zip(layers) {
-        match (known.as_ref(), named) {
-            (Some(k), Some(n)) if k.digest != n.digest => return,
-            (_, Some(n)) => *known = Some(n),
-            _ => {}
+    for (known, named) in image.compressed.iter_mut().zip(manifest.layers) {
+        if known.as_ref().is_some_and(|k| k.digest != named.digest) {
+            return;
         }
+        *known = Some(named);
     }
     image.manifest = Some((media_type, bytes));
 }
