@@ -6,66 +6,24 @@
 //! them and multi-platform images on the containerd store, an index (OCI
 //! image index or Docker manifest list) naming one image manifest per
 //! platform beside attestation manifests (platform `unknown/unknown`,
-//! annotation `vnd.docker.reference.type: attestation-manifest`). Both the
-//! push route and the save route go through here, so an index is never read
-//! as an image manifest, nor an image manifest as a config.
+//! annotation `vnd.docker.reference.type: attestation-manifest`).
+//!
+//! The reading is [`layer_writer::manifest`]'s (oci-spec's types), shared
+//! with the routes and the writer; this module re-exports it and gives its
+//! index entries in this crate's terms ([`IndexEntry`], [`Platform`], the
+//! platform as `--platform` and the Engine API take it).
 
 use serde::Deserialize;
 
-/// OCI image manifest.
-pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index.
-pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// Docker schema 2 image manifest.
-pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker schema 2 manifest list.
-pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub use layer_writer::manifest::{
+    MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, ManifestKind,
+    is_attestation_manifest, kind_of,
+};
 
-/// The annotation BuildKit puts on an attestation manifest's descriptor.
-const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-
-/// What a manifest document is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ManifestKind {
-    /// An image manifest: a config and layers.
-    Image,
-    /// An index or manifest list: manifests per platform.
-    Index,
-    /// Neither (not JSON, or neither shape).
-    Other,
-}
-
-/// Tells an image manifest from an index: by its media type (the one it
-/// was sent under, else its own `mediaType` field), and where neither says,
-/// by its shape (`manifests` or `layers`).
-pub fn kind_of(media_type: &str, bytes: &[u8]) -> ManifestKind {
-    match media_type {
-        MT_OCI_MANIFEST | MT_DOCKER_MANIFEST => return ManifestKind::Image,
-        MT_OCI_INDEX | MT_DOCKER_LIST => return ManifestKind::Index,
-        _ => {}
-    }
-    #[derive(Deserialize)]
-    struct Shape {
-        #[serde(rename = "mediaType", default)]
-        media_type: Option<String>,
-        #[serde(default)]
-        manifests: Option<serde_json::Value>,
-        #[serde(default)]
-        layers: Option<serde_json::Value>,
-        #[serde(default)]
-        config: Option<serde_json::Value>,
-    }
-    let Ok(shape) = serde_json::from_slice::<Shape>(bytes) else {
-        return ManifestKind::Other;
-    };
-    match shape.media_type.as_deref() {
-        Some(MT_OCI_MANIFEST | MT_DOCKER_MANIFEST) => ManifestKind::Image,
-        Some(MT_OCI_INDEX | MT_DOCKER_LIST) => ManifestKind::Index,
-        _ if shape.manifests.is_some() && shape.layers.is_none() => ManifestKind::Index,
-        _ if shape.layers.is_some() && shape.config.is_some() => ManifestKind::Image,
-        _ => ManifestKind::Other,
-    }
-}
+/// Why no image manifest could be picked out of an index: `layer-writer`'s
+/// [`ManifestError`](layer_writer::manifest::ManifestError) (`NotAnIndex`,
+/// `NoSuchPlatform`).
+pub use layer_writer::manifest::ManifestError as IndexChoiceError;
 
 /// A platform as an index names it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -168,143 +126,74 @@ impl std::str::FromStr for Platform {
 }
 
 /// One entry of an index.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
     /// The entry's media type.
-    #[serde(rename = "mediaType", default)]
     pub media_type: String,
     /// `sha256:…` of the manifest it names.
     pub digest: String,
     /// Its size in bytes.
-    #[serde(default)]
     pub size: u64,
     /// Its platform, when the index says.
-    #[serde(default)]
     pub platform: Option<Platform>,
     /// Its annotations.
-    #[serde(default)]
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Whether it names an attestation manifest
+    /// ([`layer_writer::manifest::is_attestation`]).
+    attestation: bool,
 }
 
 impl IndexEntry {
-    /// True for an attestation manifest (provenance, SBOM) BuildKit adds.
+    /// True for an attestation manifest (provenance, SBOM) BuildKit adds:
+    /// annotated `vnd.docker.reference.type: attestation-manifest`, or of
+    /// platform `unknown/unknown`.
     pub fn is_attestation(&self) -> bool {
-        self.annotations
-            .get(REFERENCE_TYPE)
-            .is_some_and(|t| t == "attestation-manifest")
-            || self
-                .platform
-                .as_ref()
-                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+        self.attestation
     }
 }
 
-/// True for an attestation manifest (BuildKit's provenance or SBOM): an
-/// image manifest whose layers are in-toto statements, not filesystems.
-pub fn is_attestation_manifest(bytes: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Layer {
-        #[serde(rename = "mediaType", default)]
-        media_type: String,
-    }
-    #[derive(Deserialize)]
-    struct Manifest {
-        #[serde(default)]
-        layers: Vec<Layer>,
-    }
-    serde_json::from_slice::<Manifest>(bytes).is_ok_and(|m| {
-        !m.layers.is_empty()
-            && m.layers
+impl IndexEntry {
+    /// The entry an index descriptor is.
+    fn of(d: &layer_writer::oci_spec::image::Descriptor) -> Self {
+        Self {
+            media_type: d.media_type().to_string(),
+            digest: d.digest().to_string(),
+            size: d.size(),
+            platform: d.platform().as_ref().map(|p| Platform {
+                os: p.os().to_string(),
+                architecture: p.architecture().to_string(),
+                variant: p.variant().clone(),
+            }),
+            annotations: d
+                .annotations()
                 .iter()
-                .all(|l| l.media_type == "application/vnd.in-toto+json")
-    })
-}
-
-/// Why no image manifest could be picked out of an index.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum IndexChoiceError {
-    /// The bytes are not an index.
-    #[error("not an image index: {0}")]
-    NotAnIndex(String),
-    /// No entry is for the platform.
-    #[error("the image index has no manifest for {wanted} (it has {})", list(.present))]
-    NoSuchPlatform {
-        /// The platform looked for.
-        wanted: String,
-        /// The platforms it names (attestations left out).
-        present: Vec<String>,
-    },
-}
-
-fn list(present: &[String]) -> String {
-    if present.is_empty() {
-        "none".to_owned()
-    } else {
-        present.join(", ")
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            attestation: layer_writer::manifest::is_attestation(d),
+        }
     }
 }
 
 /// The entries of an index, in order.
 pub fn index_entries(bytes: &[u8]) -> Result<Vec<IndexEntry>, IndexChoiceError> {
-    #[derive(Deserialize)]
-    struct Index {
-        manifests: Vec<IndexEntry>,
-    }
-    serde_json::from_slice::<Index>(bytes)
-        .map(|i| i.manifests)
-        .map_err(|e| IndexChoiceError::NotAnIndex(e.to_string()))
+    let entries = layer_writer::manifest::index_entries(bytes)?;
+    Ok(entries.iter().map(IndexEntry::of).collect())
 }
 
 /// The image manifest entry of `index` for `os`/`architecture` (and
-/// `variant`, when given): attestation manifests are never picked; among
-/// entries of that OS and architecture one of the asked variant, else the
-/// first. An index of one image manifest without a platform gives that one.
+/// `variant`, when given), as [`layer_writer::manifest::manifest_for`]
+/// picks it: attestation manifests are never picked; among entries of that
+/// OS and architecture one of the asked variant, else the first. An index
+/// of one image manifest without a platform gives that one.
 pub fn manifest_for(
     index: &[u8],
     os: &str,
     architecture: &str,
     variant: Option<&str>,
 ) -> Result<IndexEntry, IndexChoiceError> {
-    let entries = index_entries(index)?;
-    let images: Vec<&IndexEntry> = entries.iter().filter(|e| !e.is_attestation()).collect();
-    let matching: Vec<&IndexEntry> = images
-        .iter()
-        .copied()
-        .filter(|e| {
-            e.platform
-                .as_ref()
-                .is_some_and(|p| p.os == os && p.architecture == architecture)
-        })
-        .collect();
-    let by_variant = variant.and_then(|v| {
-        matching
-            .iter()
-            .find(|e| e.platform.as_ref().and_then(|p| p.variant.as_deref()) == Some(v))
-    });
-    if let Some(entry) = by_variant.or(matching.first()) {
-        return Ok((*entry).clone());
-    }
-    if let [only] = images.as_slice()
-        && only.platform.is_none()
-    {
-        return Ok((*only).clone());
-    }
-    let wanted = Platform {
-        os: os.to_owned(),
-        architecture: architecture.to_owned(),
-        variant: variant.map(str::to_owned),
-    };
-    Err(IndexChoiceError::NoSuchPlatform {
-        wanted: wanted.to_string(),
-        present: images
-            .iter()
-            .map(|e| {
-                e.platform
-                    .as_ref()
-                    .map_or_else(|| "no platform".to_owned(), Platform::to_string)
-            })
-            .collect(),
-    })
+    layer_writer::manifest::manifest_for(index, os, architecture, variant)
+        .map(|d| IndexEntry::of(&d))
 }
 
 #[cfg(test)]
@@ -316,59 +205,75 @@ mod tests {
             .into_bytes()
     }
 
-    const AMD64: &str = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":10,"platform":{"architecture":"amd64","os":"linux"}}"#;
-    const ARM64: &str = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:bb","size":10,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}"#;
-    const ATTEST: &str = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:cc","size":10,"platform":{"architecture":"unknown","os":"unknown"},"annotations":{"vnd.docker.reference.digest":"sha256:aa","vnd.docker.reference.type":"attestation-manifest"}}"#;
+    /// `sha256:` and 64 times `c`.
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn entry(c: char, platform: &str, annotations: &str) -> String {
+        format!(
+            r#"{{"mediaType":"{MT_OCI_MANIFEST}","digest":"{}","size":10,"platform":{platform}{annotations}}}"#,
+            digest(c)
+        )
+    }
+
+    /// A BuildKit index of two platforms and an attestation.
+    fn buildkit_index() -> Vec<u8> {
+        index(&[
+            entry('b', r#"{"architecture":"arm64","os":"linux","variant":"v8"}"#, ""),
+            entry('a', r#"{"architecture":"amd64","os":"linux"}"#, ""),
+            entry(
+                'c',
+                r#"{"architecture":"unknown","os":"unknown"}"#,
+                &format!(
+                    r#","annotations":{{"vnd.docker.reference.digest":"{}","vnd.docker.reference.type":"attestation-manifest"}}"#,
+                    digest('a')
+                ),
+            ),
+        ]
+        .join(","))
+    }
 
     #[test]
-    fn kinds_by_media_type_then_field_then_shape() {
-        assert_eq!(kind_of(MT_OCI_INDEX, b"{}"), ManifestKind::Index);
-        assert_eq!(kind_of(MT_DOCKER_LIST, b"{}"), ManifestKind::Index);
-        assert_eq!(kind_of(MT_DOCKER_MANIFEST, b"{}"), ManifestKind::Image);
-        assert_eq!(kind_of("", &index(AMD64)), ManifestKind::Index);
+    fn entries_are_given_in_this_crates_terms() {
+        let entries = index_entries(&buildkit_index()).unwrap();
         assert_eq!(
-            kind_of("", br#"{"schemaVersion":2,"manifests":[]}"#),
-            ManifestKind::Index
+            entries
+                .iter()
+                .map(|e| (e.digest.clone(), e.is_attestation()))
+                .collect::<Vec<_>>(),
+            [
+                (digest('b'), false),
+                (digest('a'), false),
+                (digest('c'), true)
+            ]
+        );
+        assert_eq!(entries[0].media_type, MT_OCI_MANIFEST);
+        assert_eq!(entries[0].size, 10);
+        assert_eq!(
+            entries[0].platform,
+            Some(Platform::new("linux", "arm64", Some("v8")))
         );
         assert_eq!(
-            kind_of("", br#"{"schemaVersion":2,"config":{},"layers":[]}"#),
-            ManifestKind::Image
+            entries[2].annotations.get("vnd.docker.reference.digest"),
+            Some(&digest('a'))
         );
-        assert_eq!(
-            kind_of("", br#"{"architecture":"amd64"}"#),
-            ManifestKind::Other
-        );
-        assert_eq!(kind_of("", b"not json"), ManifestKind::Other);
+        assert!(matches!(
+            index_entries(b"{}"),
+            Err(IndexChoiceError::NotAnIndex(_))
+        ));
     }
 
     #[test]
     fn the_platform_manifest_is_picked_never_an_attestation() {
-        let both = index(&format!("{ATTEST},{ARM64},{AMD64}"));
+        let both = buildkit_index();
+        let pick = |arch, variant| manifest_for(&both, "linux", arch, variant).map(|e| e.digest);
+        assert_eq!(pick("amd64", None).unwrap(), digest('a'));
+        assert_eq!(pick("arm64", Some("v8")).unwrap(), digest('b'));
+        assert!(manifest_for(&both, "unknown", "unknown", None).is_err());
         assert_eq!(
-            manifest_for(&both, "linux", "amd64", None).unwrap().digest,
-            "sha256:aa"
-        );
-        assert_eq!(
-            manifest_for(&both, "linux", "arm64", None).unwrap().digest,
-            "sha256:bb"
-        );
-        assert_eq!(
-            manifest_for(&both, "linux", "arm64", Some("v8"))
-                .unwrap()
-                .digest,
-            "sha256:bb"
-        );
-        let only_attestation = index(ATTEST);
-        assert!(manifest_for(&only_attestation, "unknown", "unknown", None).is_err());
-    }
-
-    #[test]
-    fn an_absent_platform_names_the_ones_there() {
-        let both = index(&format!("{AMD64},{ARM64},{ATTEST}"));
-        let err = manifest_for(&both, "linux", "s390x", None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the image index has no manifest for linux/s390x (it has linux/amd64, linux/arm64/v8)"
+            pick("s390x", None).unwrap_err().to_string(),
+            "the image index has no manifest for linux/s390x (it has linux/arm64/v8, linux/amd64)"
         );
     }
 
@@ -414,20 +319,5 @@ mod tests {
         assert!(arm_v6.matches("linux", "arm", Some("v6")));
         let arm_v7: Platform = "linux/arm/v7".parse().unwrap();
         assert!(arm_v7.matches("linux", "arm", None));
-    }
-
-    #[test]
-    fn one_entry_without_platform_is_taken() {
-        let one = index(
-            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:dd","size":3}"#,
-        );
-        assert_eq!(
-            manifest_for(&one, "linux", "amd64", None).unwrap().digest,
-            "sha256:dd"
-        );
-        assert!(matches!(
-            manifest_for(b"{}", "linux", "amd64", None),
-            Err(IndexChoiceError::NotAnIndex(_))
-        ));
     }
 }
