@@ -916,3 +916,88 @@ fn a_load_cut_midway_fails_and_leaves_nothing() {
     );
     c.nothing_changed();
 }
+
+/// A `--to` killed (SIGKILL: no cleanup) while its layers sit in its
+/// scratch folder leaves that folder in the temporary folder, named with
+/// the run's identity; the next run sweeps it.
+#[test]
+fn a_killed_copys_scratch_is_swept_by_the_next_run() {
+    let test = "a_killed_copys_scratch_is_swept_by_the_next_run";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(peers) = peers_or_skip(test, &["b"]) else {
+        return;
+    };
+    let b = &peers[0];
+    let name = unique_name("dlgrab-e2e/copy-killed");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos() as u64);
+    let base = ImageBuilder::new(&format!("{name}:base"))
+        .busybox()
+        .build(&d);
+    // A big layer beyond BASE: its export and load take long enough to
+    // find the scratch folder and kill the run while it is there.
+    let image = ImageBuilder::new(&format!("{name}:image"))
+        .busybox()
+        .random_file("/big", 48 << 20, seed)
+        .build(&d);
+    let _on_b = PeerImages::new(b, &[&base.tag, &image.tag]);
+    report(&copy(&d, &d.host, None, &b.host, &[&base.tag]));
+
+    // Its own temporary folder: only this test's runs write there.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let scratch_in = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".dlgrab-copy-"))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut cmd = d.dlgrab_command(&["--to", &b.host, "-q", &image.tag]);
+    cmd.env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = KillOnDrop(cmd.spawn().expect("dlgrab starts"));
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while seen.is_empty() && start.elapsed() < std::time::Duration::from_secs(120) {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("dlgrab ended ({status}) before its scratch folder was seen");
+        }
+        seen = scratch_in(tmp.path());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(!seen.is_empty(), "no scratch folder within 120 s");
+    child.0.kill().expect("SIGKILL");
+    let _ = child.0.wait();
+    assert_eq!(
+        scratch_in(tmp.path()),
+        seen,
+        "a killed run cannot remove its scratch folder"
+    );
+
+    // The next run (here `--clean`) finds the dead run's folder and removes it.
+    let mut clean = d.dlgrab_command(&["--clean", "--json"]);
+    clean.env("TMPDIR", tmp.path());
+    let swept = report(&clean.output().expect("dlgrab runs"));
+    let removed: Vec<std::path::PathBuf> = swept["files_removed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("files_removed in {swept:#}"))
+        .iter()
+        .filter_map(|p| p.as_str().map(std::path::PathBuf::from))
+        .collect();
+    for folder in &seen {
+        assert!(
+            removed.contains(folder),
+            "{} not swept: {swept:#}",
+            folder.display()
+        );
+    }
+    assert!(scratch_in(tmp.path()).is_empty(), "{swept:#}");
+}
