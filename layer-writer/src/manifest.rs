@@ -12,7 +12,8 @@
 //! store routes, the driver and the writer all read them here, so an index
 //! is never read as an image manifest, nor an image manifest as a config.
 //!
-//! Docker's media types deserialize as [`MediaType::Other`]; a manifest
+//! Docker's media types deserialize as
+//! [`MediaType::Other`](oci_spec::image::MediaType::Other); a manifest
 //! list is an [`ImageIndex`] (it has no `config`); both kinds must say
 //! `schemaVersion` 2, and every descriptor needs its media type, digest and
 //! size, as the specifications require.
