@@ -25,10 +25,10 @@ use anyhow::Context;
 use bytes::Bytes;
 use docker_driver::manifest::Platform;
 use docker_driver::{DaemonInfo, DockerDriver, ImageDetails};
+use layer_writer::manifest::ManifestBlobs;
 use layer_writer::{Format, ImageContext, LayerWriter, WriterOptions, WrittenLayer};
 
 use crate::cleanup::Cleanup;
-use crate::manifest::PushedManifest;
 use crate::plan::{self, GaveWay, Route, Via, Wanted};
 use crate::report::Reporter;
 
@@ -101,7 +101,7 @@ impl Job {
         image: &ImageDetails,
         wanted: &[Wanted],
         config_json: Vec<u8>,
-        pushed: Option<(&PushedManifest, String, Bytes)>,
+        pushed: Option<(&ManifestBlobs, String, Bytes)>,
     ) -> anyhow::Result<ImageContext> {
         let stable =
             layer_writer::v1_layer_ids(&config_json).context("cannot read the image config")?;
@@ -151,7 +151,7 @@ impl Job {
         image: &ImageDetails,
         layer_ids: Vec<String>,
         config_json: Vec<u8>,
-        pushed: Option<(&PushedManifest, String, Bytes)>,
+        pushed: Option<(&ManifestBlobs, String, Bytes)>,
     ) -> ImageContext {
         let (repository, tag) = plan::registry_name(image);
         ImageContext {

@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use docker_driver::{DaemonInfo, ImageDetails, ImageStore, PushEvent, RegistryCredentials};
 use futures::StreamExt;
+use layer_writer::manifest::{ManifestBlobs, digest_of};
 use layer_writer::run::TempKind;
 use shim_registry::auth::Auth;
 use shim_registry::oci_spec::image::Digest;
@@ -25,7 +26,6 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::store::Store;
 use super::{Job, Outcome, Source, output_already_there};
-use crate::manifest::PushedManifest;
 use crate::plan::{GaveWay, Via, Wanted};
 
 mod manifests;
@@ -221,7 +221,8 @@ impl Job {
                 let (media_type, body) = end.manifests.image_manifest(image)?.context(
                     "the survey push ended without a manifest reaching the temporary registry",
                 )?;
-                let survey = PushedManifest::parse(&media_type, &body)?;
+                let survey = ManifestBlobs::parse(&media_type, &body)
+                    .context("cannot read the pushed manifest")?;
                 if survey.layers.len() != image.diff_ids.len() {
                     bail!(
                         "the daemon pushed a manifest of {} layers for an image of {}",
@@ -312,7 +313,8 @@ impl Job {
                 (self.context(image, wanted, config, None)?, blobs)
             }
             Found::Manifest(media_type, body, index) => {
-                let manifest = PushedManifest::parse(&media_type, &body)?;
+                let manifest = ManifestBlobs::parse(&media_type, &body)
+                    .context("cannot read the pushed manifest")?;
                 let config_json = match config {
                     Some(config) => config,
                     None => read_blob(storage.as_ref(), &manifest.config.digest).await?,
@@ -330,7 +332,7 @@ impl Job {
                 // The index the image ID names, so that a loaded folder
                 // comes back under that ID.
                 context.index = index
-                    .filter(|(_, bytes)| crate::manifest::digest_of(bytes).to_string() == image.id)
+                    .filter(|(_, bytes)| digest_of(bytes).to_string() == image.id)
                     .map(|(media_type, bytes)| (media_type, bytes.to_vec()));
                 (context, blobs)
             }

@@ -51,7 +51,7 @@ impl Job {
             // under that ID.
             context.index = config
                 .index
-                .map(|bytes| (crate::manifest::index_media_type(&bytes), bytes));
+                .map(|bytes| (layer_writer::manifest::media_type_of(&bytes), bytes));
             self.reporter
                 .phase("reading the layers out of a docker save stream");
             let extract = self

@@ -17,10 +17,10 @@ use docker_driver::manifest::Platform;
 use docker_driver::{
     ContentStore, DaemonInfo, DataRootDriver, DockerDriver, ImageDetails, ImageStore, LayerStore,
 };
+use layer_writer::manifest::{ManifestBlobs, digest_of};
 use layer_writer::{WriteError, WrittenLayer};
 
 use super::{Job, Outcome, Source, output_already_there};
-use crate::manifest::PushedManifest;
 use crate::plan::{GaveWay, StoreAccess, Wanted};
 
 /// The daemon's storage, read from disk.
@@ -119,7 +119,9 @@ impl Job {
             retry(anyhow::Error::new(e).context("cannot read the image's manifest"))
         })?;
         let (media_type, body) = docs.manifest;
-        let manifest = PushedManifest::parse(&media_type, &body).map_err(retry)?;
+        let manifest = ManifestBlobs::parse(&media_type, &body)
+            .context("cannot read the stored manifest")
+            .map_err(retry)?;
         if manifest.layers.len() != image.diff_ids.len() {
             return Err(retry(anyhow::anyhow!(
                 "the stored manifest names {} layers, the image has {}",
@@ -141,7 +143,7 @@ impl Job {
             })?;
         context.index = docs
             .index
-            .filter(|(_, bytes)| crate::manifest::digest_of(bytes).to_string() == image.id);
+            .filter(|(_, bytes)| digest_of(bytes).to_string() == image.id);
         let writer = self.writer();
         for w in wanted {
             let Some(layer) = manifest.layers.get(w.index) else {

@@ -2,9 +2,8 @@
 
 use anyhow::{Context, bail};
 use docker_driver::ImageDetails;
+use layer_writer::manifest::{self, ManifestKind, digest_of};
 use shim_registry::oci_spec::image::Digest;
-
-use crate::manifest::digest_of;
 
 /// Every manifest a push put, in order: on the containerd store an image
 /// as BuildKit makes it is an index (the image manifest, an attestation
@@ -41,15 +40,14 @@ impl PushedManifests {
 
     /// The last index put that names `manifest` (media type and bytes).
     pub(crate) fn index_of(&self, manifest: &[u8]) -> Option<(String, bytes::Bytes)> {
-        use docker_driver::manifest::{self, ManifestKind};
-        let digest = digest_of(manifest).to_string();
+        let digest = digest_of(manifest);
         self.put
             .iter()
             .rev()
             .filter(|(_, mt, body)| manifest::kind_of(mt, body) == ManifestKind::Index)
             .find(|(_, _, body)| {
                 manifest::index_entries(body)
-                    .is_ok_and(|entries| entries.iter().any(|e| e.digest == digest))
+                    .is_ok_and(|entries| entries.iter().any(|e| *e.digest() == digest))
             })
             .map(|(_, mt, body)| (mt.clone(), body.clone()))
     }
@@ -68,7 +66,6 @@ impl PushedManifests {
         &self,
         image: &ImageDetails,
     ) -> anyhow::Result<Option<(String, bytes::Bytes)>> {
-        use docker_driver::manifest::{self, ManifestKind};
         // The index when one came (it names the rest), else the last image
         // manifest that is not an attestation.
         let last = self
@@ -96,11 +93,11 @@ impl PushedManifests {
                     .put
                     .iter()
                     .rev()
-                    .find(|(digest, _, _)| digest.to_string() == entry.digest)
+                    .find(|(digest, _, _)| digest == entry.digest())
                     .with_context(|| {
                         format!(
                             "the daemon pushed an image index whose manifest for {}/{} ({}) did not reach the temporary registry",
-                            image.os, image.architecture, entry.digest
+                            image.os, image.architecture, entry.digest()
                         )
                     })?;
                 if manifest::kind_of(media_type, body) != ManifestKind::Image {
@@ -108,7 +105,7 @@ impl PushedManifests {
                         "the image index's manifest for {}/{} ({}) is not an image manifest",
                         image.os,
                         image.architecture,
-                        entry.digest
+                        entry.digest()
                     );
                 }
                 Ok(Some((media_type.clone(), body.clone())))
@@ -122,11 +119,10 @@ impl PushedManifests {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::manifest::{PushedManifest, digest_of};
-    use crate::plan::tests::{image, oci_manifest};
+    use layer_writer::manifest::ManifestBlobs;
 
-    /// An image manifest of `layers` gzip layers.
+    use super::*;
+    use crate::plan::tests::{image, oci_manifest};
 
     #[test]
     fn an_index_pushed_last_gives_the_platform_manifest_put_before_it() {
@@ -155,7 +151,7 @@ mod tests {
         let (media_type, body) = pushed.image_manifest(&image(&[], &[], 2)).unwrap().unwrap();
         assert_eq!(media_type, mt);
         assert_eq!(body, image_manifest.as_bytes());
-        let parsed = PushedManifest::parse(&media_type, &body).unwrap();
+        let parsed = ManifestBlobs::parse(&media_type, &body).unwrap();
         assert_eq!(parsed.layers.len(), 2);
 
         // Another platform: the error names the ones there.
