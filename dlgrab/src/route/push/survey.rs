@@ -204,7 +204,7 @@ pub(crate) enum SurveyStep {
 /// before `docker save` of the whole image is the cheaper way: its
 /// on-the-fly gzip against the save stream (a temporary copy of the image,
 /// then a tar of it). Measured side by side on this project's daemons (see
-/// ARCHITECTURE "Routes"): 20.10 compresses about 26 MB/s, 26.1 and 28.5
+/// README "Benchmarks"): 20.10 compresses about 26 MB/s, 26.1 and 28.5
 /// several times faster.
 pub(crate) fn unasked_share(info: &DaemonInfo) -> f64 {
     let major: u32 = info
