@@ -217,10 +217,7 @@ impl Exporter {
 
 /// The error of a route taken after the store route failed says so.
 fn after_store_failure(error: anyhow::Error, route: Route, gave_way: &[GaveWay]) -> anyhow::Error {
-    match gave_way.iter().find_map(|g| match g {
-        GaveWay::Store(why) => Some(why),
-        _ => None,
-    }) {
+    match GaveWay::store_failure(gave_way) {
         Some(store) => error.context(format!(
             "the {} route taken after the store route failed ({store})",
             route.name()

@@ -42,6 +42,16 @@ pub(crate) enum GaveWay {
     Refused(String),
 }
 
+impl GaveWay {
+    /// Why the store route failed, when it is among `gave_way`.
+    pub(crate) fn store_failure(gave_way: &[GaveWay]) -> Option<&str> {
+        gave_way.iter().find_map(|g| match g {
+            GaveWay::Store(why) => Some(why.as_str()),
+            _ => None,
+        })
+    }
+}
+
 /// How a layer leaves the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
@@ -120,10 +130,7 @@ pub(crate) fn choose_route(
             )),
         };
     }
-    let store_failed = gave_way.iter().find_map(|g| match g {
-        GaveWay::Store(why) => Some(why.as_str()),
-        _ => None,
-    });
+    let store_failed = GaveWay::store_failure(gave_way);
     let push_gave_way = gave_way.iter().find_map(|g| match g {
         GaveWay::Survey(saw) => Some(format!(
             "the survey push showed {saw}, which costs more than docker save"

@@ -300,17 +300,8 @@ impl LayerWriter {
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
     {
-        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-        let flag = cancel.0.clone();
-        let this = self.clone();
-        let image = image.clone();
-        let reader = readahead::ReadAhead::spawn(blob);
-        let task = tokio::task::spawn_blocking(move || {
-            this.write_layer_sync(&image, index, reader, &flag)
-        });
-        let result = task.await.map_err(WriteError::Worker)?;
-        drop(cancel);
-        result
+        self.write_layer_from_read(image, index, readahead::ReadAhead::spawn(blob))
+            .await
     }
 
     /// [`LayerWriter::write_layer`] from a blocking reader (a file, a tar

@@ -295,6 +295,21 @@ impl Drop for Scratch {
     }
 }
 
+/// The `shim-registry` program, built in release (its `cli` feature).
+pub(crate) fn shim_registry_exe() -> Result<PathBuf> {
+    cargo_release_exe(
+        &[
+            "-p",
+            "shim-registry",
+            "--features",
+            "cli",
+            "--bin",
+            "shim-registry",
+        ],
+        "shim-registry",
+    )
+}
+
 /// Builds a release executable with cargo and returns its path (from cargo's JSON messages).
 pub(crate) fn cargo_release_exe(args: &[&str], target_name: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::bench::{
-    Samples, Scratch, Server, cargo_release_exe, cpu_secs, opt_u64, parse_opts, pass, ratio,
-    sha256_file, start_docker_registry, start_shim, tail_text, timed, warm, write_random_file,
+    Samples, Scratch, Server, cpu_secs, opt_u64, parse_opts, pass, ratio, sha256_file,
+    shim_registry_exe, start_docker_registry, start_shim, tail_text, timed, warm,
+    write_random_file,
 };
 use crate::sh::apt_install;
 
@@ -44,17 +45,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let size_mib = opt_u64(&opts, "size-mib", 1024)?;
     let rounds = opt_u64(&opts, "rounds", 3)?;
     apt_install(&["docker-registry", "curl"])?;
-    let shim_exe = cargo_release_exe(
-        &[
-            "-p",
-            "shim-registry",
-            "--features",
-            "cli",
-            "--bin",
-            "shim-registry",
-        ],
-        "shim-registry",
-    )?;
+    let shim_exe = shim_registry_exe()?;
 
     let scratch = Scratch::new("registry")?;
     let size = size_mib << 20;

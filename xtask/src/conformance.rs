@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::bench::{Scratch, cargo_release_exe, start_shim, tail_text};
+use crate::bench::{Scratch, shim_registry_exe, start_shim, tail_text};
 use crate::root;
 use crate::sh::{capture, fetch_debs, run};
 
@@ -91,17 +91,7 @@ pub(crate) fn run_suite(args: &[&str]) -> Result<()> {
     };
     let work = root().join("target/xtask/conformance");
     let suite = build_suite(&src, &work)?;
-    let shim = cargo_release_exe(
-        &[
-            "-p",
-            "shim-registry",
-            "--features",
-            "cli",
-            "--bin",
-            "shim-registry",
-        ],
-        "shim-registry",
-    )?;
+    let shim = shim_registry_exe()?;
     let version = if dev { "1.1+dev" } else { "1.1" };
     let counts = run_against(&suite, &shim, version, &work)?;
     counts.report(version)

@@ -147,16 +147,12 @@ impl Job {
         let writer = self.writer();
         for w in wanted {
             let Some(layer) = manifest.layers.get(w.index) else {
-                return Err(Failure {
+                return Err(no_such_layer(
                     written,
-                    error: anyhow::anyhow!(
-                        "image {} has {} layers, not a layer {}",
-                        image.id,
-                        manifest.layers.len(),
-                        w.index
-                    ),
-                    retry: false,
-                });
+                    image,
+                    manifest.layers.len(),
+                    w.index,
+                ));
             };
             let digest = layer.digest.to_string();
             let file = match store.open_blob(&digest) {
@@ -217,16 +213,7 @@ impl Job {
         let writer = self.writer();
         for w in wanted {
             let Some(diff_ids) = image.diff_ids.get(..=w.index) else {
-                return Err(Failure {
-                    written,
-                    error: anyhow::anyhow!(
-                        "image {} has {} layers, not a layer {}",
-                        image.id,
-                        image.diff_ids.len(),
-                        w.index
-                    ),
-                    retry: false,
-                });
+                return Err(no_such_layer(written, image, image.diff_ids.len(), w.index));
             };
             let tar = match store.layer_tar(diff_ids) {
                 Ok(tar) => tar,
@@ -250,6 +237,21 @@ impl Job {
             }
         }
         Ok(written)
+    }
+}
+
+/// A wanted index beyond the image's `count` layers: a caller's mistake,
+/// which no other route would mend.
+fn no_such_layer(
+    written: Vec<WrittenLayer>,
+    image: &ImageDetails,
+    count: usize,
+    index: usize,
+) -> Failure {
+    Failure {
+        written,
+        error: anyhow::anyhow!("image {} has {count} layers, not a layer {index}", image.id),
+        retry: false,
     }
 }
 
