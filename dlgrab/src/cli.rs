@@ -14,7 +14,7 @@ use crate::plan::Via;
 /// every layer of a never-pushed image), it reads the layers out of a
 /// `docker save` stream instead.
 #[derive(Debug, Parser)]
-#[command(name = "dlgrab", version, max_term_width = 100)]
+#[command(name = "dlgrab", version = env!("DLGRAB_VERSION"), max_term_width = 100)]
 pub(crate) struct Args {
     /// Layer to export: a layer or image ID (short or full, including the
     /// intermediate image IDs `docker history` shows), a diff ID, or an image
