@@ -4,7 +4,8 @@
 //! cargo xtask daemons up|down|status   the test daemons a, b, c, d, e, p
 //! cargo xtask test [--daemon X,Y] [--jobs N] [--no-lint] [--no-unit]
 //! cargo xtask demo                     build a demo image and export it with dlgrab
-//! cargo xtask dist [completions|man]   completions and man page into target/dist
+//! cargo xtask dist [--check]           static binary, tarball, .deb into target/dist (--check: test them)
+//! cargo xtask dist completions|man     only completions or the man page
 //! cargo xtask bench registry|export|copy side-by-side benchmarks (see bench.rs)
 //! cargo xtask conformance [--dev]      the OCI conformance suite against shim-registry
 //! cargo xtask package                  shim-registry packaged, used by a crate outside the workspace
@@ -46,7 +47,10 @@ usage: cargo xtask <command>
                            fmt, clippy, unit tests, then the daemon tests per
                            daemon, N daemons at a time (default 3)
   demo                     build dlgrab-demo:latest in daemon a and export it with dlgrab
-  dist [completions|man]   shell completions and the man page into target/dist
+  dist [--check]           a static x86_64 binary, completions, man page, a tarball and
+                           a .deb into target/dist; --check also tests them (a scratch
+                           container on the machine's Docker, dpkg --root)
+  dist completions|man     only the shell completions or the man page
   bench registry|export|copy [options]
                            side-by-side benchmarks; `cargo xtask bench` lists them
   conformance [--dev] [--src PATH]

@@ -140,6 +140,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             &[],
         ));
         steps.push(cargo_step("package", &["xtask", "package"], &[]));
+        // The static binary, tarball and .deb, checked in a scratch
+        // container on the machine's dockerd (daemon a), before any
+        // daemon's suite runs beside it.
+        steps.push(cargo_step(
+            "dist",
+            &["xtask", "dist", "--check"],
+            &[("DOCKER_HOST", "unix:///var/run/docker.sock")],
+        ));
     }
 
     // Build the daemon tests once, and the dlgrab binary they run (found
