@@ -40,10 +40,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use docker_driver::reference::split_tag;
 use docker_driver::{
     BollardDriver, BoxStream, ContentStore, DaemonSelection, DockerDriver, ImageDetails,
 };
 use futures::{StreamExt, TryStreamExt};
+use layer_writer::manifest::{self, ManifestKind};
+use layer_writer::oci_spec::image::{Descriptor, Digest, DigestAlgorithm};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -402,8 +405,8 @@ async fn held_descriptors(
     cleanup: &Cleanup,
     holder: &Held,
     count: usize,
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let (manifest, store) = match to.blobs {
+) -> anyhow::Result<Vec<Descriptor>> {
+    let (bytes, store) = match to.blobs {
         DestBlobs::Readable(root) => {
             let details = to
                 .driver
@@ -431,11 +434,8 @@ async fn held_descriptors(
             bail!("DEST's blobs are not needed or cannot be learnt")
         }
     };
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&manifest).context("the image manifest is not JSON")?;
-    let layers = manifest["layers"]
-        .as_array()
-        .context("the image manifest lists no layers")?;
+    let manifest = manifest::image_manifest(&bytes).context("cannot read its image manifest")?;
+    let layers = manifest.layers();
     if layers.len() != holder.diff_ids.len() {
         bail!(
             "its manifest lists {} layers for {} diff IDs",
@@ -445,21 +445,20 @@ async fn held_descriptors(
     }
     let mut descriptors = Vec::new();
     for layer in layers.iter().take(count) {
-        let digest = layer["digest"].as_str().context("a layer has no digest")?;
-        let size = layer["size"].as_u64().context("a layer has no size")?;
+        let (digest, size) = (layer.digest(), layer.size());
         if let Some(store) = &store {
-            let kept = std::fs::metadata(store.path(digest)?)
+            let kept = std::fs::metadata(store.path(digest.as_ref())?)
                 .with_context(|| format!("it does not keep blob {digest}"))?
                 .len();
             if kept != size {
                 bail!("its blob {digest} has {kept} bytes, not {size}");
             }
         }
-        descriptors.push(serde_json::json!({
-            "mediaType": layer["mediaType"],
-            "digest": digest,
-            "size": size,
-        }));
+        descriptors.push(Descriptor::new(
+            layer.media_type().clone(),
+            size,
+            digest.clone(),
+        ));
     }
     Ok(descriptors)
 }
@@ -468,103 +467,115 @@ async fn held_descriptors(
 /// first layers are named by `descriptors` (the blobs DEST keeps) instead
 /// of the source's diff IDs and no size; the folder's `index.json` (and the
 /// image's index, where the folder keeps one) then name the new manifest.
+///
+/// A document that changes is written anew (its new digest over the bytes
+/// written, the old blob removed); one that does not keeps its bytes, so
+/// the image keeps its ID. The documents are read with oci-spec's types:
+/// a field those types do not know is not kept in a rewritten document.
 pub(crate) fn name_held_blobs(
     folder: &std::path::Path,
-    descriptors: &[serde_json::Value],
+    descriptors: &[Descriptor],
 ) -> anyhow::Result<()> {
     let index_path = folder.join("index.json");
-    let mut index = read_json(&index_path)?;
-    let entries = index["manifests"]
-        .as_array_mut()
-        .filter(|m| m.len() == 1)
-        .context("the folder's index.json does not name one manifest")?;
-    let entry = &mut entries[0];
-    let digest = entry["digest"]
-        .as_str()
-        .context("the index entry has no digest")?
-        .to_owned();
-    let Some((digest, size)) = rename_in(folder, &digest, descriptors)? else {
+    let mut index = manifest::image_index(&read(&index_path)?)
+        .with_context(|| format!("cannot read {}", index_path.display()))?;
+    // (oci-spec's index has no mutable getter: its entries are set back.)
+    let mut entries = index.manifests().clone();
+    let [entry] = entries.as_mut_slice() else {
+        bail!("the folder's index.json does not name one manifest");
+    };
+    let Some((digest, size)) = rename_in(folder, entry, descriptors)? else {
         return Ok(());
     };
-    entry["digest"] = serde_json::Value::String(digest);
-    entry["size"] = serde_json::Value::from(size);
-    std::fs::write(&index_path, serde_json::to_vec(&index)?).context("cannot write index.json")
+    entry.set_digest(digest);
+    entry.set_size(size);
+    index.set_manifests(entries);
+    std::fs::write(&index_path, json_bytes(&index)?).context("cannot write index.json")
 }
 
-fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn blob_in(folder: &std::path::Path, digest: &str) -> anyhow::Result<PathBuf> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .with_context(|| format!("not a sha256 digest: {digest}"))?;
-    Ok(folder.join("blobs/sha256").join(hex))
+/// `document` as JSON with its keys sorted (by way of `serde_json::Value`,
+/// whose maps are ordered): the same document gives the same bytes, and so
+/// the same digest, though oci-spec keeps annotations in a `HashMap`.
+fn json_bytes(document: &impl Serialize) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&serde_json::to_value(document)?)?)
 }
 
-/// Renames the held layers in the manifest `digest` of `folder` (in the
-/// image manifest an index names, for an index: attestations left alone);
-/// the new document's digest and size, `None` when nothing changed.
+fn blob_in(folder: &std::path::Path, digest: &Digest) -> anyhow::Result<PathBuf> {
+    if *digest.algorithm() != DigestAlgorithm::Sha256 {
+        bail!("not a sha256 digest: {digest}");
+    }
+    Ok(folder.join("blobs/sha256").join(digest.digest()))
+}
+
+/// Renames the held layers in the document `entry` names in `folder` (in
+/// the image manifest an index names, for an index: attestations left
+/// alone); the new document's digest and size, `None` when nothing changed.
 fn rename_in(
     folder: &std::path::Path,
-    digest: &str,
-    descriptors: &[serde_json::Value],
-) -> anyhow::Result<Option<(String, usize)>> {
-    use sha2::{Digest as _, Sha256};
+    entry: &Descriptor,
+    descriptors: &[Descriptor],
+) -> anyhow::Result<Option<(Digest, u64)>> {
+    let digest = entry.digest();
     let path = blob_in(folder, digest)?;
-    let mut document = read_json(&path)?;
-    let before = document.clone();
-    // (`get_mut`: indexing would add the key it looks for.)
-    if let Some(layers) = document
-        .get_mut("layers")
-        .and_then(serde_json::Value::as_array_mut)
-    {
-        if layers.len() < descriptors.len() {
-            bail!("the folder's manifest has fewer layers than DEST holds");
-        }
-        for (layer, held) in layers.iter_mut().zip(descriptors) {
-            let named = layer["digest"].as_str().unwrap_or_default();
-            if blob_in(folder, named)?.exists() {
-                bail!("layer {named} is in the folder: it is not one DEST holds");
+    let bytes = read(&path)?;
+    let rewritten = match manifest::kind_of(entry.media_type().as_ref(), &bytes) {
+        ManifestKind::Image => {
+            let mut document = manifest::image_manifest(&bytes)
+                .with_context(|| format!("cannot read the manifest {digest}"))?;
+            let layers = document.layers_mut();
+            if layers.len() < descriptors.len() {
+                bail!("the folder's manifest has fewer layers than DEST holds");
             }
-            *layer = held.clone();
-        }
-    } else if let Some(manifests) = document
-        .get_mut("manifests")
-        .and_then(serde_json::Value::as_array_mut)
-    {
-        let mut renamed = 0;
-        for entry in manifests.iter_mut() {
-            let attestation =
-                entry["annotations"]["vnd.docker.reference.type"] == "attestation-manifest";
-            let child = entry["digest"].as_str().unwrap_or_default().to_owned();
-            if attestation || !blob_in(folder, &child)?.exists() {
-                continue;
+            let mut changed = false;
+            for (layer, held) in layers.iter_mut().zip(descriptors) {
+                if blob_in(folder, layer.digest())?.exists() {
+                    bail!(
+                        "layer {} is in the folder: it is not one DEST holds",
+                        layer.digest()
+                    );
+                }
+                changed |= layer != held;
+                *layer = held.clone();
             }
-            if let Some((digest, size)) = rename_in(folder, &child, descriptors)? {
-                entry["digest"] = serde_json::Value::String(digest);
-                entry["size"] = serde_json::Value::from(size);
+            changed.then(|| json_bytes(&document)).transpose()?
+        }
+        ManifestKind::Index => {
+            let mut document = manifest::image_index(&bytes)
+                .with_context(|| format!("cannot read the index {digest}"))?;
+            let (mut renamed, mut changed) = (0, false);
+            let mut entries = document.manifests().clone();
+            for child in &mut entries {
+                if manifest::is_attestation(child) || !blob_in(folder, child.digest())?.exists() {
+                    continue;
+                }
+                if let Some((digest, size)) = rename_in(folder, child, descriptors)? {
+                    child.set_digest(digest);
+                    child.set_size(size);
+                    changed = true;
+                }
+                renamed += 1;
             }
-            renamed += 1;
+            if renamed != 1 {
+                bail!("the folder's index names {renamed} image manifests in the folder, not one");
+            }
+            document.set_manifests(entries);
+            changed.then(|| json_bytes(&document)).transpose()?
         }
-        if renamed != 1 {
-            bail!("the folder's index names {renamed} image manifests in the folder, not one");
-        }
-    } else {
-        bail!("{digest} is neither an image manifest nor an index");
-    }
-    if document == before {
-        // A containerd-store source named them so already: the document
-        // keeps its bytes, and the image its ID.
+        ManifestKind::Other => bail!("{digest} is neither an image manifest nor an index"),
+    };
+    // Unchanged (a containerd-store source named them so already): the
+    // document keeps its bytes, and the image its ID.
+    let Some(bytes) = rewritten else {
         return Ok(None);
-    }
-    let bytes = serde_json::to_vec(&document)?;
-    let new = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    };
+    let new = manifest::digest_of(&bytes);
     std::fs::write(blob_in(folder, &new)?, &bytes).context("cannot write the manifest")?;
     std::fs::remove_file(&path).context("cannot remove the old manifest")?;
-    Ok(Some((new, bytes.len())))
+    Ok(Some((new, bytes.len() as u64)))
 }
 
 /// Which layers to send: those from the returned index on; the image's
@@ -572,15 +583,6 @@ fn rename_in(
 /// DEST holds every layer but not this image.
 pub(crate) fn first_sent(prefix: usize, layers: usize) -> usize {
     prefix.min(layers.saturating_sub(1))
-}
-
-/// `repo:tag` into `repo` and `tag` (the tag after the last `:` that
-/// follows the last `/`).
-pub(crate) fn split_tag(reference: &str) -> Option<(&str, &str)> {
-    let slash = reference.rfind('/').map_or(0, |i| i + 1);
-    let colon = reference[slash..].rfind(':')? + slash;
-    let (repo, tag) = (&reference[..colon], &reference[colon + 1..]);
-    (!repo.is_empty() && !tag.is_empty()).then_some((repo, tag))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1090,6 +1092,11 @@ mod tests {
         assert!(!same_image(&classic, &other_history));
     }
 
+    /// The descriptor `value` spells.
+    fn descriptor(value: &serde_json::Value) -> Descriptor {
+        serde_json::from_value(value.clone()).expect("a descriptor")
+    }
+
     /// A `--since` folder whose manifest names layer `a` by diff ID (absent)
     /// and layer `b` by its blob in the folder.
     fn since_folder() -> (tempfile::TempDir, String) {
@@ -1132,7 +1139,7 @@ mod tests {
             "digest": format!("sha256:{}", "d".repeat(64)),
             "size": 1234,
         });
-        name_held_blobs(dir.path(), std::slice::from_ref(&kept)).expect("rewritten");
+        name_held_blobs(dir.path(), &[descriptor(&kept)]).expect("rewritten");
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).expect("index"))
                 .expect("json");
@@ -1170,7 +1177,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(blobs.join(&old[7..])).expect("manifest"))
                 .expect("json");
         let same = manifest["layers"][0].clone();
-        name_held_blobs(dir.path(), &[same]).expect("nothing to do");
+        name_held_blobs(dir.path(), &[descriptor(&same)]).expect("nothing to do");
         assert!(
             blobs.join(&old[7..]).exists(),
             "the manifest left the archive"
@@ -1213,7 +1220,7 @@ mod tests {
 
         let kept = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
             "digest": format!("sha256:{}", "d".repeat(64)), "size": 77});
-        name_held_blobs(dir.path(), std::slice::from_ref(&kept)).expect("rewritten");
+        name_held_blobs(dir.path(), &[descriptor(&kept)]).expect("rewritten");
         let top: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).expect("read"))
                 .expect("json");
@@ -1240,7 +1247,8 @@ mod tests {
     fn a_layer_in_the_folder_is_never_renamed() {
         let (dir, old) = since_folder();
         let kept = serde_json::json!({"mediaType": "x", "digest": format!("sha256:{}", "d".repeat(64)), "size": 1});
-        let err = name_held_blobs(dir.path(), &[kept.clone(), kept]).expect_err("layer b is sent");
+        let err = name_held_blobs(dir.path(), &[descriptor(&kept), descriptor(&kept)])
+            .expect_err("layer b is sent");
         assert!(format!("{err:#}").contains("is in the folder"), "{err:#}");
         let index = std::fs::read_to_string(dir.path().join("index.json")).expect("index");
         assert!(
@@ -1267,6 +1275,7 @@ mod tests {
         assert_eq!(split_tag("localhost:5000/a"), None);
         assert_eq!(split_tag("busybox"), None);
         assert_eq!(split_tag(":x"), None);
+        assert_eq!(split_tag(&format!("a@sha256:{}", "1".repeat(64))), None);
     }
 
     #[test]

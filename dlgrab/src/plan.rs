@@ -246,29 +246,22 @@ pub(crate) fn strip_algorithm(id: &str) -> &str {
 
 /// The repository and tag the registry layout records, from the image's first tag.
 pub(crate) fn registry_name(image: &ImageDetails) -> (String, String) {
+    use docker_driver::reference::{DEFAULT_TAG, Reference};
     let short = strip_algorithm(&image.id)
         .chars()
         .take(12)
         .collect::<String>();
     let tags = crate::temp_names::user_tags(&image.repo_tags);
     let Some(tag) = tags.first() else {
-        return (format!("dlgrab/{short}"), "latest".to_owned());
+        return (format!("dlgrab/{short}"), DEFAULT_TAG.to_owned());
     };
-    // A tag is NAME[:TAG]; NAME may hold a registry host with a port.
-    let (name, tag) = match tag.rsplit_once(':') {
-        Some((name, t)) if !t.contains('/') => (name, t),
-        _ => (tag.as_str(), "latest"),
-    };
-    let mut name = name.to_owned();
-    if let Some((host, rest)) = name.split_once('/')
-        && (host.contains('.') || host.contains(':') || host == "localhost")
-    {
-        name = rest.to_owned();
-    }
-    if !name.contains('/') {
-        name = format!("library/{name}");
-    }
-    (name, tag.to_owned())
+    // Its path on its registry (domain left out, `library/` for Docker
+    // Hub's one-component names) and its tag, `latest` when none.
+    let reference = Reference::parse(tag);
+    (
+        reference.registry_path(),
+        reference.tag_or_default().to_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -542,6 +535,10 @@ pub(crate) mod tests {
         assert_eq!(registry_name(&img), ("a/b".into(), "v2".into()));
         img.repo_tags = vec!["team/app".into()];
         assert_eq!(registry_name(&img), ("team/app".into(), "latest".into()));
+        img.repo_tags = vec!["docker.io/library/demo:1".into()];
+        assert_eq!(registry_name(&img), ("library/demo".into(), "1".into()));
+        img.repo_tags = vec!["localhost:5000/a:b".into()];
+        assert_eq!(registry_name(&img), ("a".into(), "b".into()));
         img.repo_tags.clear();
         assert_eq!(
             registry_name(&img),

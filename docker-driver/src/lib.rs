@@ -52,7 +52,7 @@ pub mod layer_store;
 pub mod manifest;
 mod model;
 mod one_connection;
-mod reference;
+pub mod reference;
 mod ssh;
 mod tls;
 mod transport;

@@ -1,4 +1,12 @@
-//! Pure decisions about references, IDs and layers.
+//! Image references, IDs and layers: pure decisions.
+//!
+//! References (`[DOMAIN/]PATH[:TAG][@DIGEST]`) are read by
+//! [`layer_writer::reference`], re-exported here, so that the driver, the
+//! writer and dlgrab share one reading; what is the driver's own (what the
+//! user typed, which layer a selector picks, whether an untag keeps the
+//! image) follows.
+
+pub use layer_writer::reference::*;
 
 use crate::error::DriverError;
 use crate::model::{ImageDetails, ImageStore, LayerSelector};
@@ -23,20 +31,6 @@ pub(crate) fn classify(what: &str) -> Typed {
         (true, n) if n < 64 => Typed::HexPrefix(hex.to_owned()),
         _ => Typed::Name,
     }
-}
-
-/// `tag` in the short form the Docker CLI shows and `docker save` writes:
-/// `docker.io/library/x:1` is `x:1`, `docker.io/a/x:1` is `a/x:1` (Podman
-/// lists names fully qualified); other names are kept as they are.
-pub fn familiar_tag(tag: &str) -> String {
-    let Some(rest) = tag.strip_prefix("docker.io/").filter(|r| !r.is_empty()) else {
-        return tag.to_owned();
-    };
-    let rest = rest
-        .strip_prefix("library/")
-        .filter(|r| !r.contains('/'))
-        .unwrap_or(rest);
-    rest.to_owned()
 }
 
 /// `sha256:…` for a diff ID given with or without the prefix.
@@ -90,28 +84,6 @@ pub(crate) fn choose_for_diff_id<'a>(
         })
         .min_by(|a, b| a.0.cmp(&b.0))
         .map(|((_, _, id), index)| (id, index))
-}
-
-/// `name` → `name:latest`; references with a tag or digest unchanged.
-pub(crate) fn with_default_tag(reference: &str) -> String {
-    let last = reference.rsplit('/').next().unwrap_or(reference);
-    if reference.contains('@') || last.contains(':') {
-        reference.to_owned()
-    } else {
-        format!("{reference}:latest")
-    }
-}
-
-/// The repository of a tag or digest reference.
-pub(crate) fn repository(reference: &str) -> &str {
-    if let Some((repo, _)) = reference.split_once('@') {
-        return repo;
-    }
-    let last_start = reference.rfind('/').map_or(0, |i| i + 1);
-    match reference[last_start..].rfind(':') {
-        Some(i) => &reference[..last_start + i],
-        None => reference,
-    }
 }
 
 /// Whether deleting the tag `tag` of an image leaves the image in place.

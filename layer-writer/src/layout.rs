@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::error::io_err;
 use crate::manifest::{MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, digest_of};
 use crate::pipeline::Streamed;
+use crate::reference::{normalized, split_tag};
 use crate::run::{TempKind, temp_name};
 use crate::{Format, ImageContext, WriteError, WriterOptions, folder, fsx, v1};
 
@@ -312,43 +313,6 @@ fn oci_manifest(image: &ImageContext, layers: &[LayerDesc]) -> Vec<u8> {
     serde_json::to_vec(&m).expect("a json value serialises")
 }
 
-/// `docker.io/library/demo:latest` for `demo:latest`, as containerd names images.
-fn normalized(tag: &str) -> String {
-    let first = tag.split('/').next().unwrap_or_default();
-    let has_domain =
-        tag.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_domain {
-        tag.to_string()
-    } else if tag.contains('/') {
-        format!("docker.io/{tag}")
-    } else {
-        format!("docker.io/library/{tag}")
-    }
-}
-
-/// Splits `name:tag` (the tag after the last `/`); digests are not tags.
-pub(crate) fn split_tag(reference: &str) -> Option<(String, String)> {
-    if reference.contains('@') {
-        return None;
-    }
-    let slash = reference.rfind('/').map_or(0, |p| p + 1);
-    let colon = reference[slash..].rfind(':')? + slash;
-    Some((
-        reference[..colon].to_string(),
-        reference[colon + 1..].to_string(),
-    ))
-}
-
-/// The registry path of a familiar name: `demo` → `library/demo`.
-pub(crate) fn registry_path(name: &str) -> String {
-    let n = normalized(&format!("{name}:x"));
-    let n = n.strip_suffix(":x").unwrap_or(&n);
-    match n.split_once('/') {
-        Some((_, path)) => path.to_string(),
-        None => n.to_string(),
-    }
-}
-
 /// One image of the folder, as its top-level files describe it.
 struct Described<'a> {
     image: &'a ImageContext,
@@ -448,7 +412,7 @@ fn refresh_layout(root: &Path, format: Format, images: &[ImageContext]) -> Resul
             }
             e
         };
-        let tags: Vec<(&String, String)> = d
+        let tags: Vec<(&String, &str)> = d
             .image
             .repo_tags
             .iter()
@@ -844,24 +808,4 @@ fn refresh_registry(root: &Path, image: &ImageContext) -> Result<(), WriteError>
         link.as_bytes(),
     )?;
     fsx::write_atomic(&tag.join("current/link"), link.as_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(normalized("demo:latest"), "docker.io/library/demo:latest");
-        assert_eq!(normalized("a/b:1"), "docker.io/a/b:1");
-        assert_eq!(normalized("localhost:5000/b:1"), "localhost:5000/b:1");
-        assert_eq!(
-            split_tag("localhost:5000/b:1"),
-            Some(("localhost:5000/b".into(), "1".into()))
-        );
-        assert_eq!(split_tag("localhost:5000/b"), None);
-        assert_eq!(registry_path("demo"), "library/demo");
-        assert_eq!(registry_path("wtest/demo"), "wtest/demo");
-        assert_eq!(registry_path("localhost:5000/x/y"), "x/y");
-    }
 }

@@ -67,6 +67,7 @@ mod layout;
 pub mod manifest;
 mod pipeline;
 mod readahead;
+pub mod reference;
 pub mod run;
 pub mod save_archive;
 mod v1;
@@ -150,9 +151,10 @@ impl ImageContext {
         let layer_ids = v1_layer_ids(&config_json)?;
         let (repository, tag) = repo_tags
             .first()
-            .and_then(|t| layout::split_tag(t))
-            .map(|(r, t)| (layout::registry_path(&r), t))
-            .unwrap_or_else(|| ("image".into(), "latest".into()));
+            .map(|t| reference::Reference::parse(t))
+            .filter(|r| r.digest().is_none() && !r.name().is_empty())
+            .map(|r| (r.registry_path(), r.tag_or_default().to_owned()))
+            .unwrap_or_else(|| ("image".into(), reference::DEFAULT_TAG.into()));
         Ok(Self {
             compressed: vec![None; layer_ids.len()],
             config_json,
