@@ -44,26 +44,31 @@ pub(crate) enum Target {
     },
 }
 
-/// The flags' constraints on [`Target`], checked before any daemon call.
-/// Where the run `args` asks for goes, once the flags' constraints are
-/// checked (see [`target`]).
-pub(crate) fn target_for(args: &crate::cli::Args) -> anyhow::Result<Target> {
-    target(
-        &args.layers,
-        args.since.as_deref(),
-        &args.outdir,
-        args.json,
-        args.format() == layer_writer::Format::Seed,
-    )
+/// What a run asks of its output, as `main` reads it off the command line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asked<'a> {
+    /// The images or layers named (`IMAGE…`).
+    pub(crate) images: &'a [String],
+    /// `--since BASE`.
+    pub(crate) since: Option<&'a str>,
+    /// `-o`: a folder, a file (with `--since`) or `-` for stdout.
+    pub(crate) output: &'a Path,
+    /// `--json`, which writes its report to stdout.
+    pub(crate) json: bool,
+    /// The folder format (`--format`, `--registry-format`).
+    pub(crate) format: layer_writer::Format,
 }
 
-pub(crate) fn target(
-    layers: &[String],
-    since: Option<&str>,
-    output: &Path,
-    json: bool,
-    seed_format: bool,
-) -> anyhow::Result<Target> {
+/// Where a run that asks for `asked` writes, once the flags' constraints
+/// are checked (before any daemon call).
+pub(crate) fn target_for(asked: &Asked<'_>) -> anyhow::Result<Target> {
+    let Asked {
+        images: layers,
+        since,
+        output,
+        json,
+        format,
+    } = *asked;
     let to_stdout = output == Path::new("-");
     if to_stdout && json {
         bail!("--json and -o - would both write to stdout: drop one of them");
@@ -91,10 +96,16 @@ pub(crate) fn target(
                 layers.len()
             );
         }
-        if !seed_format {
+        if format != layer_writer::Format::Seed {
             bail!("-o - writes the layer's tar: --format and --registry-format do not apply");
         }
         return Ok(Target::LayerToStdout);
+    }
+    if output.exists() && !output.is_dir() {
+        bail!(
+            "{} is a file, but -o names the folder to write the layers into (made if missing): name a folder, or use --since to write one archive file",
+            output.display()
+        );
     }
     Ok(Target::Folder)
 }

@@ -141,7 +141,13 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
     let target = if args.list.is_some() || sweep_only {
         delta::Target::Folder
     } else {
-        delta::target_for(&args)?
+        delta::target_for(&delta::Asked {
+            images: &args.layers,
+            since: args.since.as_deref(),
+            output: &args.outdir,
+            json: args.json,
+            format: args.format(),
+        })?
     };
     let driver: Arc<dyn DockerDriver> = match &args.data_root {
         Some(root) => route::store::offline_driver(root)?,

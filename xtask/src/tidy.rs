@@ -219,6 +219,20 @@ fn dlgrab_plan_imports_no_flow_module() {
     assert_none("dlgrab's plan imports the flow, a route or the cli", &found);
 }
 
+/// `cli` only parses: `main` reads its `Args` and hands the flow its own
+/// decision types (`plan`'s, `delta::Asked`, …); `generate` makes the
+/// completions and the man page from the parser. No other module reads it.
+#[test]
+fn dlgrab_cli_is_read_by_main_and_generate_only() {
+    let graph = dlgrab_graph();
+    let found: Vec<String> = graph
+        .importers_of("cli")
+        .filter(|from| !["main", "generate"].contains(from))
+        .flat_map(|from| graph.forbidden(from, &["cli"]))
+        .collect();
+    assert_none("a dlgrab module below main reads the command line", &found);
+}
+
 /// Fails listing `found`, one a line, under `what`.
 #[track_caller]
 fn assert_none(what: &str, found: &[String]) {
@@ -1161,6 +1175,14 @@ impl ModuleGraph {
                     .map(move |s| format!("{f} -> {to}: {}", s.shown))
             })
             .collect()
+    }
+
+    /// The modules that import `to`.
+    fn importers_of<'g>(&'g self, to: &'g str) -> impl Iterator<Item = &'g str> {
+        self.edges
+            .keys()
+            .filter(move |(_, t)| t == to)
+            .map(|(from, _)| from.as_str())
     }
 
     fn targets(&self, from: &str) -> impl Iterator<Item = &String> {
