@@ -23,6 +23,8 @@ pub(crate) struct Cleanup {
     /// Each tag with the daemon it is on (the source's, or `--to`'s DEST).
     tags: Mutex<Vec<(Arc<dyn DockerDriver>, String)>>,
     dirs: Mutex<Vec<PathBuf>>,
+    /// Containers (by name, recorded before they are asked for).
+    containers: Mutex<Vec<String>>,
     /// Held for reading by every tag request in flight.
     in_flight: Arc<RwLock<()>>,
     /// Layers written in full (their folders' names): they stay even if
@@ -36,6 +38,7 @@ impl Cleanup {
             driver,
             tags: Mutex::default(),
             dirs: Mutex::default(),
+            containers: Mutex::default(),
             in_flight: Arc::default(),
             written: Mutex::default(),
         }
@@ -85,6 +88,39 @@ impl Cleanup {
         }
     }
 
+    /// Creates the reader container `spec` (see [`DockerDriver::create_reader`]),
+    /// recorded for removal before the request leaves; like a tag, the
+    /// request runs to its end even if the caller is dropped, and
+    /// [`Cleanup::run`] waits for it. Returns the container's ID.
+    pub(crate) async fn create_reader(
+        &self,
+        spec: docker_driver::ReaderContainer,
+    ) -> Result<String, DriverError> {
+        lock(&self.containers).push(spec.name.clone());
+        let guard = self.in_flight.clone().read_owned().await;
+        let driver = self.driver.clone();
+        let task = tokio::spawn(async move {
+            let _in_flight = guard;
+            driver.create_reader(&spec).await
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(DriverError::Transport {
+                operation: "creating a container",
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Removes one of the run's containers now; forgotten whether that
+    /// worked or not.
+    pub(crate) async fn remove_container(&self, name: &str) -> Result<(), DriverError> {
+        lock(&self.containers).retain(|c| c != name);
+        tracing::debug!(name, "removing the reader container");
+        self.driver.remove_container(name).await
+    }
+
     /// Records a scratch folder before it is created.
     pub(crate) fn add_dir(&self, dir: PathBuf) {
         lock(&self.dirs).push(dir);
@@ -129,6 +165,13 @@ impl Cleanup {
                 if !matches!(e, docker_driver::DriverError::NoSuchImage { .. }) {
                     failures.push(format!("temporary tag {tag} was not removed: {e}"));
                 }
+            }
+        }
+        let containers = std::mem::take(&mut *lock(&self.containers));
+        for name in containers {
+            tracing::debug!(name, "removing the reader container");
+            if let Err(e) = self.driver.remove_container(&name).await {
+                failures.push(format!("container {name} was not removed: {e}"));
             }
         }
         let dirs = std::mem::take(&mut *lock(&self.dirs));

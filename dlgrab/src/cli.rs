@@ -168,6 +168,10 @@ pub(crate) enum ViaArg {
     /// The layer's tar rebuilt from the daemon's classic layer store (its
     /// data root must be readable: a local daemon, dlgrab run as root).
     Store,
+    /// The store route through the Engine API: the layer store read by a
+    /// container that is created, never started, and removed (classic
+    /// stores; any user the daemon serves, local or remote).
+    Archive,
 }
 
 impl Args {
@@ -187,6 +191,7 @@ impl Args {
             ViaArg::Push => Via::Push,
             ViaArg::Save => Via::Save,
             ViaArg::Store => Via::Store,
+            ViaArg::Archive => Via::Archive,
         }
     }
 

@@ -150,7 +150,7 @@ impl Exporter {
         let mut left = wanted.to_vec();
         let mut gave_way: Vec<GaveWay> = Vec::new();
         // Three routes at most: each gives way once, save never does.
-        for _ in 0..3 {
+        for _ in 0..4 {
             let (route, why) = plan::choose_route(info, image, via, &access, &gave_way)?;
             let event = if gave_way.is_empty() {
                 "route chosen"

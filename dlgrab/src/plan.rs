@@ -19,6 +19,9 @@ pub(crate) enum Via {
     Save,
     /// The daemon's own storage read from disk.
     Store,
+    /// The classic layer store read through the Engine API's archive of a
+    /// container that mounts it.
+    Archive,
 }
 
 /// A layer to export: its index in the image and the ID the user typed for it.
@@ -40,6 +43,9 @@ pub(crate) enum GaveWay {
     Survey(String),
     /// The daemon refused the push or failed it on its side: its message.
     Refused(String),
+    /// The archive route could not read the layer store through the daemon
+    /// (it refused the container or the archive, or the files differ).
+    Archive(String),
 }
 
 impl GaveWay {
@@ -64,6 +70,10 @@ pub(crate) enum Route {
     /// The layer's tar rebuilt from the classic layer store's files
     /// (tar-split metadata and the layer folder), read-only.
     Store,
+    /// The store route's reassembly, the layer store's files read through
+    /// the Engine API (a container created, never started, that mounts the
+    /// data root read-only): for any user the daemon serves, local or not.
+    Archive,
 }
 
 impl Route {
@@ -73,6 +83,7 @@ impl Route {
             Route::Push => "push",
             Route::Save => "save",
             Route::Store => "store",
+            Route::Archive => "archive",
         }
     }
 }
@@ -113,20 +124,39 @@ pub(crate) fn choose_route(
     let named = !image.repo_tags.is_empty() || !image.repo_digests.is_empty();
     let unnamed = "the image has no name, so it is never tagged and pushed";
     let classic = matches!(info.image_store, ImageStore::Classic { .. });
+    let archive = archive_possible(info, gave_way);
+    if via == Via::Archive {
+        return match archive {
+            Ok(()) => Ok((Route::Archive, "asked for with --via archive".into())),
+            Err(why) => bail!("--via archive: {why}"),
+        };
+    }
     if let Some(host) = &info.elsewhere {
         // Its 127.0.0.1 is not ours, nor its data root a path here.
-        return match via {
-            Via::Push | Via::Store => bail!(
+        return match (via, archive) {
+            (Via::Push | Via::Store, _) => bail!(
                 "--via {}: the daemon at {host} runs on another machine, which cannot reach \
                  dlgrab's registry on this machine's loopback nor share its layer store; \
-                 use --via save",
+                 use --via archive or --via save",
                 if via == Via::Push { "push" } else { "store" }
             ),
-            Via::Auto | Via::Save => Ok((
-                Route::Save,
+            (Via::Auto, Ok(())) => Ok((
+                Route::Archive,
                 format!(
-                    "the daemon at {host} runs on another machine: only docker save reaches here"
+                    "the daemon at {host} runs on another machine: its layer store is read \
+                     through the Engine API"
                 ),
+            )),
+            (_, archive) => Ok((
+                Route::Save,
+                match (via, archive) {
+                    (Via::Save, _) => "asked for with --via save".into(),
+                    (_, Err(why)) => format!(
+                        "the daemon at {host} runs on another machine and {why}: only docker \
+                         save reaches here"
+                    ),
+                    _ => format!("the daemon at {host} runs on another machine"),
+                },
             )),
         };
     }
@@ -139,7 +169,7 @@ pub(crate) fn choose_route(
             "the daemon's push to dlgrab's registry failed ({message}): docker save reads the \
              layers instead"
         )),
-        GaveWay::Store(_) => None,
+        GaveWay::Store(_) | GaveWay::Archive(_) => None,
     });
     let store = match store_failed {
         Some(why) => &StoreAccess::Unavailable(format!("the store route failed: {why}")),
@@ -155,7 +185,7 @@ pub(crate) fn choose_route(
         (Via::Store, StoreAccess::Readable) => (Route::Store, "asked for with --via store".into()),
         (Via::Push, _) if named => (Route::Push, "asked for with --via push".into()),
         (Via::Push, _) => (Route::Save, unnamed.into()),
-        (Via::Save, _) => (Route::Save, "asked for with --via save".into()),
+        (Via::Save | Via::Archive, _) => (Route::Save, "asked for with --via save".into()),
         (Via::Auto, StoreAccess::Readable) if classic => (
             Route::Store,
             "the classic layer store is readable: the layer is rebuilt from its own files".into(),
@@ -163,6 +193,13 @@ pub(crate) fn choose_route(
         (Via::Auto, StoreAccess::Readable) => (
             Route::Store,
             "the containerd content store is readable: the layer's blob is read as stored".into(),
+        ),
+        (Via::Auto, StoreAccess::Unavailable(why)) if archive.is_ok() => (
+            Route::Archive,
+            format!(
+                "the layer store cannot be read here ({why}): a container of the daemon's reads \
+                 it through the Engine API"
+            ),
         ),
         (Via::Auto, StoreAccess::Unavailable(_)) if !named => (Route::Save, unnamed.into()),
         (Via::Auto, StoreAccess::Unavailable(_)) if push_gave_way.is_some() => {
@@ -182,6 +219,30 @@ pub(crate) fn choose_route(
         ),
     };
     Ok((route, why))
+}
+
+/// Whether the archive route can be taken on this daemon: a classic
+/// Docker store with a data root, the route not failed before; else why not.
+fn archive_possible(info: &DaemonInfo, gave_way: &[GaveWay]) -> Result<(), String> {
+    if let Some(why) = gave_way.iter().find_map(|g| match g {
+        GaveWay::Archive(why) => Some(why),
+        _ => None,
+    }) {
+        return Err(format!("the archive route failed: {why}"));
+    }
+    if info.podman {
+        return Err("Podman keeps no Docker layer store".into());
+    }
+    let ImageStore::Classic { driver } = &info.image_store else {
+        return Err("the containerd image store has no classic layer store".into());
+    };
+    if !docker_driver::layer_store::SUPPORTED_DRIVERS.contains(&driver.as_str()) {
+        return Err(format!("graph driver {driver} is not one dlgrab reads"));
+    }
+    if info.root_dir.is_none() {
+        return Err("the daemon reports no data root".into());
+    }
+    Ok(())
 }
 
 /// The folder name (64 hex digits) of each layer of `image`, base first.
@@ -354,16 +415,65 @@ pub(crate) mod tests {
         let mut remote = info(classic());
         remote.elsewhere = Some("ssh://me@build".into());
         let img = image(&["x:1"], &[], 2);
-        for via in [Via::Auto, Via::Save] {
-            let (route, why) =
-                choose_route(&remote, &img, via, &StoreAccess::Readable, &[]).unwrap();
-            assert_eq!(route, Route::Save);
-            assert!(why.contains("another machine"), "{why}");
-        }
+        // Without a data root to read through it, only save reaches here.
+        let (route, why) =
+            choose_route(&remote, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();
+        assert_eq!(route, Route::Save);
+        assert!(why.contains("another machine"), "{why}");
+        let (route, _) = choose_route(&remote, &img, Via::Save, &StoreAccess::Readable, &[]).unwrap();
+        assert_eq!(route, Route::Save);
+        // With one, its layer store is read through the Engine API, until
+        // that gives way.
+        remote.root_dir = Some("/var/lib/docker".into());
+        let (route, why) =
+            choose_route(&remote, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();
+        assert_eq!(route, Route::Archive);
+        assert!(why.contains("another machine"), "{why}");
+        let refused = [GaveWay::Archive("authorization denied".into())];
+        let (route, why) =
+            choose_route(&remote, &img, Via::Auto, &StoreAccess::Readable, &refused).unwrap();
+        assert_eq!(route, Route::Save);
+        assert!(why.contains("authorization denied"), "{why}");
+        let err = choose_route(&remote, &img, Via::Archive, &StoreAccess::Readable, &refused)
+            .unwrap_err();
+        assert!(err.to_string().contains("authorization denied"), "{err}");
         for via in [Via::Push, Via::Store] {
             let err = choose_route(&remote, &img, via, &StoreAccess::Readable, &[]).unwrap_err();
             assert!(err.to_string().contains("ssh://me@build"), "{err}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_classic_store_is_read_through_the_archive_route_first() {
+        let mut local = info(classic());
+        local.root_dir = Some("/var/lib/docker".into());
+        let unreadable = StoreAccess::Unavailable("permission denied".into());
+        for tags in [&["x:1"][..], &[]] {
+            let img = image(tags, &[], 2);
+            let (route, why) = choose_route(&local, &img, Via::Auto, &unreadable, &[]).unwrap();
+            assert_eq!(route, Route::Archive);
+            assert!(why.contains("permission denied"), "{why}");
+        }
+        // Given way: push for a named image, as without the archive route.
+        let refused = [GaveWay::Archive("no".into())];
+        let img = image(&["x:1"], &[], 2);
+        let (route, _) = choose_route(&local, &img, Via::Auto, &unreadable, &refused).unwrap();
+        assert_eq!(route, Route::Push);
+        // A readable store is cheaper still.
+        let (route, _) =
+            choose_route(&local, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();
+        assert_eq!(route, Route::Store);
+        // Neither the containerd store nor Podman has a layer store to read.
+        let mut containerd = info(ImageStore::Containerd);
+        containerd.root_dir = Some("/var/lib/docker".into());
+        let (route, _) = choose_route(&containerd, &img, Via::Auto, &unreadable, &[]).unwrap();
+        assert_eq!(route, Route::Push);
+        let err = choose_route(&containerd, &img, Via::Archive, &unreadable, &[]).unwrap_err();
+        assert!(err.to_string().contains("containerd"), "{err}");
+        let mut podman = local.clone();
+        podman.podman = true;
+        let (route, _) = choose_route(&podman, &img, Via::Auto, &unreadable, &[]).unwrap();
+        assert_eq!(route, Route::Push);
     }
 
     #[test]

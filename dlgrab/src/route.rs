@@ -17,6 +17,10 @@
 //!   store's layer rebuilt from its files, a containerd store's blob as
 //!   stored), read-only. Costs that layer only; needs a readable data root
 //!   (or `--data-root`, offline).
+//! - [`archive`]: the store route's reassembly with the classic layer store
+//!   read through the Engine API (a container, never started, that mounts
+//!   the data root): that layer's cost for any user the daemon serves,
+//!   local or remote.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use crate::cleanup::Cleanup;
 use crate::plan::{self, GaveWay, Route, Via, Wanted};
 use crate::report::Reporter;
 
+pub(crate) mod archive;
 pub(crate) mod push;
 pub(crate) mod save;
 pub(crate) mod store;
@@ -79,6 +84,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Outcome> {
     match route {
         Route::Store => store::run(job, source, wanted).await,
+        Route::Archive => archive::run(job, source, wanted).await,
         Route::Push => push::run(job, source, wanted).await,
         Route::Save => save::run(job, source, wanted).await.map(Outcome::Written),
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use docker_driver::{DockerDriver, DriverError};
 use layer_writer::run::Liveness;
 
-use crate::temp_names::{TAG_PATTERN, tag_run};
+use crate::temp_names::{CONTAINER_LABEL, TAG_PATTERN, container_run, tag_run};
 use serde::Serialize;
 
 /// What a sweep found and did, as `--clean --json` prints it.
@@ -25,6 +25,9 @@ use serde::Serialize;
 pub(crate) struct Swept {
     /// Temporary tags of dead runs, removed.
     pub(crate) tags_removed: Vec<String>,
+    /// Containers of dead runs (the archive route's readers), removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) containers_removed: Vec<String>,
     /// Temporary tags of dead runs left in place, and why.
     pub(crate) tags_kept: Vec<Kept>,
     /// Scratch files and folders of dead runs, removed.
@@ -48,6 +51,7 @@ impl Swept {
     /// Whether nothing was found.
     pub(crate) fn is_empty(&self) -> bool {
         self.tags_removed.is_empty()
+            && self.containers_removed.is_empty()
             && self.tags_kept.is_empty()
             && self.files_removed.is_empty()
             && self.files_kept.is_empty()
@@ -66,6 +70,9 @@ impl Swept {
         let mut lines = Vec::new();
         for t in &self.tags_removed {
             lines.push(format!("removed temporary tag {t} of a dead dlgrab run"));
+        }
+        for c in &self.containers_removed {
+            lines.push(format!("removed container {c} of a dead dlgrab run"));
         }
         for k in &self.tags_kept {
             lines.push(format!(
@@ -86,8 +93,40 @@ impl Swept {
     }
 }
 
-/// Removes the temporary tags of dead runs from the daemon.
+/// Removes the containers of dead runs (the archive route's readers).
+async fn sweep_containers(driver: &dyn DockerDriver, swept: &mut Swept) {
+    let containers = match driver.list_containers(CONTAINER_LABEL).await {
+        Ok(containers) => containers,
+        Err(e) => {
+            tracing::debug!("cannot list containers to sweep: {e}");
+            return;
+        }
+    };
+    for container in containers {
+        let Some(name) = container
+            .names
+            .iter()
+            .find(|n| container_run(n).is_some_and(|run| run.liveness() == Liveness::Dead))
+        else {
+            continue;
+        };
+        match driver.remove_container(&container.id).await {
+            Ok(()) => {
+                tracing::info!(name, "removed a dead run's container");
+                swept.containers_removed.push(name.clone());
+            }
+            Err(e) => swept.tags_kept.push(Kept {
+                name: format!("container {name}"),
+                reason: e.to_string(),
+                failed: true,
+            }),
+        }
+    }
+}
+
+/// Removes the temporary tags and containers of dead runs from the daemon.
 pub(crate) async fn sweep_daemon(driver: &dyn DockerDriver, swept: &mut Swept) {
+    sweep_containers(driver, swept).await;
     // Only the images named like a run's temporary tag, which the daemon
     // filters (listing every image takes 0.1 s and more on the containerd
     // store); `tag_run` still decides.
@@ -218,6 +257,24 @@ mod tests {
         let sole_tag = format!("127.0.0.1:41001/dlgrab-{dead}-1:export");
         let live_tag = format!("127.0.0.1:41002/dlgrab-{live}-0:export");
         let mut driver = MockDockerDriver::new();
+        let container = |id: &str, name: String| docker_driver::ContainerSummary {
+            id: id.into(),
+            names: vec![name],
+            labels: [(CONTAINER_LABEL.to_owned(), "x".to_owned())].into(),
+        };
+        let containers = vec![
+            container("c-dead", format!("dlgrab-{dead}-2")),
+            container("c-live", format!("dlgrab-{live}-2")),
+            container("c-user", "dlgrab-made-by-a-user".into()),
+        ];
+        driver
+            .expect_list_containers()
+            .returning(move |_| Ok(containers.clone()));
+        driver
+            .expect_remove_container()
+            .times(1)
+            .withf(|id| id == "c-dead")
+            .returning(|_| Ok(()));
         let images = vec![
             ImageSummary {
                 id: "sha256:aa".into(),
@@ -256,6 +313,11 @@ mod tests {
         assert_eq!(swept.tags_kept.len(), 1);
         assert_eq!(swept.tags_kept[0].name, sole_tag);
         assert!(swept.tags_kept[0].reason.contains("sha256:bb"));
-        assert_eq!(swept.lines().len(), 2);
+        assert_eq!(
+            swept.containers_removed,
+            [format!("dlgrab-{dead}-2")],
+            "only the dead run's container"
+        );
+        assert_eq!(swept.lines().len(), 3);
     }
 }

@@ -19,6 +19,25 @@ pub(crate) fn repository() -> String {
     format!("dlgrab-{}", unique_name_part())
 }
 
+/// The label every container of dlgrab's carries, its value the run's
+/// token; the sweep lists containers by it.
+pub(crate) const CONTAINER_LABEL: &str = "dlgrab.run";
+
+/// A new name for one of this run's containers (`dlgrab-run-…-N`).
+pub(crate) fn container_name() -> String {
+    format!("dlgrab-{}", unique_name_part())
+}
+
+/// The run that made container `name`, if it is one of dlgrab's.
+pub(crate) fn container_run(name: &str) -> Option<RunId> {
+    let rest = name.strip_prefix("dlgrab-")?;
+    let (run, n) = rest.rsplit_once('-')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    RunId::parse(run)
+}
+
 /// The run that made temporary tag `reference`
 /// (`127.0.0.1:PORT/dlgrab-run-…:TAG`), if it is one of dlgrab's.
 pub(crate) fn tag_run(reference: &str) -> Option<RunId> {

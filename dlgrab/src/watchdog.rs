@@ -145,6 +145,35 @@ impl DockerDriver for Watchdog {
     async fn remove_image(&self, reference: &str) -> Result<(), DriverError> {
         self.inner.remove_image(reference).await
     }
+
+    async fn create_reader(
+        &self,
+        spec: &docker_driver::ReaderContainer,
+    ) -> Result<String, DriverError> {
+        self.limited("creating a container", self.inner.create_reader(spec))
+            .await
+    }
+
+    fn archive(&self, container: &str, path: &str) -> BoxStream<Result<bytes::Bytes, DriverError>> {
+        watched(
+            self.inner.archive(container, path),
+            self.limit,
+            "reading a container's files",
+        )
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), DriverError> {
+        self.limited("removing a container", self.inner.remove_container(id))
+            .await
+    }
+
+    async fn list_containers(
+        &self,
+        key: &str,
+    ) -> Result<Vec<docker_driver::ContainerSummary>, DriverError> {
+        self.limited("listing containers", self.inner.list_containers(key))
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::ClientVersion;
 use bollard::query_parameters::{
-    BuildImageOptions, BuilderVersion, ImportImageOptions, ListImagesOptions, RemoveImageOptions,
-    TagImageOptions,
+    BuildImageOptions, BuilderVersion, CreateContainerOptions, DownloadFromContainerOptions,
+    ImportImageOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
+    RemoveImageOptions, TagImageOptions,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
@@ -26,8 +27,8 @@ use crate::error::DriverError;
 use crate::history::{self, ApiRow};
 use crate::manifest::Platform;
 use crate::model::{
-    BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageStore, ImageSummary, LayerSelector,
-    PushEvent, RegistryCredentials, ResolvedLayer,
+    BuildOptions, ContainerSummary, DaemonInfo, ImageConfig, ImageDetails, ImageStore,
+    ImageSummary, LayerSelector, PushEvent, ReaderContainer, RegistryCredentials, ResolvedLayer,
 };
 use crate::reference::{self, Typed};
 use crate::transport::{self, Transport};
@@ -861,6 +862,121 @@ impl DockerDriver for BollardDriver {
             .await
             .map_err(|e| self.api_err("removing an image", Some(reference), e))?;
         Ok(())
+    }
+
+    async fn create_reader(&self, spec: &ReaderContainer) -> Result<String, DriverError> {
+        use bollard::models::{
+            ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountType,
+        };
+        let mounts = spec
+            .binds
+            .iter()
+            .map(|(source, target)| Mount {
+                target: Some(target.clone()),
+                source: Some(source.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                bind_options: Some(MountBindOptions {
+                    // Only the folder itself: not the mounts below it
+                    // (other containers' root filesystems).
+                    non_recursive: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            // Never run: any command will do, and an image may have none.
+            cmd: Some(vec!["/dlgrab-never-started".to_owned()]),
+            entrypoint: Some(Vec::new()),
+            network_disabled: Some(true),
+            labels: Some(spec.labels.iter().cloned().collect()),
+            host_config: Some(HostConfig {
+                mounts: Some(mounts),
+                network_mode: Some("none".to_owned()),
+                readonly_rootfs: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .inner
+            .api
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| self.api_err("creating a container", None, e))?;
+        debug!(id = %created.id, name = %spec.name, "created a reader container");
+        Ok(created.id)
+    }
+
+    fn archive(&self, container: &str, path: &str) -> BoxStream<Result<Bytes, DriverError>> {
+        let host = self.inner.transport.host.clone();
+        let options = DownloadFromContainerOptions {
+            path: path.to_owned(),
+        };
+        let subject = format!("{container}:{path}");
+        let stream = self
+            .inner
+            .long
+            .download_from_container(container, Some(options));
+        Box::pin(stream.map_err(move |e| {
+            map_bollard("reading a container's files", &host, Some(&subject), e)
+        }))
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), DriverError> {
+        let options = RemoveContainerOptions {
+            v: true,
+            force: true,
+            link: false,
+        };
+        match self.inner.api.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(self.api_err("removing a container", None, e)),
+        }
+    }
+
+    async fn list_containers(&self, key: &str) -> Result<Vec<ContainerSummary>, DriverError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![key.to_owned()],
+            )])),
+            ..Default::default()
+        };
+        let listed = self
+            .inner
+            .api
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.api_err("listing containers", None, e))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|c| {
+                let labels: std::collections::BTreeMap<_, _> =
+                    c.labels.unwrap_or_default().into_iter().collect();
+                // A daemon may filter loosely: keep only what carries the key.
+                labels.contains_key(key).then(|| ContainerSummary {
+                    id: c.id.unwrap_or_default(),
+                    names: c
+                        .names
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .collect(),
+                    labels,
+                })
+            })
+            .collect())
     }
 }
 

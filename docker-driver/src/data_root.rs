@@ -13,6 +13,7 @@ use crate::error::{DataRootError, DriverError};
 use crate::history::{self, ApiRow};
 use crate::layer_store::{LayerStore, chain_id};
 use crate::model::{
+    ContainerSummary, ReaderContainer,
     BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageStore, ImageSummary, LayerSelector,
     PushEvent, RegistryCredentials, ResolvedLayer,
 };
@@ -284,6 +285,31 @@ impl DockerDriver for DataRootDriver {
                 }
             })
             .collect())
+    }
+
+    async fn create_reader(&self, _spec: &ReaderContainer) -> Result<String, DriverError> {
+        Err(DriverError::NoDaemon {
+            operation: "creating a container",
+        })
+    }
+
+    fn archive(&self, _container: &str, _path: &str) -> BoxStream<Result<bytes::Bytes, DriverError>> {
+        Box::pin(futures::stream::once(async {
+            Err(DriverError::NoDaemon {
+                operation: "reading a container's files",
+            })
+        }))
+    }
+
+    async fn remove_container(&self, _id: &str) -> Result<(), DriverError> {
+        Err(DriverError::NoDaemon {
+            operation: "removing a container",
+        })
+    }
+
+    async fn list_containers(&self, _key: &str) -> Result<Vec<ContainerSummary>, DriverError> {
+        // A data root alone runs no containers.
+        Ok(Vec::new())
     }
 
     async fn tag(&self, _image: &str, _repo: &str, _tag: &str) -> Result<(), DriverError> {

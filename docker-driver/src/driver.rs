@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use crate::error::DriverError;
 use crate::model::{
-    BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageSummary, LayerSelector, PushEvent,
-    RegistryCredentials, ResolvedLayer,
+    BuildOptions, ContainerSummary, DaemonInfo, ImageConfig, ImageDetails, ImageSummary,
+    LayerSelector, PushEvent, ReaderContainer, RegistryCredentials, ResolvedLayer,
 };
 
 /// A boxed, sendable stream.
@@ -110,4 +110,20 @@ pub trait DockerDriver: Send + Sync {
 
     /// Removes an image without force (plain `docker rmi`), for tests.
     async fn remove_image(&self, reference: &str) -> Result<(), DriverError>;
+
+    /// Creates (never starts) a container to read the daemon's files
+    /// through [`DockerDriver::archive`]; returns its ID.
+    async fn create_reader(&self, spec: &ReaderContainer) -> Result<String, DriverError>;
+
+    /// The tar the archive API streams for `path` in `container` (`docker
+    /// cp CONTAINER:PATH -`): a folder's entries are named after its last
+    /// component (`diff/…` for `…/diff`).
+    fn archive(&self, container: &str, path: &str) -> BoxStream<Result<bytes::Bytes, DriverError>>;
+
+    /// Removes a container and its anonymous volumes, stopped or not; a
+    /// container already gone is not an error.
+    async fn remove_container(&self, id: &str) -> Result<(), DriverError>;
+
+    /// The containers, running or not, that carry the label `key`.
+    async fn list_containers(&self, key: &str) -> Result<Vec<ContainerSummary>, DriverError>;
 }

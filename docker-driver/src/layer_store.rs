@@ -22,6 +22,7 @@
 //! that knows Docker, while `layer-writer` takes a plain tar stream from
 //! whichever route produced it and verifies it against the diff ID.
 
+mod archived;
 mod tar_split;
 
 use std::collections::BTreeMap;
@@ -259,6 +260,203 @@ impl LayerStore {
                 source: Box::new(e),
             })?;
         Ok(repos.repositories.into_values().flatten().collect())
+    }
+}
+
+/// Where a classic store keeps an image's parts, as paths relative to its
+/// data root: for reading them where the data root is not a folder of this
+/// machine (through the archive API of a container that mounts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLayout {
+    driver: String,
+}
+
+impl StoreLayout {
+    /// The layout of graph driver `driver`, one of [`SUPPORTED_DRIVERS`].
+    pub fn new(driver: &str) -> Result<Self, DataRootError> {
+        if !SUPPORTED_DRIVERS.contains(&driver) {
+            return Err(DataRootError::UnsupportedGraphDriver {
+                driver: driver.to_owned(),
+            });
+        }
+        Ok(Self {
+            driver: driver.to_owned(),
+        })
+    }
+
+    /// The image and layer databases: `image/<driver>`.
+    pub fn image_dir(&self) -> PathBuf {
+        Path::new("image").join(&self.driver)
+    }
+
+    /// The graph driver's layer folders: `<driver>`, or `vfs/dir`.
+    pub fn files_dir(&self) -> PathBuf {
+        match self.driver.as_str() {
+            "vfs" => PathBuf::from("vfs/dir"),
+            driver => PathBuf::from(driver),
+        }
+    }
+
+    /// The layer database folder of `chain_id`, under [`Self::image_dir`].
+    pub fn layer_record(&self, chain_id: &str) -> Result<String, DataRootError> {
+        Ok(format!("layerdb/sha256/{}", hex_of(chain_id)?))
+    }
+
+    /// The image config of `image_id`, under [`Self::image_dir`].
+    pub fn config_file(&self, image_id: &str) -> Result<String, DataRootError> {
+        Ok(format!("imagedb/content/sha256/{}", hex_of(image_id)?))
+    }
+
+    /// A layer's files under [`Self::files_dir`], and the last component
+    /// of that path (an archive of it names its entries after it).
+    pub fn layer_files(&self, cache_id: &str) -> (String, String) {
+        match self.driver.as_str() {
+            "vfs" => (cache_id.to_owned(), cache_id.to_owned()),
+            _ => (format!("{cache_id}/diff"), "diff".to_owned()),
+        }
+    }
+}
+
+/// What the layer database records of one layer, read from a tar of its
+/// folder (`layerdb/sha256/<chain id>/`).
+#[derive(Debug, Clone)]
+pub struct LayerRecord {
+    /// The `diff` file: the layer's diff ID.
+    pub diff_id: String,
+    /// The `cache-id` file: the layer's folder name under the graph driver.
+    pub cache_id: String,
+    /// `tar-split.json.gz`, as stored.
+    pub tar_split_gz: Vec<u8>,
+}
+
+impl LayerRecord {
+    /// Reads the record from `tar`, a tar of the layer's database folder;
+    /// `what` names it in errors. Fails when a part is missing or the cache
+    /// ID is not a plain folder name.
+    pub fn from_tar(tar: impl Read, what: &str) -> Result<Self, DataRootError> {
+        let files = small_files(tar, what, 256 << 20)?;
+        let path = |name: &str| PathBuf::from(what).join(name);
+        let get = |name: &str| {
+            files
+                .get(name)
+                .cloned()
+                .ok_or_else(|| DataRootError::Read {
+                    path: path(name),
+                    source: io::Error::new(io::ErrorKind::NotFound, "not in the layer's record"),
+                })
+        };
+        let text = |name: &str| get(name).map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+        let record = Self {
+            diff_id: text("diff")?,
+            cache_id: text("cache-id")?,
+            tar_split_gz: get("tar-split.json.gz")?,
+        };
+        let cache_id = &record.cache_id;
+        if cache_id.is_empty() || cache_id.contains('/') || cache_id.starts_with('.') {
+            return Err(DataRootError::Format {
+                path: path("cache-id"),
+                source: format!("bad cache id {cache_id:?}").into(),
+            });
+        }
+        Ok(record)
+    }
+}
+
+/// An image config read from a tar of its file in the image database,
+/// checked to hash to `image_id`.
+pub fn config_from_tar(tar: impl Read, image_id: &str) -> Result<Vec<u8>, DataRootError> {
+    let hex = hex_of(image_id)?;
+    let files = small_files(tar, image_id, 64 << 20)?;
+    let bytes = files.get(hex).cloned().ok_or_else(|| DataRootError::Read {
+        path: PathBuf::from(format!("imagedb/content/sha256/{hex}")),
+        source: io::Error::new(io::ErrorKind::NotFound, "not in the archive"),
+    })?;
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if actual != format!("sha256:{hex}") {
+        return Err(DataRootError::ConfigMismatch {
+            image: image_id.to_owned(),
+            expected: format!("sha256:{hex}"),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The regular files of a small tar, by their last path component, at most
+/// `limit` bytes in all.
+fn small_files(
+    tar: impl Read,
+    what: &str,
+    limit: u64,
+) -> Result<BTreeMap<String, Vec<u8>>, DataRootError> {
+    let failed = |source: io::Error| DataRootError::Read {
+        path: PathBuf::from(what),
+        source,
+    };
+    let mut files = BTreeMap::new();
+    let mut total = 0u64;
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(failed)? {
+        let mut entry = entry.map_err(failed)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        total += entry.size();
+        if total > limit {
+            return Err(failed(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than {limit} bytes"),
+            )));
+        }
+        let name = entry
+            .path()
+            .map_err(failed)?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data).map_err(failed)?;
+        files.insert(name, data);
+    }
+    Ok(files)
+}
+
+/// A layer's tar rebuilt from its [`LayerRecord`] and a tar of its folder
+/// as the archive API streams it (entries named `<top>/…`): the store
+/// route's reassembly for a data root that is not a folder of this machine.
+/// As with [`LayerTar`], the caller verifies the whole against the diff ID.
+pub struct ArchivedLayerTar<R: Read> {
+    inner: tar_split::Assembler<
+        BufReader<flate2::read::GzDecoder<io::Cursor<Vec<u8>>>>,
+        archived::ArchivedFiles<R>,
+    >,
+}
+
+impl<R: Read> ArchivedLayerTar<R> {
+    /// The layer `record` describes, its files read from `folder`.
+    pub fn new(record: LayerRecord, folder: R, top: &str) -> Self {
+        let lines = BufReader::with_capacity(
+            256 << 10,
+            flate2::read::GzDecoder::new(io::Cursor::new(record.tar_split_gz)),
+        );
+        Self {
+            inner: tar_split::Assembler::with_files(
+                lines,
+                archived::ArchivedFiles::new(folder, top),
+            ),
+        }
+    }
+}
+
+impl<R: Read> std::fmt::Debug for ArchivedLayerTar<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchivedLayerTar").finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Read for ArchivedLayerTar<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
     }
 }
 

@@ -66,10 +66,12 @@ pub use data_root::DataRootDriver;
 pub use driver::MockDockerDriver;
 pub use driver::{BoxStream, DockerDriver};
 pub use error::{DataRootError, DriverError};
-pub use layer_store::{LayerStore, LayerTar};
+pub use layer_store::{
+    ArchivedLayerTar, LayerRecord, LayerStore, LayerTar, StoreLayout, config_from_tar,
+};
 pub use model::{
-    BuildOptions, DaemonInfo, HistoryRow, ImageConfig, ImageDetails, ImageStore, ImageSummary,
-    LayerSelector, PushEvent, RegistryCredentials, ResolvedLayer,
+    BuildOptions, ContainerSummary, DaemonInfo, HistoryRow, ImageConfig, ImageDetails, ImageStore,
+    ImageSummary, LayerSelector, PushEvent, ReaderContainer, RegistryCredentials, ResolvedLayer,
 };
 pub use reference::familiar_tag;
 pub use ssh::ReverseTunnel;

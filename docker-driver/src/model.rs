@@ -223,3 +223,32 @@ pub struct BuildOptions {
     /// Labels to set on the image.
     pub labels: Vec<(String, String)>,
 }
+
+/// A container made only to read files of the daemon's machine through the
+/// archive API (`GET /containers/{id}/archive`): created from an image the
+/// daemon already has, never started, with no network, its `binds` mounted
+/// read-only and not recursively. The daemon mounts a stopped container's
+/// volumes for the archive API, so an API client reads what the daemon can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderContainer {
+    /// The container's name.
+    pub name: String,
+    /// The image it is created from (an ID or a name the daemon has).
+    pub image: String,
+    /// Labels to set on it, e.g. the run that made it.
+    pub labels: Vec<(String, String)>,
+    /// Paths of the daemon's machine and where they appear in the
+    /// container, each mounted read-only.
+    pub binds: Vec<(std::path::PathBuf, String)>,
+}
+
+/// A container as listed by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    /// The container ID.
+    pub id: String,
+    /// Its names, without the leading `/`.
+    pub names: Vec<String>,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+}

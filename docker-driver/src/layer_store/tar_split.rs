@@ -103,9 +103,8 @@ enum State {
     Idle,
     /// A raw segment, from `at` on.
     Segment { data: Vec<u8>, at: usize },
-    /// A file's data.
+    /// A file's data, read from [`Files`].
     File {
-        file: File,
         path: PathBuf,
         size: u64,
         left: u64,
@@ -116,11 +115,48 @@ enum State {
     Done,
 }
 
-/// The tar a tar-split stream describes, as a [`Read`]er: segments from
-/// `lines`, file data from below `folder`.
-pub(crate) struct Assembler<R> {
-    lines: R,
+/// Where an [`Assembler`] reads the layer's file data: one file at a time,
+/// in the tar-split's order.
+pub(crate) trait Files {
+    /// Makes the file `name` (as the tar names it: `./a/b`, `a/b`) the one
+    /// [`Files::read`] reads; returns how messages name it.
+    fn open(&mut self, name: &[u8]) -> Result<PathBuf, TarSplitError>;
+
+    /// Reads on in the file last opened.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// The layer's files in a folder of this machine (the layer store's
+/// `diff` folder).
+pub(crate) struct Folder {
     folder: PathBuf,
+    file: Option<File>,
+}
+
+impl Files for Folder {
+    fn open(&mut self, name: &[u8]) -> Result<PathBuf, TarSplitError> {
+        let path = inside(&self.folder, name)?;
+        let file = File::open(&path).map_err(|source| TarSplitError::FileRead {
+            path: path.clone(),
+            source,
+        })?;
+        self.file = Some(file);
+        Ok(path)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(file) => file.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+/// The tar a tar-split stream describes, as a [`Read`]er: segments from
+/// `lines`, file data from `files`.
+pub(crate) struct Assembler<R, F = Folder> {
+    lines: R,
+    files: F,
     line: Vec<u8>,
     line_no: u64,
     state: State,
@@ -130,9 +166,17 @@ impl<R: BufRead> Assembler<R> {
     /// An assembler over the (decompressed) tar-split `lines` of the layer
     /// whose files are under `folder`.
     pub(crate) fn new(lines: R, folder: PathBuf) -> Self {
+        Self::with_files(lines, Folder { folder, file: None })
+    }
+}
+
+impl<R: BufRead, F: Files> Assembler<R, F> {
+    /// An assembler over the (decompressed) tar-split `lines`, reading file
+    /// data from `files`.
+    pub(crate) fn with_files(lines: R, files: F) -> Self {
         Self {
             lines,
-            folder,
+            files,
             line: Vec::new(),
             line_no: 0,
             state: State::Idle,
@@ -180,13 +224,8 @@ impl<R: BufRead> Assembler<R> {
                         (_, Some(name)) => name.into_bytes(),
                         (_, None) => Vec::new(),
                     };
-                    let path = inside(&self.folder, &name)?;
-                    let file = File::open(&path).map_err(|source| TarSplitError::FileRead {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    let path = self.files.open(&name)?;
                     self.state = State::File {
-                        file,
                         path,
                         size: entry.size,
                         left: entry.size,
@@ -201,7 +240,7 @@ impl<R: BufRead> Assembler<R> {
     }
 }
 
-impl<R: BufRead> Read for Assembler<R> {
+impl<R: BufRead, F: Files> Read for Assembler<R, F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -220,7 +259,6 @@ impl<R: BufRead> Read for Assembler<R> {
                     return Ok(n);
                 }
                 State::File {
-                    file,
                     path,
                     size,
                     left,
@@ -228,7 +266,7 @@ impl<R: BufRead> Read for Assembler<R> {
                     expected,
                 } => {
                     let want = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                    let n = match file.read(&mut buf[..want]) {
+                    let n = match self.files.read(&mut buf[..want]) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(source) => {
@@ -268,7 +306,7 @@ impl<R: BufRead> Read for Assembler<R> {
 
 /// `folder` joined with a tar entry's name (`./a/b`, `a/b`, `/a/b`), which
 /// must stay inside it.
-fn inside(folder: &Path, name: &[u8]) -> Result<PathBuf, TarSplitError> {
+pub(crate) fn inside(folder: &Path, name: &[u8]) -> Result<PathBuf, TarSplitError> {
     use std::os::unix::ffi::OsStrExt;
     let relative = Path::new(std::ffi::OsStr::from_bytes(name));
     let bad = || TarSplitError::BadName {

@@ -1,0 +1,247 @@
+//! The archive route: the store route's reassembly with the layer store
+//! read through the Engine API, for anyone the daemon serves (a `docker`
+//! group member, a remote daemon over `ssh://` or `tcp://`).
+//!
+//! A container is created (never started, no network, dlgrab's label, a
+//! name carrying the run's ID) from the image being exported, with the
+//! data root's image database and layer folders bind-mounted read-only.
+//! The daemon mounts a stopped container's volumes for its archive API
+//! (`docker cp CONTAINER:PATH -`), so the image config
+//! (`imagedb/content/sha256/<id>`), each wanted layer's record
+//! (`layerdb/sha256/<chain id>/`: diff ID, cache ID, tar-split) and its
+//! folder come out as tars, and `docker_driver::ArchivedLayerTar` rebuilds
+//! the layer's exact tar from them, verified against the diff ID by the
+//! writer. The container is removed when the route ends, and by the run's
+//! cleanup or the next run's sweep otherwise.
+//!
+//! This reads nothing the `docker` group cannot already read: any member
+//! may run a container that mounts `/`. Where the daemon refuses (an
+//! authorization plugin, user-namespace remapping, a mount it does not
+//! allow), the route gives way to the next one with the daemon's message.
+
+use std::path::Path;
+
+use anyhow::Context;
+use docker_driver::layer_store::chain_id;
+use docker_driver::{
+    ArchivedLayerTar, ImageStore, LayerRecord, ReaderContainer, StoreLayout, config_from_tar,
+};
+use futures::TryStreamExt;
+use layer_writer::{WriteError, WrittenLayer};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::{Job, Outcome, Source, output_already_there};
+use crate::plan::{GaveWay, Wanted};
+use crate::temp_names;
+
+/// Where the container sees the image and layer databases.
+const IMAGE_DIR: &str = "/dlgrab-image";
+/// Where the container sees the graph driver's layer folders.
+const FILES_DIR: &str = "/dlgrab-layers";
+/// The most bytes read whole from one small archive (a layer's record: its
+/// tar-split grows with the layer's file count; an image config).
+const SMALL_ARCHIVE: usize = 512 << 20;
+
+/// A failed archive route: the layers it wrote, and whether another route
+/// may take the others (the daemon or its files were at fault, not the
+/// output).
+struct Failure {
+    written: Vec<WrittenLayer>,
+    error: anyhow::Error,
+    retry: bool,
+}
+
+/// The archive route; gives way when the daemon refuses the container or
+/// the archive, or the files read do not rebuild the layer.
+pub(crate) async fn run(
+    job: &Job,
+    source: &Source<'_>,
+    wanted: &[Wanted],
+) -> anyhow::Result<Outcome> {
+    let ImageStore::Classic { driver } = &source.info.image_store else {
+        anyhow::bail!("the archive route reads classic image stores only");
+    };
+    let Some(root) = &source.info.root_dir else {
+        anyhow::bail!("the daemon reports no data root");
+    };
+    let layout = StoreLayout::new(driver)?;
+    let name = temp_names::container_name();
+    let spec = ReaderContainer {
+        name: name.clone(),
+        image: source.image.id.clone(),
+        labels: vec![(
+            temp_names::CONTAINER_LABEL.to_owned(),
+            layer_writer::run::RunId::current()
+                .map(|r| r.token())
+                .unwrap_or_default(),
+        )],
+        binds: vec![
+            (root.join(layout.image_dir()), IMAGE_DIR.to_owned()),
+            (root.join(layout.files_dir()), FILES_DIR.to_owned()),
+        ],
+    };
+    job.reporter
+        .phase("creating a container to read the layer store".to_owned());
+    let result = match job.cleanup.create_reader(spec).await {
+        Ok(id) => {
+            tracing::debug!(%id, %name, "reading the layer store through a container");
+            let result = job.by_archive(&id, &layout, source, wanted).await;
+            if let Err(e) = job.cleanup.remove_container(&name).await {
+                tracing::warn!(%name, "cannot remove the reader container: {e}");
+            }
+            result
+        }
+        Err(e) => Err(Failure {
+            written: Vec::new(),
+            error: anyhow::Error::new(e).context("the daemon refused the reader container"),
+            retry: true,
+        }),
+    };
+    match result {
+        Ok(written) => Ok(Outcome::Written(written)),
+        Err(Failure {
+            written,
+            error,
+            retry: true,
+        }) => Ok(Outcome::GaveWay {
+            written,
+            because: GaveWay::Archive(format!("{error:#}")),
+            error,
+        }),
+        Err(failure) => Err(failure.error),
+    }
+}
+
+impl Job {
+    /// Reads the config and each wanted layer through container `id`.
+    async fn by_archive(
+        &self,
+        id: &str,
+        layout: &StoreLayout,
+        source: &Source<'_>,
+        wanted: &[Wanted],
+    ) -> Result<Vec<WrittenLayer>, Failure> {
+        let image = source.image;
+        let retry = |written: Vec<WrittenLayer>, error: anyhow::Error| Failure {
+            written,
+            error,
+            retry: true,
+        };
+        let config_path = layout
+            .config_file(&image.id)
+            .map_err(|e| retry(Vec::new(), e.into()))?;
+        let config = self
+            .small_archive(id, &format!("{IMAGE_DIR}/{config_path}"))
+            .await
+            .and_then(|tar| Ok(config_from_tar(&tar[..], &image.id)?))
+            .context("cannot read the image config through the daemon")
+            .map_err(|e| retry(Vec::new(), e))?;
+        let context = self
+            .context(image, wanted, config, None)
+            .map_err(|error| Failure {
+                written: Vec::new(),
+                error,
+                retry: false,
+            })?;
+        let writer = self.writer();
+        let mut written = Vec::new();
+        for w in wanted {
+            let Some(diff_ids) = image.diff_ids.get(..=w.index) else {
+                return Err(Failure {
+                    error: anyhow::anyhow!(
+                        "image {} has {} layers, not a layer {}",
+                        image.id,
+                        image.diff_ids.len(),
+                        w.index
+                    ),
+                    written,
+                    retry: false,
+                });
+            };
+            self.reporter.phase(format!(
+                "reading layer {} through the daemon's archive API",
+                w.index
+            ));
+            let record = match self.layer_record(id, layout, diff_ids).await {
+                Ok(record) => record,
+                Err(e) => {
+                    return Err(retry(
+                        written,
+                        e.context(format!("cannot read layer {}'s record", w.index)),
+                    ));
+                }
+            };
+            let (files, top) = layout.layer_files(&record.cache_id);
+            let stream = self
+                .driver
+                .archive(id, &format!("{FILES_DIR}/{files}"))
+                .map_err(std::io::Error::other);
+            let folder = SyncIoBridge::new(StreamReader::new(stream));
+            let tar = ArchivedLayerTar::new(record, folder, &top);
+            match writer.write_layer_from_read(&context, w.index, tar).await {
+                Ok(layer) => {
+                    self.announce(&layer);
+                    written.push(layer);
+                }
+                Err(e) => {
+                    let again = matches!(
+                        e,
+                        WriteError::DiffIdMismatch { .. }
+                            | WriteError::Read(_)
+                            | WriteError::Decompress(_)
+                    );
+                    let error = match e {
+                        WriteError::TargetExists { path } => output_already_there(&path),
+                        e => anyhow::Error::new(e).context(format!(
+                            "cannot write layer {} read through the daemon",
+                            w.index
+                        )),
+                    };
+                    return Err(Failure {
+                        written,
+                        error,
+                        retry: again,
+                    });
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// The record of the last of `diff_ids` in the layer database, checked
+    /// to name that diff ID.
+    async fn layer_record(
+        &self,
+        id: &str,
+        layout: &StoreLayout,
+        diff_ids: &[String],
+    ) -> anyhow::Result<LayerRecord> {
+        let chain = chain_id(diff_ids);
+        let dir = layout.layer_record(&chain)?;
+        let tar = self.small_archive(id, &format!("{IMAGE_DIR}/{dir}")).await?;
+        let record = LayerRecord::from_tar(&tar[..], &dir)?;
+        let diff_id = diff_ids.last().map(String::as_str).unwrap_or_default();
+        anyhow::ensure!(
+            record.diff_id == diff_id,
+            "the layer store records {} for chain ID {chain}, not {diff_id}",
+            record.diff_id
+        );
+        Ok(record)
+    }
+
+    /// The whole archive of `path` in container `id`, when it is small.
+    async fn small_archive(&self, id: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+        let mut stream = self.driver.archive(id, path);
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.try_next().await? {
+            tar.extend_from_slice(&chunk);
+            anyhow::ensure!(
+                tar.len() <= SMALL_ARCHIVE,
+                "{} is over {} MiB",
+                Path::new(path).display(),
+                SMALL_ARCHIVE >> 20
+            );
+        }
+        Ok(tar)
+    }
+}
