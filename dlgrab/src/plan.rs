@@ -420,7 +420,8 @@ pub(crate) mod tests {
             choose_route(&remote, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();
         assert_eq!(route, Route::Save);
         assert!(why.contains("another machine"), "{why}");
-        let (route, _) = choose_route(&remote, &img, Via::Save, &StoreAccess::Readable, &[]).unwrap();
+        let (route, _) =
+            choose_route(&remote, &img, Via::Save, &StoreAccess::Readable, &[]).unwrap();
         assert_eq!(route, Route::Save);
         // With one, its layer store is read through the Engine API, until
         // that gives way.
@@ -434,8 +435,14 @@ pub(crate) mod tests {
             choose_route(&remote, &img, Via::Auto, &StoreAccess::Readable, &refused).unwrap();
         assert_eq!(route, Route::Save);
         assert!(why.contains("authorization denied"), "{why}");
-        let err = choose_route(&remote, &img, Via::Archive, &StoreAccess::Readable, &refused)
-            .unwrap_err();
+        let err = choose_route(
+            &remote,
+            &img,
+            Via::Archive,
+            &StoreAccess::Readable,
+            &refused,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("authorization denied"), "{err}");
         for via in [Via::Push, Via::Store] {
             let err = choose_route(&remote, &img, via, &StoreAccess::Readable, &[]).unwrap_err();

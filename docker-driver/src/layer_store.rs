@@ -337,13 +337,10 @@ impl LayerRecord {
         let files = small_files(tar, what, 256 << 20)?;
         let path = |name: &str| PathBuf::from(what).join(name);
         let get = |name: &str| {
-            files
-                .get(name)
-                .cloned()
-                .ok_or_else(|| DataRootError::Read {
-                    path: path(name),
-                    source: io::Error::new(io::ErrorKind::NotFound, "not in the layer's record"),
-                })
+            files.get(name).cloned().ok_or_else(|| DataRootError::Read {
+                path: path(name),
+                source: io::Error::new(io::ErrorKind::NotFound, "not in the layer's record"),
+            })
         };
         let text = |name: &str| get(name).map(|b| String::from_utf8_lossy(&b).trim().to_owned());
         let record = Self {

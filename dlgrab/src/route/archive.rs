@@ -218,7 +218,9 @@ impl Job {
     ) -> anyhow::Result<LayerRecord> {
         let chain = chain_id(diff_ids);
         let dir = layout.layer_record(&chain)?;
-        let tar = self.small_archive(id, &format!("{IMAGE_DIR}/{dir}")).await?;
+        let tar = self
+            .small_archive(id, &format!("{IMAGE_DIR}/{dir}"))
+            .await?;
         let record = LayerRecord::from_tar(&tar[..], &dir)?;
         let diff_id = diff_ids.last().map(String::as_str).unwrap_or_default();
         anyhow::ensure!(

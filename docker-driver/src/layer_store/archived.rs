@@ -56,9 +56,15 @@ enum Spooled {
 enum Current {
     None,
     /// Straight from the archive: `left` data bytes, then `pad`.
-    Stream { left: u64, pad: u64 },
+    Stream {
+        left: u64,
+        pad: u64,
+    },
     Memory(Cursor<std::sync::Arc<[u8]>>),
-    Disk { file: std::sync::Arc<File>, at: u64 },
+    Disk {
+        file: std::sync::Arc<File>,
+        at: u64,
+    },
 }
 
 /// One header of the archive, with its PAX or GNU long name applied.
@@ -275,8 +281,7 @@ impl<R: Read> Files for ArchivedFiles<R> {
         };
         // What is left of the file read before (the tar-split may want
         // fewer bytes than the archive has, should the file have grown).
-        if let Current::Stream { left, pad } = std::mem::replace(&mut self.current, Current::None)
-        {
+        if let Current::Stream { left, pad } = std::mem::replace(&mut self.current, Current::None) {
             self.skip = left + pad;
         }
         if self.take_spooled(&wanted) {
@@ -383,9 +388,7 @@ mod tests {
         dir.set_mode(0o755);
         dir.set_cksum();
         if !prefix.is_empty() {
-            builder
-                .append_data(&mut dir, prefix, io::empty())
-                .unwrap();
+            builder.append_data(&mut dir, prefix, io::empty()).unwrap();
         }
         for (name, data) in files {
             let mut header = tar::Header::new_gnu();
