@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::process::{output_within, tail};
-use crate::{ENV_DAEMON_NAME, ENV_REQUIRE_DAEMON, Error};
+use crate::{ENV_DAEMON_NAME, ENV_NETNS, ENV_REQUIRE_DAEMON, ENV_TCP_HOST, Error};
 
 /// How long `docker info` may take before a daemon counts as not answering.
 const PROBE_LIMIT: Duration = Duration::from_secs(30);
@@ -58,6 +58,17 @@ pub struct Daemon {
     pub driver: String,
     /// The engine behind the API.
     pub engine: Engine,
+    /// A plain `tcp://` host it also listens on (no TLS), for tests of a
+    /// daemon reached over TCP: from `DLGRAB_TEST_TCP_HOST` for the daemon
+    /// under test ([`daemon_or_skip`]); `None` from [`Daemon::try_connect`].
+    pub tcp_host: Option<String>,
+    /// It runs in a network namespace of its own: its 127.0.0.1 is not
+    /// ours, so it cannot reach a registry on our loopback (a push there
+    /// fails with `connection refused`), as for Docker Desktop's VM,
+    /// rootless Docker or Docker-in-Docker; its unix socket is ours. From
+    /// `DLGRAB_TEST_NETNS=1` for the daemon under test ([`daemon_or_skip`]);
+    /// `false` from [`Daemon::try_connect`].
+    pub own_netns: bool,
 }
 
 /// `DOCKER_HOST` if set, else the default socket `unix:///var/run/docker.sock`.
@@ -69,7 +80,9 @@ pub fn default_host() -> String {
 }
 
 /// The daemon under test, probed once per process: at [`default_host`], named
-/// by `DLGRAB_TEST_DAEMON` (default `default`).
+/// by `DLGRAB_TEST_DAEMON` (default `default`); its [`Daemon::tcp_host`]
+/// from `DLGRAB_TEST_TCP_HOST` and [`Daemon::own_netns`] from
+/// `DLGRAB_TEST_NETNS=1`, as `cargo xtask test` sets them for daemon `n`.
 ///
 /// Without a reachable daemon it prints `SKIP <test_name>: <reason>` to
 /// stderr and returns `None`; with `DLGRAB_REQUIRE_DAEMON=1` it panics instead.
@@ -84,7 +97,10 @@ pub fn daemon_or_skip(test_name: &str) -> Option<Daemon> {
             .ok()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".to_owned());
-        Daemon::try_connect(&name, &default_host()).map_err(|e| e.to_string())
+        let mut daemon = Daemon::try_connect(&name, &default_host()).map_err(|e| e.to_string())?;
+        daemon.tcp_host = std::env::var(ENV_TCP_HOST).ok().filter(|h| !h.is_empty());
+        daemon.own_netns = std::env::var(ENV_NETNS).as_deref() == Ok("1");
+        Ok(daemon)
     });
     match probed {
         Ok(daemon) => {
@@ -167,7 +183,27 @@ impl Daemon {
             },
             version,
             driver: info["Driver"].as_str().unwrap_or_default().to_owned(),
+            tcp_host: None,
+            own_netns: false,
         })
+    }
+
+    /// This daemon reached over its plain [`Daemon::tcp_host`] instead
+    /// (`host` replaced: [`Daemon::dlgrab`] and [`Daemon::docker`] go over
+    /// TCP), or `None` when it has none.
+    pub fn over_tcp(&self) -> Option<Daemon> {
+        let tcp = self.tcp_host.clone()?;
+        Some(Daemon {
+            host: tcp,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the daemon can reach a registry a test serves on our
+    /// 127.0.0.1 (a `docker push`/`pull` to `127.0.0.1:PORT`): not when it
+    /// runs in a network namespace of its own ([`Daemon::own_netns`]).
+    pub fn reaches_our_loopback(&self) -> bool {
+        !self.own_netns
     }
 
     /// `paths` of a layer made by a `RUN` step, less what the engine's

@@ -20,7 +20,12 @@
 //! - [`unique_name`]: repository names unique per test run.
 //! - [`Daemon::dlgrab`] / [`dlgrab_bin`]: the `dlgrab` binary against the daemon.
 //! - [`DockerMember`]: a non-root member of the `docker` group to run
-//!   dlgrab as.
+//!   dlgrab as ([`DockerMember::dlgrab_command`]), writing into a
+//!   [`MemberDir`] it owns.
+//! - [`Daemon::tcp_host`] / [`Daemon::over_tcp`] and [`Daemon::own_netns`]:
+//!   the daemon under test over plain TCP, and whether its loopback is
+//!   ours (`cargo xtask test` sets both for daemon `n`, in a network
+//!   namespace of its own).
 //! - [`Sshd`] and [`TlsProxy`]: a daemon reached over ssh, or over TCP with
 //!   TLS and a client certificate, as the Docker CLI reaches one.
 //!
@@ -52,7 +57,7 @@ pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
 pub use dlgrab::{dlgrab_bin, exported_file, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
-pub use member::{DockerMember, MEMBER};
+pub use member::{DockerMember, MEMBER, MemberDir};
 pub use names::unique_name;
 pub(crate) use names::unique_scratch_name;
 pub use private::{PrivateDaemon, Tmpfs};
@@ -64,6 +69,14 @@ pub use tls_proxy::{Fault, TlsProxy};
 
 /// Environment variable naming the daemon under test (`a`, `b`, `c`).
 pub const ENV_DAEMON_NAME: &str = "DLGRAB_TEST_DAEMON";
+/// Environment variable naming a plain `tcp://` host the daemon under
+/// test also listens on ([`Daemon::tcp_host`]; `cargo xtask test` sets it
+/// for daemon `n`: `tcp://10.203.0.2:2375`).
+pub const ENV_TCP_HOST: &str = "DLGRAB_TEST_TCP_HOST";
+/// Environment variable set to `1` when the daemon under test runs in a
+/// network namespace of its own, its 127.0.0.1 not ours
+/// ([`Daemon::own_netns`]; `cargo xtask test` sets it for daemon `n`).
+pub const ENV_NETNS: &str = "DLGRAB_TEST_NETNS";
 /// Environment variable that turns a skip into a failure when set to `1`.
 pub const ENV_REQUIRE_DAEMON: &str = "DLGRAB_REQUIRE_DAEMON";
 /// Environment variable naming a Docker CLI config folder whose

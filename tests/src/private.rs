@@ -112,6 +112,8 @@ impl PrivateDaemon {
                 version: String::new(),
                 driver: String::new(),
                 engine: crate::Engine::Docker,
+                tcp_host: None,
+                own_netns: false,
             },
             dockerd,
             run_dir,
