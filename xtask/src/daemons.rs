@@ -1,9 +1,18 @@
 //! The test daemons: `a` the machine's own; `b` and `c` Debian 13's dockerd
 //! 26.x started beside it (classic store, containerd store); `d` and `e`
 //! Debian sid's dockerd 28.5 (the same two stores); `p` Debian 12's Podman
-//! 4.3 serving the Docker API (`podman system service`).
+//! 4.3 serving the Docker API (`podman system service`); `n` sid's dockerd
+//! 28.5 (classic store, like `d`) in a network namespace of its own
+//! ([`NETNS`]): its 127.0.0.1 is not ours, so a registry on our loopback is
+//! out of its reach, as for Docker Desktop's VM, rootless Docker or
+//! Docker-in-Docker. `n` listens on its unix socket (the file system is
+//! shared) and on [`N_TCP_HOST`] through a veth pair.
+//!
+//! Every socket xtask makes is group-owned by `docker` (made if missing),
+//! so that a non-root member of that group can use each daemon.
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,7 +26,7 @@ use crate::root;
 use crate::sh::{apt_install, capture, dpkg_installed, fetch_debs, run, tail_file};
 
 /// Every daemon of the matrix, in order.
-pub(crate) const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "p"];
+pub(crate) const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "p", "n"];
 
 /// What runs behind a daemon name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +38,8 @@ enum Kind {
         suite: Suite,
         /// The containerd image store (`containerd-snapshotter`).
         containerd_store: bool,
+        /// Run in the network namespace [`NETNS`], also listening on [`N_TCP_HOST`].
+        own_netns: bool,
     },
     /// `podman system service`.
     Podman,
@@ -74,20 +85,29 @@ fn kind(name: &str) -> Kind {
         "b" => Kind::Dockerd {
             suite: Suite::Trixie,
             containerd_store: false,
+            own_netns: false,
         },
         "c" => Kind::Dockerd {
             suite: Suite::Trixie,
             containerd_store: true,
+            own_netns: false,
         },
         "d" => Kind::Dockerd {
             suite: Suite::Sid,
             containerd_store: false,
+            own_netns: false,
         },
         "e" => Kind::Dockerd {
             suite: Suite::Sid,
             containerd_store: true,
+            own_netns: false,
         },
         "p" => Kind::Podman,
+        "n" => Kind::Dockerd {
+            suite: Suite::Sid,
+            containerd_store: false,
+            own_netns: true,
+        },
         _ => unreachable!("daemon names come from NAMES"),
     }
 }
@@ -109,6 +129,24 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long a stopping daemon gets after SIGTERM before SIGKILL.
 const STOP_LIMIT: Duration = Duration::from_secs(20);
 
+/// The group whose members may use every test daemon's socket.
+const SOCKET_GROUP: &str = "docker";
+
+/// Daemon `n`'s network namespace (`ip netns`), with its own loopback.
+pub(crate) const NETNS: &str = "dlgrab-n";
+/// The veth pair between our namespace and [`NETNS`] (names ≤ 15 bytes).
+const VETH_HOST: &str = "dlgrab-n-host";
+const VETH_NETNS: &str = "dlgrab-n-ns";
+/// Our end of the veth pair, and [`NETNS`]'s (a /30 of their own).
+const VETH_HOST_ADDR: &str = "10.203.0.1/30";
+const VETH_NETNS_ADDR: &str = "10.203.0.2/30";
+/// Where daemon `n` also listens: plain TCP, no TLS, no authentication.
+/// Acceptable for a test daemon because that address exists only on the
+/// veth pair between this machine's namespace and [`NETNS`] (no route
+/// leads there from elsewhere): only processes on this machine reach it,
+/// and they could reach its unix socket too, were they root or `docker`.
+pub(crate) const N_TCP_HOST: &str = "tcp://10.203.0.2:2375";
+
 /// `cargo xtask daemons up`: every daemon up, one line each; fails if any is missing.
 pub(crate) fn up_all() -> Result<()> {
     let mut failed = Vec::new();
@@ -129,7 +167,34 @@ pub(crate) fn up_all() -> Result<()> {
 
 /// Brings up the daemons `names`, each independently of the others' failures.
 pub(crate) fn up<'a>(names: &[&'a str]) -> Vec<(&'a str, Result<Daemon>)> {
-    names.iter().map(|&name| (name, up_one(name))).collect()
+    let group = docker_group();
+    names
+        .iter()
+        .map(|&name| {
+            let daemon = match &group {
+                Ok(gid) => up_one(name, *gid),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
+            };
+            (name, daemon)
+        })
+        .collect()
+}
+
+/// Whether daemon `name` runs in a network namespace of its own (its
+/// 127.0.0.1 is not ours).
+pub(crate) fn own_netns(name: &str) -> bool {
+    matches!(
+        kind(name),
+        Kind::Dockerd {
+            own_netns: true,
+            ..
+        }
+    )
+}
+
+/// The plain `tcp://` host daemon `name` also listens on, if any.
+pub(crate) fn tcp_host(name: &str) -> Option<&'static str> {
+    own_netns(name).then_some(N_TCP_HOST)
 }
 
 /// `cargo xtask daemons down`: stops the daemons xtask started (never the machine's own).
@@ -153,6 +218,9 @@ pub(crate) fn down_all() -> Result<()> {
             }
             None if name == "a" => println!("a left alone (the machine's daemon)"),
             None => println!("{name} was not running"),
+        }
+        if own_netns(name) {
+            remove_netns()?;
         }
     }
     Ok(())
@@ -199,7 +267,14 @@ pub(crate) fn describe(d: &Daemon) -> String {
         Store::Classic => format!("classic {}", d.driver),
         Store::Containerd => format!("containerd store, {}", d.driver),
     };
-    format!("{} DOCKER_HOST={} ({}, {store})", d.name, d.host, d.version)
+    let netns = match tcp_host(&d.name) {
+        Some(tcp) => format!(", network namespace {NETNS}, also {tcp}"),
+        None => String::new(),
+    };
+    format!(
+        "{} DOCKER_HOST={} ({}, {store}{netns})",
+        d.name, d.host, d.version
+    )
 }
 
 /// The `DOCKER_HOST` of a daemon.
@@ -228,20 +303,36 @@ fn log_path(name: &str) -> PathBuf {
     state_dir(name).join(format!("{}.log", process_name(name)))
 }
 
-fn up_one(name: &str) -> Result<Daemon> {
+/// Daemon `name` up (started unless it answers already), its socket
+/// usable by the group `gid` (`docker`), and `n`'s TCP host answering.
+fn up_one(name: &str, gid: u32) -> Result<Daemon> {
+    let daemon = start(name)?;
+    if kind(name) != Kind::Machine {
+        share_socket(name, gid)?;
+    }
+    if let Some(tcp) = tcp_host(name) {
+        Daemon::try_connect(name, tcp)
+            .with_context(|| format!("daemon {name} answers on {}, not on {tcp}", host(name)))?;
+    }
+    Ok(daemon)
+}
+
+/// Starts daemon `name` unless it answers already, and waits until it does.
+fn start(name: &str) -> Result<Daemon> {
     let host = host(name);
     if let Ok(daemon) = Daemon::try_connect(name, &host) {
         return Ok(daemon);
     }
     fs::create_dir_all(RUN_DIR)?;
     fs::create_dir_all(state_dir(name))?;
-    let (suite, containerd_store) = match kind(name) {
+    let (suite, containerd_store, own_netns) = match kind(name) {
         Kind::Machine => return up_machine(),
         Kind::Podman => return up_podman(name),
         Kind::Dockerd {
             suite,
             containerd_store,
-        } => (suite, containerd_store),
+            own_netns,
+        } => (suite, containerd_store, own_netns),
     };
     // The unpacked dockerds run the machine's runc (Debian 13's needs a newer glibc).
     if !Path::new("/usr/sbin/runc").exists() {
@@ -273,10 +364,28 @@ fn up_one(name: &str) -> Result<Daemon> {
         "xtask: starting daemon {name} (log: {})",
         log_path(name).display()
     );
-    let child = Command::new(sbin.join("dockerd"))
+    let dockerd = sbin.join("dockerd");
+    let mut cmd = if own_netns {
+        make_netns()?;
+        // nsenter enters the network namespace only and execs dockerd (the
+        // child's PID is dockerd's). Not `ip netns exec`: it also enters a
+        // mount namespace of its own with a fresh /sys, which hides the
+        // cgroup mounts (dockerd: `Devices cgroup isn't mounted`).
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{NETNS}"))
+            .arg("--")
+            .arg(&dockerd);
+        // Plain TCP needs `--tls=false` said outright (dockerd 27+); see N_TCP_HOST.
+        cmd.arg(format!("--host={N_TCP_HOST}")).arg("--tls=false");
+        cmd
+    } else {
+        Command::new(&dockerd)
+    };
+    let child = cmd
         .arg("--config-file")
         .arg(&config)
         .arg(format!("--host={host}"))
+        .arg(format!("--group={SOCKET_GROUP}"))
         .arg("--data-root")
         .arg(state.join("data"))
         .arg("--exec-root")
@@ -290,8 +399,113 @@ fn up_one(name: &str) -> Result<Daemon> {
         .stderr(log)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("cannot start {}", sbin.join("dockerd").display()))?;
+        .with_context(|| format!("cannot start {}", dockerd.display()))?;
     wait_for(name, Some(child))
+}
+
+/// The `docker` group's ID, the group made (`groupadd --system`) if missing.
+fn docker_group() -> Result<u32> {
+    let gid = || -> Option<u32> {
+        let (ok, out, _) = capture(
+            Command::new("getent").args(["group", SOCKET_GROUP]),
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        // `docker:x:105:member,…`
+        ok.then(|| out.split(':').nth(2)?.trim().parse().ok())
+            .flatten()
+    };
+    if let Some(gid) = gid() {
+        return Ok(gid);
+    }
+    println!("xtask: making the group {SOCKET_GROUP}");
+    let (ok, _, err) = capture(
+        Command::new("groupadd").args(["--system", SOCKET_GROUP]),
+        Duration::from_secs(10),
+    )?;
+    // Made meanwhile by someone else is as good.
+    gid().with_context(|| {
+        format!(
+            "no group {SOCKET_GROUP} (groupadd {}: {})",
+            if ok { "succeeded" } else { "failed" },
+            err.trim()
+        )
+    })
+}
+
+/// Daemon `name`'s socket group-owned by `gid` and read-write for it
+/// (dockerd does so itself with `--group`; Podman's service does not).
+fn share_socket(name: &str, gid: u32) -> Result<()> {
+    let socket = PathBuf::from(format!("{RUN_DIR}/{name}.sock"));
+    let meta = fs::metadata(&socket).with_context(|| format!("{}", socket.display()))?;
+    if meta.gid() != gid {
+        std::os::unix::fs::chown(&socket, None, Some(gid))
+            .with_context(|| format!("chgrp {SOCKET_GROUP} {}", socket.display()))?;
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o060 != 0o060 {
+        fs::set_permissions(&socket, fs::Permissions::from_mode(mode | 0o660))
+            .with_context(|| format!("chmod g+rw {}", socket.display()))?;
+    }
+    Ok(())
+}
+
+/// The network namespace [`NETNS`] with its loopback up, and the veth pair
+/// to it, addressed and up; what is there already is kept.
+fn make_netns() -> Result<()> {
+    apt_install(&["iproute2"])?;
+    if !Path::new("/run/netns").join(NETNS).exists() {
+        ip(&["netns", "add", NETNS])?;
+    }
+    ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
+    let whole = ip(&["link", "show", VETH_HOST]).is_ok()
+        && ip(&["-n", NETNS, "link", "show", VETH_NETNS]).is_ok();
+    if !whole {
+        // Our end left alone (its peer went with an earlier namespace).
+        let _ = ip(&["link", "del", VETH_HOST]);
+        ip(&[
+            "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NETNS, "netns", NETNS,
+        ])?;
+    }
+    ip(&["addr", "replace", VETH_HOST_ADDR, "dev", VETH_HOST])?;
+    ip(&["link", "set", VETH_HOST, "up"])?;
+    ip(&[
+        "-n",
+        NETNS,
+        "addr",
+        "replace",
+        VETH_NETNS_ADDR,
+        "dev",
+        VETH_NETNS,
+    ])?;
+    ip(&["-n", NETNS, "link", "set", VETH_NETNS, "up"])?;
+    Ok(())
+}
+
+/// Deletes [`NETNS`] and the veth pair (once its daemon has stopped).
+fn remove_netns() -> Result<()> {
+    let mut removed = false;
+    if Path::new("/run/netns").join(NETNS).exists() {
+        ip(&["netns", "del", NETNS])?;
+        removed = true;
+    }
+    // Deleting the namespace deletes its end, hence the pair; unless a
+    // process still holds the namespace.
+    if ip(&["link", "show", VETH_HOST]).is_ok() {
+        ip(&["link", "del", VETH_HOST])?;
+        removed = true;
+    }
+    if removed {
+        println!("network namespace {NETNS} and veth {VETH_HOST} removed");
+    }
+    Ok(())
+}
+
+/// `ip ARGS`, its stderr in the error.
+fn ip(args: &[&str]) -> Result<()> {
+    let (ok, _, err) = capture(Command::new("ip").args(args), Duration::from_secs(10))?;
+    anyhow::ensure!(ok, "ip {} failed: {}", args.join(" "), err.trim());
+    Ok(())
 }
 
 /// What `podman system service` reads through `CONTAINERS_CONF`: no default

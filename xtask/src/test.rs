@@ -19,8 +19,9 @@ use crate::sh::{apt_install, run_logged, stream};
 /// The daemons `cargo xtask test` runs by default: the whole matrix, the
 /// longest suites first (Podman's builds are the slowest; d's suite also
 /// runs the private-daemon faults), so that the short ones fill in beside
-/// them. The copy tests run after all of them ([`copy_step`]).
-const DEFAULT_DAEMONS: [&str; 6] = ["p", "d", "c", "a", "b", "e"];
+/// them. The copy tests run after all of them ([`copy_step`]). `n` is `d`
+/// in a network namespace of its own: every daemon test runs there too.
+const DEFAULT_DAEMONS: [&str; 7] = ["p", "d", "n", "c", "a", "b", "e"];
 
 /// How many daemons' suites run at once by default (2 cores: the suites
 /// mostly wait on the daemons, 3 keeps both cores busy).
@@ -56,7 +57,7 @@ struct Options {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask test [--daemon a,b,c,d,e,p] [--jobs N] [--no-lint] [--no-unit]";
+    "usage: cargo xtask test [--daemon a,b,c,d,e,p,n] [--jobs N] [--no-lint] [--no-unit]";
 
 fn parse(args: &[&str]) -> Result<Options> {
     let mut opts = Options {
@@ -301,7 +302,9 @@ fn copy_step<'a>(
 /// One daemon's run of the integration-test binary, its output in `log`.
 /// (The `--to` tests skip there: no peers; see [`copy_step`].) The
 /// BuildKit tests get `buildx_config` (a Docker CLI config folder with the
-/// docker-buildx plugin) and must have it.
+/// docker-buildx plugin) and must have it. A daemon in a network namespace
+/// of its own (`n`) gets `DLGRAB_TEST_NETNS=1` and its plain TCP host in
+/// `DLGRAB_TEST_TCP_HOST`.
 fn daemon_step(
     exe: &Path,
     name: &str,
@@ -318,6 +321,12 @@ fn daemon_step(
         .env(testkit::ENV_REQUIRE_BUILDX, "1");
     if let Some(config) = buildx_config {
         cmd.env(testkit::ENV_BUILDX_CONFIG, config);
+    }
+    if daemons::own_netns(name) {
+        cmd.env(testkit::ENV_NETNS, "1");
+    }
+    if let Some(tcp) = daemons::tcp_host(name) {
+        cmd.env(testkit::ENV_TCP_HOST, tcp);
     }
     suite_step(&format!("daemon {name}"), cmd, host, log)
 }
