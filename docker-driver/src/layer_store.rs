@@ -423,11 +423,11 @@ fn small_files(
 /// route's reassembly for a data root that is not a folder of this machine.
 /// As with [`LayerTar`], the caller verifies the whole against the diff ID.
 pub struct ArchivedLayerTar<R: Read> {
-    inner: tar_split::Assembler<
-        BufReader<flate2::read::GzDecoder<io::Cursor<Vec<u8>>>>,
-        archived::ArchivedFiles<R>,
-    >,
+    inner: tar_split::Assembler<TarSplitLines, archived::ArchivedFiles<R>>,
 }
+
+/// A layer record's tar-split JSON lines, decompressed from memory.
+type TarSplitLines = BufReader<flate2::read::GzDecoder<io::Cursor<Vec<u8>>>>;
 
 impl<R: Read> ArchivedLayerTar<R> {
     /// The layer `record` describes, its files read from `folder`.
