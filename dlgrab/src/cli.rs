@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
 use crate::plan::Via;
 
@@ -12,24 +12,43 @@ use crate::plan::Via;
 /// the daemon to push, and keeps only the layers asked for. Where pushing
 /// would cost more than `docker save` (a classic image store that uploads
 /// every layer of a never-pushed image), it reads the layers out of a
-/// `docker save` stream instead.
+/// `docker save` stream instead, or, for a local daemon read as root, out
+/// of the daemon's own layer store. Every layer is checked against its
+/// diff ID before it is put in place.
 #[derive(Debug, Parser)]
-#[command(name = "dlgrab", version = env!("DLGRAB_VERSION"), max_term_width = 100)]
+#[command(
+    name = "dlgrab",
+    version = env!("DLGRAB_VERSION"),
+    max_term_width = 100,
+    disable_help_flag = true
+)]
 pub(crate) struct Args {
-    /// Layer to export: a layer or image ID (short or full, including the
-    /// intermediate image IDs `docker history` shows), a diff ID, or an image
-    /// name (meaning its top layer). Several may be given.
+    /// Layer to export: an image name (its top layer), an image or layer ID, or a diff ID.
+    ///
+    /// A layer or image ID may be short or full, including the intermediate
+    /// image IDs `docker history` shows; a diff ID is the sha256 of a
+    /// layer's uncompressed tar. Several may be given. With --to, each is an
+    /// image to copy.
     #[arg(value_name = "LAYER", required_unless_present_any = ["list", "generate", "clean"])]
     pub(crate) layers: Vec<String>,
 
-    /// Folder the layers are written into; `-` writes the one layer's tar to
-    /// stdout. With --since: the archive file (or `-` for stdout).
-    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    /// Folder to write into (default: .), or `-` for the layer's tar on stdout.
+    ///
+    /// The folder is made if missing. With --since: the archive file (or `-`
+    /// for stdout).
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        hide_default_value = true
+    )]
     pub(crate) outdir: PathBuf,
 
-    /// Write one archive (-o FILE, or -o - for stdout) of the layers IMAGE has
-    /// beyond BASE; `docker load -i FILE` on a daemon holding BASE gives IMAGE
-    /// with its original image ID.
+    /// One archive (-o FILE) of the layers IMAGE has beyond BASE.
+    ///
+    /// `docker load -i FILE` on a daemon holding BASE gives IMAGE with its
+    /// original image ID. `-o -` writes the archive to stdout.
     #[arg(
         long,
         value_name = "BASE",
@@ -37,11 +56,12 @@ pub(crate) struct Args {
     )]
     pub(crate) since: Option<String>,
 
-    /// Copy the named images (LAYER is then IMAGE) to another Docker
-    /// daemon, sending only the layers it lacks, as one stream into its load
-    /// API: a host (`unix://…`, `tcp://…` with DOCKER_TLS_VERIFY and
-    /// DOCKER_CERT_PATH as the Docker CLI reads them, `ssh://[user@]host[:port]`
-    /// through `ssh … docker system dial-stdio`) or a context name.
+    /// Copy the images named to another daemon, sending only the layers it lacks.
+    ///
+    /// The images go as one stream into DEST's load API. DEST is a host
+    /// (`unix://…`, `tcp://…` with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH as
+    /// the Docker CLI reads them, `ssh://[user@]host[:port]` through `ssh …
+    /// docker system dial-stdio`) or a context name.
     #[arg(
         long,
         value_name = "DEST",
@@ -50,9 +70,17 @@ pub(crate) struct Args {
     pub(crate) to: Option<String>,
 
     /// Port of the temporary registry on 127.0.0.1 (0 picks a free one).
-    #[arg(short, long, value_name = "PORT", default_value_t = 0)]
+    #[arg(
+        short,
+        long,
+        value_name = "PORT",
+        default_value_t = 0,
+        hide_short_help = true
+    )]
     pub(crate) port: u16,
 
+    /// Alone: remove what dead dlgrab runs left behind, and say what.
+    ///
     /// Without LAYER: remove what dead dlgrab runs left behind (their
     /// temporary tags on the daemon, their scratch files in the -o folder)
     /// and report it. With LAYER: kept for compatibility with the original
@@ -63,20 +91,28 @@ pub(crate) struct Args {
 
     /// Give up when the daemon sends nothing for SECS seconds during a push
     /// or a save (a hung daemon or push); 0 waits forever.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 600,
+        hide_short_help = true
+    )]
     pub(crate) timeout: u64,
 
     /// Print debug logs on stderr (RUST_LOG refines them).
-    #[arg(long)]
+    #[arg(long, hide_short_help = true)]
     pub(crate) debug: bool,
 
     /// Write what a registry would store (same as `--format registry`).
-    #[arg(long, conflicts_with = "format")]
+    #[arg(long, conflicts_with = "format", hide_short_help = true)]
     pub(crate) registry_format: bool,
 
-    /// Output format: the original DLGrab layout (`<id>/{json,layer.tar,VERSION}`,
-    /// kept loadable), an OCI image layout, or a registry's storage layout.
-    #[arg(long, value_enum)]
+    /// Output format: seed (DLGrab's, the default), oci or registry.
+    ///
+    /// `seed` is the original DLGrab layout (`<id>/{json,layer.tar,VERSION}`,
+    /// kept loadable by `docker load`), `oci` an OCI image layout, `registry`
+    /// a registry's storage layout.
+    #[arg(long, value_enum, hide_possible_values = true)]
     pub(crate) format: Option<FormatArg>,
 
     /// Export layer N (0 = base) of each image named, instead of its top layer.
@@ -84,10 +120,10 @@ pub(crate) struct Args {
     pub(crate) index: Option<usize>,
 
     /// Export the layer with this diff ID (sha256 of its uncompressed tar) of each image named.
-    #[arg(long, value_name = "DIFF_ID")]
+    #[arg(long, value_name = "DIFF_ID", hide_short_help = true)]
     pub(crate) diff_id: Option<String>,
 
-    /// List the layers of IMAGE (index, diff ID, history ID, size, created by) and exit.
+    /// List IMAGE's layers (index, diff ID, history ID, size, created by).
     #[arg(long, value_name = "IMAGE", conflicts_with = "layers")]
     pub(crate) list: Option<String>,
 
@@ -103,33 +139,165 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) force: bool,
 
-    /// Docker context whose daemon to use, as `docker --context` (beats
-    /// DOCKER_HOST, DOCKER_CONTEXT and `docker context use`).
+    /// Docker context whose daemon to use (`docker context ls` lists them).
+    ///
+    /// As `docker --context`: it beats DOCKER_HOST, DOCKER_CONTEXT and
+    /// `docker context use`.
     #[arg(short = 'c', long, value_name = "NAME", conflicts_with = "data_root")]
     pub(crate) context: Option<String>,
 
-    /// Print a shell completion script (bash, zsh, fish) or the man page
-    /// (man) on stdout and exit; `cargo xtask dist` writes them all.
-    #[arg(long, value_enum, value_name = "WHAT", hide = true, exclusive = true)]
+    /// Print a completion script (bash, zsh, fish) or the man page (man).
+    ///
+    /// The script or page goes to stdout; `cargo xtask dist` writes them all.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHAT",
+        exclusive = true,
+        hide_possible_values = true
+    )]
     pub(crate) generate: Option<Generate>,
 
-    /// How to get the layer out of the daemon: by a push into the temporary
-    /// registry, from a `docker save` stream, from the daemon's layer store
-    /// on disk, or whichever is cheapest.
-    #[arg(long, value_enum, default_value_t = ViaArg::Auto)]
+    /// How to get the layers: push, save, store, archive or auto (default).
+    ///
+    /// `push`: the daemon pushes into the temporary registry; `save`: one
+    /// `docker save` stream; `store`: the daemon's layer store on disk (a
+    /// local daemon, dlgrab run as root); `archive`: the layer store read
+    /// through the Engine API by a container made for it (classic stores);
+    /// `auto`: whichever is cheapest.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = ViaArg::Auto,
+        hide_default_value = true,
+        hide_possible_values = true
+    )]
     pub(crate) via: ViaArg,
 
-    /// Which platform's image of a multi-platform image (os/arch[/variant],
-    /// as `docker --platform` takes it); default: the one the daemon shows
+    /// Which platform of a multi-platform image (os/arch[/variant]).
+    ///
+    /// As `docker --platform` takes it; default: the one the daemon shows
     /// the image as. An image without that platform here is an error naming
     /// the platforms it has.
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", hide_short_help = true)]
     pub(crate) platform: Option<docker_driver::manifest::Platform>,
 
-    /// Export from this Docker data root (e.g. a copy of /var/lib/docker
-    /// with a classic image store) without any daemon; read-only.
+    /// Read from this Docker data root without any daemon (read-only).
+    ///
+    /// E.g. a copy of /var/lib/docker with a classic image store.
     #[arg(long, value_name = "DIR")]
     pub(crate) data_root: Option<PathBuf>,
+
+    /// Print this help; `man dlgrab` has the rest.
+    #[arg(short = 'h', long, action = ArgAction::HelpShort)]
+    help: Option<bool>,
+}
+
+/// Examples for `--help` and the man page: a command line, what it does.
+pub(crate) const EXAMPLES: [(&str, &str); 8] = [
+    ("dlgrab IMAGE -o DIR", "export IMAGE's top layer into DIR"),
+    (
+        "dlgrab --list IMAGE",
+        "list IMAGE's layers, numbered from 0",
+    ),
+    (
+        "dlgrab IMAGE --index 2 -o DIR",
+        "export layer 2 (0 is the base)",
+    ),
+    (
+        "dlgrab IMAGE -o - | tar -t",
+        "stream the top layer's tar to a pipe",
+    ),
+    (
+        "dlgrab --since BASE IMAGE -o d.tar",
+        "what IMAGE adds to BASE, for docker load",
+    ),
+    (
+        "dlgrab --to ssh://me@far IMAGE",
+        "copy IMAGE to another daemon, lacking layers only",
+    ),
+    (
+        "dlgrab --data-root /mnt/docker IMAGE",
+        "read a data root, no daemon needed",
+    ),
+    (
+        "dlgrab --generate zsh",
+        "print a completion script (bash, zsh, fish) or man",
+    ),
+];
+
+/// Environment variables dlgrab reads: the name, what it does.
+pub(crate) const ENVIRONMENT: [(&str, &str); 7] = [
+    (
+        "DOCKER_HOST",
+        "the daemon's address, as for docker (beats the current context)",
+    ),
+    (
+        "DOCKER_CONTEXT",
+        "the docker context to use, when DOCKER_HOST is not set",
+    ),
+    (
+        "DOCKER_CONFIG",
+        "the Docker CLI's config folder (default ~/.docker)",
+    ),
+    (
+        "DOCKER_TLS_VERIFY",
+        "with DOCKER_HOST=tcp://…: verify the daemon's certificate",
+    ),
+    (
+        "DOCKER_CERT_PATH",
+        "the folder of ca.pem, cert.pem and key.pem for TLS",
+    ),
+    (
+        "RUST_LOG",
+        "which logs to print, e.g. dlgrab=debug (see --debug)",
+    ),
+    (
+        "TMPDIR",
+        "where -o - and --since to stdout write their scratch folder",
+    ),
+];
+
+/// Exit statuses: the code, in a word, in a sentence.
+pub(crate) const EXIT_STATUS: [(u8, &str, &str); 5] = [
+    (0, "done", "everything asked for was done"),
+    (
+        1,
+        "error",
+        "an error, which the message on stderr names; also --clean when something could not be removed",
+    ),
+    (2, "usage error", "the command line is wrong"),
+    (
+        130,
+        "interrupted",
+        "interrupted by Ctrl-C or SIGTERM: the temporary tags were removed, the layers written in full kept",
+    ),
+    (
+        141,
+        "stdout closed early",
+        "stdout's reader went away before the end (dlgrab IMAGE -o - | head)",
+    ),
+];
+
+/// The command with its help footer: examples, environment, exit status.
+pub(crate) fn command() -> clap::Command {
+    let mut footer = String::from("Examples:\n");
+    for (line, what) in EXAMPLES {
+        footer.push_str(&format!("  {line:<38} {what}\n"));
+    }
+    let names: Vec<&str> = ENVIRONMENT.iter().map(|(name, _)| *name).collect();
+    footer.push_str(&format!(
+        "\nEnvironment: {}\n  (as docker reads them), {}.\n",
+        names[..5].join(", "),
+        names[5..].join(", ")
+    ));
+    let codes: Vec<String> = EXIT_STATUS
+        .iter()
+        .map(|(code, word, _)| format!("{code} {word}"))
+        .collect();
+    footer.push_str(&format!("Exit status: {}.\n", codes.join(", ")));
+    footer.push_str("More: man dlgrab, or dlgrab --generate man | man -l -");
+    Args::command().after_help(footer)
 }
 
 /// Output formats of `--format`.

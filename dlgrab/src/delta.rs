@@ -107,6 +107,12 @@ pub(crate) fn target_for(asked: &Asked<'_>) -> anyhow::Result<Target> {
             output.display()
         );
     }
+    if output.exists() && !output.is_dir() {
+        bail!(
+            "{} is a file, but -o names the folder to write the layers into (made if missing): name a folder, or use --since to write one archive file",
+            output.display()
+        );
+    }
     Ok(Target::Folder)
 }
 
@@ -129,8 +135,8 @@ pub(crate) fn new_layers(
     }
     if common == image.len() {
         bail!(
-            "nothing new: every layer of {image_name} ({} layers) is already in {base_name}",
-            image.len()
+            "nothing new: every layer of {image_name} ({}) is already in {base_name}",
+            layers(image.len())
         );
     }
     Ok(common..image.len())
@@ -284,8 +290,8 @@ async fn since(
         .with_context(|| format!("cannot find the image {image}"))?;
     let range = new_layers(&base_details.diff_ids, &image_details.diff_ids, base, image)?;
     reporter.message(format!(
-        "{image} has {} layers beyond the {} it shares with {base}",
-        range.len(),
+        "{image} has {} beyond the {} it shares with {base}",
+        layers(range.len()),
         range.start
     ));
 
@@ -493,6 +499,14 @@ impl<W: Write> Write for Counting<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// `n layers`, or `1 layer`.
+fn layers(n: usize) -> String {
+    match n {
+        1 => "1 layer".to_owned(),
+        n => format!("{n} layers"),
     }
 }
 

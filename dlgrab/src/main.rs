@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use docker_driver::{BollardDriver, DaemonSelection, DockerDriver};
 
 use crate::cleanup::Cleanup;
@@ -103,7 +103,7 @@ fn parse_args() -> anyhow::Result<Option<(Args, DaemonSelection)>> {
             args,
             docker,
         } => {
-            let mut command = Args::command();
+            let mut command = cli::command();
             if plugin {
                 command = command.bin_name("docker dlgrab");
             }
@@ -149,6 +149,9 @@ async fn run(args: Args, docker: DaemonSelection) -> anyhow::Result<ExitCode> {
             format: args.format(),
         })?
     };
+    for what in args.layers.iter().chain(&args.list).chain(&args.since) {
+        docker_driver::check_typed(what)?;
+    }
     let driver: Arc<dyn DockerDriver> = match &args.data_root {
         Some(root) => route::store::offline_driver(root)?,
         None => Arc::new(connect(&args, docker).await?),
@@ -287,14 +290,48 @@ async fn connect(args: &Args, docker: DaemonSelection) -> anyhow::Result<Bollard
         .resolve()
         .context("cannot tell which Docker daemon to use")?;
     tracing::debug!(context = %daemon.context, host = %daemon.host, "docker daemon chosen");
-    let driver = BollardDriver::connect_to(&daemon).await.with_context(|| {
-        match daemon.context.as_str() {
-            docker_driver::DEFAULT_CONTEXT => "cannot connect to the Docker daemon".to_owned(),
-            context => format!("cannot connect to the Docker daemon of context {context:?}"),
-        }
-    })?;
+    let driver = BollardDriver::connect_to(&daemon)
+        .await
+        .map_err(|e| not_connected(&daemon, e))?;
     Ok(match &args.platform {
         Some(platform) => driver.selecting_platform(platform.clone()),
         None => driver,
     })
+}
+
+/// The error of a failed connection to `daemon`: its address, what chose
+/// it, the cause in plain words, and what to try.
+fn not_connected(
+    daemon: &docker_driver::DaemonEndpoint,
+    error: docker_driver::DriverError,
+) -> anyhow::Error {
+    use docker_driver::DriverError;
+    let (host, chosen) = (&daemon.host, &daemon.chosen_by);
+    let cause = |e: &(dyn std::error::Error + 'static)| {
+        let mut cause = Some(e);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::NotFound => "no such socket".to_owned(),
+                    std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                    _ => io.to_string(),
+                };
+            }
+            cause = e.source();
+        }
+        e.to_string()
+    };
+    match error {
+        DriverError::Unreachable { source, .. } => anyhow::anyhow!(
+            "cannot connect to the Docker daemon at {host} ({chosen}): {}.\nIs dockerd running there? {}",
+            cause(&*source),
+            chosen.how_to_change()
+        ),
+        DriverError::PermissionDenied { .. } => anyhow::anyhow!(
+            "permission denied on the Docker daemon's socket {host} ({chosen}).\nRun dlgrab as root, or as a member of the socket's group (often `docker`). {}",
+            chosen.how_to_change()
+        ),
+        other => anyhow::Error::new(other)
+            .context(format!("cannot use the Docker daemon at {host} ({chosen})")),
+    }
 }

@@ -587,7 +587,7 @@ impl DockerDriver for BollardDriver {
         let image = self.details(inspect).await?;
         let layer_index = match (diff_index, &selector) {
             (Some(index), LayerSelector::Top) => index,
-            _ => reference::select_layer(&image, &selector)?,
+            _ => reference::select_layer(what, &image, &selector)?,
         };
         Ok(ResolvedLayer {
             image,
@@ -924,9 +924,11 @@ impl DockerDriver for BollardDriver {
             .inner
             .long
             .download_from_container(container, Some(options));
-        Box::pin(stream.map_err(move |e| {
-            map_bollard("reading a container's files", &host, Some(&subject), e)
-        }))
+        Box::pin(
+            stream.map_err(move |e| {
+                map_bollard("reading a container's files", &host, Some(&subject), e)
+            }),
+        )
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), DriverError> {
@@ -947,10 +949,7 @@ impl DockerDriver for BollardDriver {
     async fn list_containers(&self, key: &str) -> Result<Vec<ContainerSummary>, DriverError> {
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![key.to_owned()],
-            )])),
+            filters: Some(HashMap::from([("label".to_owned(), vec![key.to_owned()])])),
             ..Default::default()
         };
         let listed = self

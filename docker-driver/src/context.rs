@@ -46,6 +46,79 @@ pub struct DaemonEndpoint {
     pub host: String,
     /// TLS for a `tcp://` address; `None` speaks plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// What chose it, for messages.
+    pub chosen_by: ChosenBy,
+}
+
+/// What chose the daemon, as a message about it says (after its address,
+/// in parentheses) and what a user can change to pick another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChosenBy {
+    /// `--context NAME`.
+    ContextOption(String),
+    /// `--host` (`docker -H`), or a host the caller gave.
+    HostOption,
+    /// The `DOCKER_HOST` variable.
+    DockerHost,
+    /// The `DOCKER_CONTEXT` variable, naming this context.
+    DockerContext(String),
+    /// The Docker CLI's current context (`docker context use`), read from
+    /// this `config.json`.
+    CurrentContext {
+        /// The context's name.
+        name: String,
+        /// The `config.json` naming it.
+        config: PathBuf,
+    },
+    /// Nothing named a daemon: the default socket.
+    Default,
+}
+
+impl std::fmt::Display for ChosenBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChosenBy::ContextOption(name) => write!(f, "docker context {name:?}, from --context"),
+            ChosenBy::HostOption => f.write_str("from --host"),
+            ChosenBy::DockerHost => f.write_str("from DOCKER_HOST"),
+            ChosenBy::DockerContext(name) => {
+                write!(f, "docker context {name:?}, from DOCKER_CONTEXT")
+            }
+            ChosenBy::CurrentContext { name, config } => write!(
+                f,
+                "docker context {name:?}, the current one in {}",
+                config.display()
+            ),
+            ChosenBy::Default => {
+                f.write_str("the default socket: no DOCKER_HOST, and no docker context chosen")
+            }
+        }
+    }
+}
+
+impl ChosenBy {
+    /// What to change to reach another daemon, as a sentence.
+    pub fn how_to_change(&self) -> String {
+        const LIST: &str = "`docker context ls` lists the contexts";
+        match self {
+            ChosenBy::ContextOption(_) => {
+                format!("Or name another context with --context ({LIST}).")
+            }
+            ChosenBy::HostOption => "Or give another address to --host.".to_owned(),
+            ChosenBy::DockerHost => {
+                format!("Or fix DOCKER_HOST, or unset it to use the docker context ({LIST}).")
+            }
+            ChosenBy::DockerContext(_) => {
+                format!("Or set DOCKER_CONTEXT to another context, or unset it ({LIST}).")
+            }
+            ChosenBy::CurrentContext { .. } => {
+                format!("Or pick another with --context or `docker context use` ({LIST}).")
+            }
+            ChosenBy::Default => {
+                format!("Or set DOCKER_HOST, or pick a daemon with --context ({LIST}).")
+            }
+        }
+    }
 }
 
 /// Where a TLS connection's material lies.
@@ -69,6 +142,7 @@ impl DaemonEndpoint {
             context: DEFAULT_CONTEXT.to_owned(),
             host: host.to_owned(),
             tls: None,
+            chosen_by: ChosenBy::HostOption,
         }
     }
 
@@ -122,15 +196,34 @@ impl DaemonSelection {
                 None => PathBuf::from(env("HOME").unwrap_or_default()).join(".docker"),
             },
         };
-        let name = match (context, &host, env("DOCKER_HOST")) {
-            (Some(name), _, _) => name,
-            (None, Some(_), _) | (None, None, Some(_)) => DEFAULT_CONTEXT.to_owned(),
+        let (name, chosen_by) = match (context, &host, env("DOCKER_HOST")) {
+            (Some(name), _, _) => (name.clone(), ChosenBy::ContextOption(name)),
+            (None, Some(_), _) => (DEFAULT_CONTEXT.to_owned(), ChosenBy::HostOption),
+            (None, None, Some(_)) => (DEFAULT_CONTEXT.to_owned(), ChosenBy::DockerHost),
             (None, None, None) => match env("DOCKER_CONTEXT") {
-                Some(name) => name,
-                None => current_context(&config_dir)?.unwrap_or_else(|| DEFAULT_CONTEXT.to_owned()),
+                Some(name) => (name.clone(), ChosenBy::DockerContext(name)),
+                None => match current_context(&config_dir)? {
+                    Some(name) => (
+                        name.clone(),
+                        ChosenBy::CurrentContext {
+                            name,
+                            config: config_dir.join("config.json"),
+                        },
+                    ),
+                    None => (DEFAULT_CONTEXT.to_owned(), ChosenBy::Default),
+                },
             },
         };
         if name == DEFAULT_CONTEXT {
+            // `--context default`: DOCKER_HOST, else the default socket.
+            let chosen_by = match (&chosen_by, &host, env("DOCKER_HOST")) {
+                (ChosenBy::ContextOption(_) | ChosenBy::DockerContext(_), None, Some(_)) => {
+                    ChosenBy::DockerHost
+                }
+                (ChosenBy::ContextOption(_) | ChosenBy::DockerContext(_), None, None)
+                | (ChosenBy::CurrentContext { .. }, _, _) => ChosenBy::Default,
+                _ => chosen_by,
+            };
             let host = host
                 .or_else(|| env("DOCKER_HOST"))
                 .unwrap_or_else(|| DEFAULT_HOST.to_owned());
@@ -146,9 +239,13 @@ impl DaemonSelection {
                 context: name,
                 host,
                 tls,
+                chosen_by,
             });
         }
-        stored_context(&config_dir, &name)
+        Ok(DaemonEndpoint {
+            chosen_by,
+            ..stored_context(&config_dir, &name)?
+        })
     }
 }
 
@@ -268,6 +365,7 @@ fn stored_context(config_dir: &Path, name: &str) -> Result<DaemonEndpoint, Drive
         context: name.to_owned(),
         host: docker.host,
         tls,
+        chosen_by: ChosenBy::ContextOption(name.to_owned()),
     })
 }
 
@@ -415,6 +513,46 @@ mod tests {
         std::fs::write(docker.join("config.json"), r#"{"currentContext":"x"}"#).unwrap();
         let err = setup.resolve(&none()).unwrap_err().to_string();
         assert!(err.contains(&docker.display().to_string()), "{err}");
+    }
+
+    /// What `selection` says chose the daemon.
+    #[track_caller]
+    fn check_chosen(setup: &Setup, selection: DaemonSelection, chosen: ChosenBy) {
+        assert_eq!(setup.resolve(&selection).unwrap().chosen_by, chosen);
+    }
+
+    #[test]
+    fn the_endpoint_says_what_chose_it() {
+        let none = || select(None, None);
+        check_chosen(&Setup::new(), none(), ChosenBy::Default);
+        let setup = contexts();
+        let config = setup.path().join("config.json");
+        check_chosen(
+            &setup,
+            none(),
+            ChosenBy::CurrentContext {
+                name: "c".into(),
+                config,
+            },
+        );
+        check_chosen(
+            &setup,
+            select(Some("a"), None),
+            ChosenBy::ContextOption("a".into()),
+        );
+        check_chosen(&setup, select(Some("default"), None), ChosenBy::Default);
+        let setup = setup.env("DOCKER_CONTEXT", "b");
+        check_chosen(&setup, none(), ChosenBy::DockerContext("b".into()));
+        let setup = setup.env("DOCKER_HOST", ENV);
+        check_chosen(&setup, none(), ChosenBy::DockerHost);
+        check_chosen(&setup, select(Some("default"), None), ChosenBy::DockerHost);
+        check_chosen(&setup, select(None, Some(A)), ChosenBy::HostOption);
+        assert_eq!(ChosenBy::DockerHost.to_string(), "from DOCKER_HOST",);
+        assert!(
+            ChosenBy::Default
+                .how_to_change()
+                .contains("docker context ls")
+        );
     }
 
     #[test]

@@ -13,9 +13,8 @@ use crate::error::{DataRootError, DriverError};
 use crate::history::{self, ApiRow};
 use crate::layer_store::{LayerStore, chain_id};
 use crate::model::{
-    ContainerSummary, ReaderContainer,
-    BuildOptions, DaemonInfo, ImageConfig, ImageDetails, ImageStore, ImageSummary, LayerSelector,
-    PushEvent, RegistryCredentials, ResolvedLayer,
+    BuildOptions, ContainerSummary, DaemonInfo, ImageConfig, ImageDetails, ImageStore,
+    ImageSummary, LayerSelector, PushEvent, ReaderContainer, RegistryCredentials, ResolvedLayer,
 };
 use crate::reference::{self, Typed};
 
@@ -259,7 +258,7 @@ impl DockerDriver for DataRootDriver {
         let image = self.details(&id)?;
         let layer_index = match (diff_index, &selector) {
             (Some(index), LayerSelector::Top) => index,
-            _ => reference::select_layer(&image, &selector)?,
+            _ => reference::select_layer(what, &image, &selector)?,
         };
         Ok(ResolvedLayer {
             image,
@@ -293,7 +292,11 @@ impl DockerDriver for DataRootDriver {
         })
     }
 
-    fn archive(&self, _container: &str, _path: &str) -> BoxStream<Result<bytes::Bytes, DriverError>> {
+    fn archive(
+        &self,
+        _container: &str,
+        _path: &str,
+    ) -> BoxStream<Result<bytes::Bytes, DriverError>> {
         Box::pin(futures::stream::once(async {
             Err(DriverError::NoDaemon {
                 operation: "reading a container's files",

@@ -7,6 +7,15 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The daemon addresses this crate dials, as the messages list them.
 const HOSTS_ACCEPTED: &str = "unix://, tcp://, http:// or ssh://[user@]host[:port]";
 
+/// How the layers of an image with `count` layers are numbered.
+fn layers_numbered(count: usize) -> String {
+    match count {
+        0 => "it has no layers".to_owned(),
+        1 => "its one layer is numbered 0".to_owned(),
+        n => format!("its {n} layers are numbered 0 (the base) to {}", n - 1),
+    }
+}
+
 /// What went wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -123,6 +132,16 @@ pub enum DriverError {
         prefix: String,
         /// The full IDs it matches.
         candidates: Vec<String>,
+    },
+    /// The image has no layer at the index asked for.
+    #[error("{reference} has no layer {index}: {}", layers_numbered(*count))]
+    NoLayerAtIndex {
+        /// The image or layer as the caller named it.
+        reference: String,
+        /// The index asked for (0 = base).
+        index: usize,
+        /// How many layers the image has.
+        count: usize,
     },
     /// The image has no such layer.
     #[error("image {image} has no layer {layer}")]

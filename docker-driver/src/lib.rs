@@ -60,7 +60,9 @@ mod wire;
 
 pub use bollard_driver::BollardDriver;
 pub use content_store::{ContentStore, ImageDocuments};
-pub use context::{DEFAULT_CONTEXT, DEFAULT_HOST, DaemonEndpoint, DaemonSelection, TlsFiles};
+pub use context::{
+    ChosenBy, DEFAULT_CONTEXT, DEFAULT_HOST, DaemonEndpoint, DaemonSelection, TlsFiles,
+};
 pub use data_root::DataRootDriver;
 #[cfg(any(test, feature = "mock"))]
 pub use driver::MockDockerDriver;
@@ -73,5 +75,5 @@ pub use model::{
     BuildOptions, ContainerSummary, DaemonInfo, HistoryRow, ImageConfig, ImageDetails, ImageStore,
     ImageSummary, LayerSelector, PushEvent, ReaderContainer, RegistryCredentials, ResolvedLayer,
 };
-pub use reference::familiar_tag;
+pub use reference::{ReferenceError, check_typed, familiar_tag};
 pub use ssh::ReverseTunnel;

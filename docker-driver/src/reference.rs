@@ -8,6 +8,10 @@
 
 pub use layer_writer::reference::*;
 
+mod check;
+
+pub use check::{ReferenceError, check_typed};
+
 use crate::error::DriverError;
 use crate::model::{ImageDetails, ImageStore, LayerSelector};
 
@@ -42,8 +46,9 @@ pub(crate) fn normalize_digest(d: &str) -> String {
     }
 }
 
-/// The layer `selector` picks in `image`.
+/// The layer `selector` picks in `image`, which the caller named `what`.
 pub(crate) fn select_layer(
+    what: &str,
     image: &ImageDetails,
     selector: &LayerSelector,
 ) -> Result<usize, DriverError> {
@@ -58,7 +63,11 @@ pub(crate) fn select_layer(
             .checked_sub(1)
             .ok_or_else(|| no_such("top".into())),
         LayerSelector::Index(i) if *i < image.diff_ids.len() => Ok(*i),
-        LayerSelector::Index(i) => Err(no_such(format!("index {i}"))),
+        LayerSelector::Index(i) => Err(DriverError::NoLayerAtIndex {
+            reference: what.to_owned(),
+            index: *i,
+            count: image.diff_ids.len(),
+        }),
         LayerSelector::DiffId(d) => {
             let d = normalize_digest(d);
             image

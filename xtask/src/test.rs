@@ -133,7 +133,12 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
                 "--features",
                 "shim-registry/cli",
             ],
-            &[("DLGRAB_REQUIRE_SKOPEO", "1")],
+            // dlgrab's completion tests load the scripts in zsh and fish
+            // (.ci/run installs them): a missing shell fails, not skips.
+            &[
+                ("DLGRAB_REQUIRE_SKOPEO", "1"),
+                ("DLGRAB_REQUIRE_SHELLS", "1"),
+            ],
         ));
         steps.push(cargo_step(
             "testkit",

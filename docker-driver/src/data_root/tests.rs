@@ -112,7 +112,7 @@ async fn resolves_names_ids_history_ids_and_diff_ids() {
     ));
     assert!(matches!(
         driver.resolve("demo:1", LayerSelector::Index(5)).await,
-        Err(DriverError::NoSuchLayer { .. })
+        Err(DriverError::NoLayerAtIndex { index: 5, .. })
     ));
 }
 

@@ -9,6 +9,7 @@ mod context;
 mod copy;
 mod delta;
 mod driver;
+mod errors;
 mod export;
 mod faults;
 mod imported;
