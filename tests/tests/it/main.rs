@@ -4,6 +4,7 @@
 //! none reachable it prints why and returns (and fails instead under
 //! `cargo xtask test`, which sets `DLGRAB_REQUIRE_DAEMON=1`).
 
+mod archive;
 mod buildkit;
 mod context;
 mod copy;

@@ -1,0 +1,243 @@
+//! The archive route: a `docker` group member (who cannot read the data
+//! root) and a daemon reached over TCP get any layer of a classic store
+//! through the Engine API, the container it reads through gone afterwards;
+//! a dead run's container is swept by the next run.
+
+use std::process::Output;
+
+use sha2::{Digest as _, Sha256};
+use testkit::{
+    BuiltImage, Daemon, DockerMember, Engine, ImageBuilder, Store, daemon_or_skip, succeeded,
+    unique_name,
+};
+
+/// Says on stderr why a test did not run.
+#[expect(clippy::print_stderr, reason = "a skipped test says why on stderr")]
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+}
+
+/// The member, or why not (a failure under `DLGRAB_REQUIRE_DAEMON=1`).
+fn member_or_skip(test: &str) -> Option<DockerMember> {
+    match DockerMember::try_get() {
+        Ok(member) => Some(member),
+        Err(why) => {
+            assert!(
+                std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() != Ok("1"),
+                "{test}: no docker group member: {why}"
+            );
+            skip(test, &why);
+            None
+        }
+    }
+}
+
+/// Whether the archive route serves this daemon: a dockerd with a classic
+/// store (Podman and the containerd store keep no Docker layer store).
+fn archive_serves(d: &Daemon) -> bool {
+    d.store == Store::Classic && d.engine == Engine::Docker
+}
+
+/// A three-layer image: 3 MiB of random bytes, many small files, a top.
+fn image(d: &Daemon, seed: u64) -> BuiltImage {
+    let mut builder = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/archive")))
+        .random_file("/base.bin", 3 << 20, seed);
+    for i in 0..3 {
+        builder = builder.file(&format!("/many/f{i}.txt"), format!("file {i} {seed}\n"));
+    }
+    builder.file("/top.txt", format!("top {seed}\n")).build(d)
+}
+
+/// The one layer of a `--json` run: its route, its `layer.tar` checked
+/// against `diff_id`.
+#[track_caller]
+fn exported_route(out: &Output, diff_id: &str) -> String {
+    let stdout = succeeded(out);
+    let value: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
+    let layer = value.as_array().expect("an array")[0].clone();
+    assert_eq!(layer["diff_id"], diff_id, "{layer}");
+    let data = std::fs::read(testkit::exported_file(&layer, "/layer.tar")).expect("layer.tar");
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&data))),
+        diff_id,
+        "the written layer.tar is the layer"
+    );
+    layer["route"].as_str().unwrap_or_default().to_owned()
+}
+
+/// dlgrab's containers on the daemon (by their label).
+fn dlgrab_containers(d: &Daemon) -> Vec<String> {
+    d.docker_stdout([
+        "ps",
+        "-a",
+        "--filter",
+        "label=dlgrab.run",
+        "--format",
+        "{{.Names}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// As a member of the `docker` group, auto takes the archive route for the
+/// base, a middle and the top layer of a classic store (elsewhere another
+/// route), each verified, and no container is left.
+#[test]
+fn a_docker_group_member_gets_every_layer_by_the_archive_route() {
+    let test = "a_docker_group_member_gets_every_layer_by_the_archive_route";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(member) = member_or_skip(test) else {
+        return;
+    };
+    let img = image(&d, 251);
+    let before = dlgrab_containers(&d);
+    for (index, diff_id) in img.layer_diff_ids.iter().enumerate() {
+        let out = member.scratch_dir();
+        let index_arg = index.to_string();
+        let run = member
+            .dlgrab_command(
+                &d,
+                &[
+                    &img.tag,
+                    "--index",
+                    &index_arg,
+                    "--json",
+                    "-q",
+                    "-o",
+                    out.path().to_str().expect("utf-8"),
+                ],
+            )
+            .output()
+            .expect("dlgrab runs");
+        let route = exported_route(&run, diff_id);
+        if archive_serves(&d) {
+            assert_eq!(route, "archive", "layer {index} on {}", d.name);
+        } else {
+            assert_ne!(route, "archive", "layer {index} on {}", d.name);
+        }
+    }
+    assert_eq!(dlgrab_containers(&d), before, "a container was left");
+}
+
+/// Over `tcp://` (a daemon dlgrab takes for another machine's), auto
+/// reads the top layer through the archive API on a classic store.
+#[test]
+fn a_daemon_over_tcp_gives_its_top_layer_by_the_archive_route() {
+    let test = "a_daemon_over_tcp_gives_its_top_layer_by_the_archive_route";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(tcp) = d.over_tcp() else {
+        skip(test, &format!("daemon {} has no tcp host", d.name));
+        return;
+    };
+    let img = image(&tcp, 252);
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = tcp.dlgrab(&[
+        &img.tag,
+        "--json",
+        "-q",
+        "-o",
+        out.path().to_str().expect("utf-8"),
+    ]);
+    let top = img.layer_diff_ids.last().expect("a layer");
+    let route = exported_route(&run, top);
+    if archive_serves(&d) {
+        assert_eq!(route, "archive");
+    } else {
+        assert_eq!(route, "save");
+    }
+    assert!(dlgrab_containers(&d).is_empty(), "a container was left");
+}
+
+/// A container named by a run that is dead (killed before removing it) is
+/// removed by the next run's sweep (`--clean`); the user's containers stay.
+#[test]
+fn a_dead_runs_container_is_swept_by_the_next_run() {
+    let test = "a_dead_runs_container_is_swept_by_the_next_run";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    if !archive_serves(&d) {
+        skip(
+            test,
+            &format!("the archive route does not serve {}", d.name),
+        );
+        return;
+    }
+    let img = image(&d, 253);
+    // A real run's container name, read from its log: that run has ended,
+    // so the same name now carries a dead run's identity.
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = d.dlgrab(&[
+        &img.tag,
+        "--via",
+        "archive",
+        "--debug",
+        "-o",
+        out.path().to_str().expect("utf-8"),
+    ]);
+    let log = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{log}");
+    let name = log
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '=')
+        .find(|w| w.starts_with("dlgrab-run-"))
+        .unwrap_or_else(|| panic!("no container name in the log:\n{log}"))
+        .to_owned();
+    assert!(
+        dlgrab_containers(&d).is_empty(),
+        "the run left its container"
+    );
+    let create = |name: &str, label: &str| {
+        let out = d.docker([
+            "create",
+            "--name",
+            name,
+            "--label",
+            label,
+            "--network",
+            "none",
+            &img.tag,
+            "/never",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    create(&name, "dlgrab.run=dead");
+    let users = unique_name("users-container").replace(['/', ':'], "-");
+    create(&users, "owner=user");
+    let _remove = RemoveOnDrop(&d, vec![name.clone(), users.clone()]);
+    let clean = d.dlgrab(&["--clean", "--json"]);
+    let swept: serde_json::Value =
+        serde_json::from_str(&succeeded(&clean)).expect("--clean --json is JSON");
+    assert!(
+        swept["containers_removed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|n| n == name.as_str())),
+        "{name} not swept: {swept:#}"
+    );
+    let left = d.docker_stdout(["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!left.lines().any(|n| n == name), "{left}");
+    assert!(
+        left.lines().any(|n| n == users),
+        "the user's container went"
+    );
+}
+
+/// Removes containers when the test ends, also on panic.
+struct RemoveOnDrop<'a>(&'a Daemon, Vec<String>);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let _ = self.0.docker(["rm", "-f", name.as_str()]);
+        }
+    }
+}
