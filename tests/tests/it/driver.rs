@@ -144,7 +144,10 @@ async fn resolves_tags_ids_and_diff_ids() {
         .resolve(&built.tag, LayerSelector::Index(99))
         .await
         .unwrap_err();
-    assert!(matches!(err, DriverError::NoSuchLayer { .. }), "{err:?}");
+    assert!(
+        matches!(err, DriverError::NoLayerAtIndex { index: 99, count, .. } if count == built.layer_diff_ids.len()),
+        "{err:?}"
+    );
     let err = driver
         .resolve("dlgrab-test/no-such-image:1", LayerSelector::Top)
         .await
