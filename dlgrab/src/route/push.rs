@@ -281,7 +281,13 @@ impl Job {
                 if faults.first().is_none()
                     && let Some(message) = refusal(&e)
                 {
-                    let error = e.context(format!("the daemon's push failed: {message}"));
+                    // The daemon's own words, once: the driver's chain repeats them.
+                    let error = anyhow::anyhow!(
+                        "the daemon could not push to dlgrab's registry: {message} (a daemon \
+                         that does not share this machine's 127.0.0.1 cannot take the push \
+                         route; --via archive or --via save reads the layers instead)"
+                    );
+                    drop(e);
                     return Ok(Outcome::GaveWay {
                         written: Vec::new(),
                         because: GaveWay::Refused(message),
