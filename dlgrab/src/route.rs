@@ -75,6 +75,32 @@ pub(crate) enum Outcome {
     },
 }
 
+/// A route that stopped part-way: the layers it wrote, and whether another
+/// route may take the others (its input was at fault, not the output).
+pub(crate) struct Failure {
+    pub(crate) written: Vec<WrittenLayer>,
+    pub(crate) error: anyhow::Error,
+    pub(crate) retry: bool,
+}
+
+impl Failure {
+    /// The route's outcome: given way (`because` says why, from the error)
+    /// when another route may retry, else the error.
+    pub(crate) fn into_outcome(
+        self,
+        because: impl FnOnce(String) -> GaveWay,
+    ) -> anyhow::Result<Outcome> {
+        if !self.retry {
+            return Err(self.error);
+        }
+        Ok(Outcome::GaveWay {
+            written: self.written,
+            because: because(format!("{:#}", self.error)),
+            error: self.error,
+        })
+    }
+}
+
 /// Takes `route` for the `wanted` layers of `source`.
 pub(crate) async fn run(
     route: Route,

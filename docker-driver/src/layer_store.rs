@@ -124,16 +124,7 @@ impl LayerStore {
     pub fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DataRootError> {
         let hex = hex_of(image_id)?;
         let path = self.image_dir().join("imagedb/content/sha256").join(hex);
-        let bytes = read(&path)?;
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        if actual != format!("sha256:{hex}") {
-            return Err(DataRootError::ConfigMismatch {
-                image: image_id.to_owned(),
-                expected: format!("sha256:{hex}"),
-                actual,
-            });
-        }
-        Ok(bytes)
+        checked_config(read(&path)?, image_id)
     }
 
     /// The exact tar of the last of `diff_ids` (the image's diff IDs from
@@ -368,11 +359,18 @@ pub fn config_from_tar(tar: impl Read, image_id: &str) -> Result<Vec<u8>, DataRo
         path: PathBuf::from(format!("imagedb/content/sha256/{hex}")),
         source: io::Error::new(io::ErrorKind::NotFound, "not in the archive"),
     })?;
+    checked_config(bytes, image_id)
+}
+
+/// `bytes` when they hash to `image_id` (the config of a classic store's
+/// image), else [`DataRootError::ConfigMismatch`].
+fn checked_config(bytes: Vec<u8>, image_id: &str) -> Result<Vec<u8>, DataRootError> {
+    let expected = format!("sha256:{}", hex_of(image_id)?);
     let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    if actual != format!("sha256:{hex}") {
+    if actual != expected {
         return Err(DataRootError::ConfigMismatch {
             image: image_id.to_owned(),
-            expected: format!("sha256:{hex}"),
+            expected,
             actual,
         });
     }

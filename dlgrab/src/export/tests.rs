@@ -505,7 +505,7 @@ async fn a_refused_survey_push_fails_and_leaves_no_tag_and_no_output() {
         .expect_err("the push is refused");
     let text = format!("{error:#}");
     assert!(
-        text.contains("survey push") && text.contains("denied"),
+        text.contains("push to dlgrab's registry failed") && text.contains("denied"),
         "{text}"
     );
     assert!(cleanup.run().await.is_empty());

@@ -30,7 +30,7 @@ use futures::TryStreamExt;
 use layer_writer::{WriteError, WrittenLayer};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{Job, Outcome, Source, output_already_there};
+use super::{Failure, Job, Outcome, Source, output_already_there};
 use crate::plan::{GaveWay, Wanted};
 use crate::temp_names;
 
@@ -41,15 +41,6 @@ const FILES_DIR: &str = "/dlgrab-layers";
 /// The most bytes read whole from one small archive (a layer's record: its
 /// tar-split grows with the layer's file count; an image config).
 const SMALL_ARCHIVE: usize = 512 << 20;
-
-/// A failed archive route: the layers it wrote, and whether another route
-/// may take the others (the daemon or its files were at fault, not the
-/// output).
-struct Failure {
-    written: Vec<WrittenLayer>,
-    error: anyhow::Error,
-    retry: bool,
-}
 
 /// The archive route; gives way when the daemon refuses the container or
 /// the archive, or the files read do not rebuild the layer.
@@ -99,16 +90,7 @@ pub(crate) async fn run(
     };
     match result {
         Ok(written) => Ok(Outcome::Written(written)),
-        Err(Failure {
-            written,
-            error,
-            retry: true,
-        }) => Ok(Outcome::GaveWay {
-            written,
-            because: GaveWay::Archive(format!("{error:#}")),
-            error,
-        }),
-        Err(failure) => Err(failure.error),
+        Err(failure) => failure.into_outcome(GaveWay::Archive),
     }
 }
 

@@ -282,10 +282,14 @@ impl Job {
                     && let Some(message) = refusal(&e)
                 {
                     // The daemon's own words, once: the driver's chain repeats them.
+                    let hint = if message.contains("connection refused") {
+                        " (a daemon that does not share this machine's 127.0.0.1 cannot take \
+                         the push route; --via archive or --via save reads the layers instead)"
+                    } else {
+                        ""
+                    };
                     let error = anyhow::anyhow!(
-                        "the daemon could not push to dlgrab's registry: {message} (a daemon \
-                         that does not share this machine's 127.0.0.1 cannot take the push \
-                         route; --via archive or --via save reads the layers instead)"
+                        "the daemon's push to dlgrab's registry failed: {message}{hint}"
                     );
                     drop(e);
                     return Ok(Outcome::GaveWay {

@@ -20,7 +20,7 @@ use docker_driver::{
 use layer_writer::manifest::{ManifestBlobs, digest_of};
 use layer_writer::{WriteError, WrittenLayer};
 
-use super::{Job, Outcome, Source, output_already_there};
+use super::{Failure, Job, Outcome, Source, output_already_there};
 use crate::plan::{GaveWay, StoreAccess, Wanted};
 
 /// The daemon's storage, read from disk.
@@ -59,15 +59,6 @@ pub(crate) fn offline_driver(root: &Path) -> anyhow::Result<Arc<dyn DockerDriver
     Ok(Arc::new(driver))
 }
 
-/// A failed store route: the layers it did write, and whether another
-/// route may take the others (the failure was the store's, not the
-/// output's).
-struct Failure {
-    written: Vec<WrittenLayer>,
-    error: anyhow::Error,
-    retry: bool,
-}
-
 /// The store route, from whichever store the daemon keeps: gives way when
 /// the store itself fails (a file missing or changed, a diff-ID mismatch),
 /// with the layers written before.
@@ -84,16 +75,7 @@ pub(crate) async fn run(
     };
     match written {
         Ok(written) => Ok(Outcome::Written(written)),
-        Err(Failure {
-            written,
-            error,
-            retry: true,
-        }) => Ok(Outcome::GaveWay {
-            written,
-            because: GaveWay::Store(format!("{error:#}")),
-            error,
-        }),
-        Err(failure) => Err(failure.error),
+        Err(failure) => failure.into_outcome(GaveWay::Store),
     }
 }
 
