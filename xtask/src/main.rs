@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's developer commands (daemons, tests, demo).
 //!
 //! ```text
-//! cargo xtask daemons up|down|status   the test daemons a, b, c, d, e, p
+//! cargo xtask daemons up|down|status   the test daemons a, b, c, d, e, p, n
 //! cargo xtask test [--daemon X,Y] [--jobs N] [--no-lint] [--no-unit]
 //! cargo xtask demo                     build a demo image and export it with dlgrab
 //! cargo xtask dist [--check]           static binary, tarball, .deb into target/dist (--check: test them)
@@ -42,7 +42,7 @@ use anyhow::{Result, bail};
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  daemons up|down|status   start, stop or show the test daemons a, b, c, d, e, p
+  daemons up|down|status   start, stop or show the test daemons a–e, p, n
   test [--daemon a,b,…] [--jobs N] [--no-lint] [--no-unit]
                            fmt, clippy, unit tests, then the daemon tests per
                            daemon, N daemons at a time (default 3)

@@ -1,6 +1,5 @@
 //! `docker_driver::BollardDriver` against the daemon under test.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,20 +8,18 @@ use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use testkit::{BuiltImage, Daemon, Engine, ImageBuilder, Store, daemon_or_skip, unique_name};
 
-/// The driver test image: busybox, a file, ENV, RUN, LABEL; built once per
-/// process with a fixed tag (deterministic, so rebuilding hits the cache).
-fn image(daemon: &Daemon) -> &'static BuiltImage {
-    static IMAGE: OnceLock<BuiltImage> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        ImageBuilder::new("dlgrab-test/driver:1")
-            .busybox()
-            .file("/a", b"hello".to_vec())
-            .env("K", "V")
-            .run("echo hi > /x")
-            .label("k", "v")
-            .random_file("/big", 64 << 10, 7)
-            .build(daemon)
-    })
+/// The driver test image: busybox, a file, ENV, RUN, LABEL; built by each
+/// test under a name of its own, so that the test's scope removes it when
+/// the test ends (the daemon is left as found).
+fn image(daemon: &Daemon) -> BuiltImage {
+    ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-test/driver")))
+        .busybox()
+        .file("/a", b"hello".to_vec())
+        .env("K", "V")
+        .run("echo hi > /x")
+        .label("k", "v")
+        .random_file("/big", 64 << 10, 7)
+        .build(daemon)
 }
 
 async fn driver(daemon: &Daemon) -> BollardDriver {
