@@ -1266,19 +1266,6 @@ mod tests {
     }
 
     #[test]
-    fn tags_split_after_the_last_slash() {
-        assert_eq!(split_tag("a/b:1"), Some(("a/b", "1")));
-        assert_eq!(
-            split_tag("localhost:5000/a:v2"),
-            Some(("localhost:5000/a", "v2"))
-        );
-        assert_eq!(split_tag("localhost:5000/a"), None);
-        assert_eq!(split_tag("busybox"), None);
-        assert_eq!(split_tag(":x"), None);
-        assert_eq!(split_tag(&format!("a@sha256:{}", "1".repeat(64))), None);
-    }
-
-    #[test]
     fn the_channel_writer_sends_whole_chunks() {
         let (tx, mut rx) = mpsc::channel(64);
         let data = vec![7u8; CHUNK * 2 + 10];

@@ -77,15 +77,8 @@ fn broken_rule(reference: &str) -> Option<String> {
             "it holds {c:?}; a reference has no spaces or control characters (quoting left over from a script?)"
         ));
     }
-    let (rest, digest) = match reference.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (reference, None),
-    };
-    let last = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last..].rfind(':') {
-        Some(i) => (&rest[..last + i], Some(&rest[last + i + 1..])),
-        None => (rest, None),
-    };
+    let parts = super::Reference::parse(reference);
+    let (name, tag, digest) = (parts.name(), parts.tag(), parts.digest());
     if name.is_empty() {
         return Some("the repository name before the tag or digest is missing".to_owned());
     }
