@@ -13,12 +13,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use testkit::{Daemon, ImageBuilder, unique_name};
+use testkit::{BuiltImage, Daemon, ImageBuilder, unique_name};
 
 use crate::bench::{
     Samples, Scratch, Timed, cargo_release_exe, opt_u64, parse_opts, pass, ratio,
     start_docker_registry, tail_text, timed, timed_pipe,
 };
+use crate::bench_reach;
 use crate::daemons::{self, describe};
 use crate::sh::{apt_install, capture};
 
@@ -165,7 +166,7 @@ impl Cell {
 
 /// Images and tags this bench made, removed when dropped.
 #[derive(Default)]
-struct Made(Vec<(Daemon, String)>);
+pub(crate) struct Made(pub(crate) Vec<(Daemon, String)>);
 
 impl Drop for Made {
     fn drop(&mut self) {
@@ -188,16 +189,33 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let opts = parse_opts(args, &["base-mib", "rounds", "scenarios", "daemon"])?;
     let base_mib = opt_u64(&opts, "base-mib", 256)?;
     let rounds = opt_u64(&opts, "rounds", 3)?;
+    // nonroot, netns and remote (other users, other reaches) run apart.
+    let (reach, others) = bench_reach::split_keys(opts.get("scenarios").copied().unwrap_or(""));
+    if !reach.is_empty() {
+        anyhow::ensure!(
+            !opts.contains_key("daemon"),
+            "--daemon moves S1–S4; nonroot, netns and remote name their daemons"
+        );
+        let measured = bench_reach::run(&reach, base_mib, rounds);
+        if others.is_empty() {
+            return measured;
+        }
+        measured?;
+    }
     let mut wanted: Vec<Spec> = match opts.get("scenarios") {
         None => SPECS[..3].to_vec(),
-        Some(list) => list
-            .split(',')
+        Some(_) => others
+            .iter()
             .map(|k| {
                 SPECS
                     .iter()
-                    .find(|s| s.key.eq_ignore_ascii_case(k.trim()))
+                    .find(|s| s.key.eq_ignore_ascii_case(k))
                     .copied()
-                    .with_context(|| format!("unknown scenario {k:?}: S1, S2, S3a, S3b, S4"))
+                    .with_context(|| {
+                        format!(
+                            "unknown scenario {k:?}: S1, S2, S3a, S3b, S4, nonroot, netns, remote"
+                        )
+                    })
             })
             .collect::<Result<_>>()?,
     };
@@ -446,27 +464,7 @@ fn prepare(
             .random_file("/mid/data.bin", MIDDLE_BYTES, seed + 1)
             .file("/top.txt", format!("top layer {seed}\n"));
     }
-    let builder = builder.no_cache();
-    // Other sessions share the daemons: a concurrent prune can remove an
-    // intermediate image mid-build ("unknown parent image ID", "No such
-    // image"); up to three attempts.
-    let mut attempt = 1;
-    let built = loop {
-        match builder.try_build(&daemon) {
-            Ok(b) => break b,
-            Err(e) if attempt < BUILD_ATTEMPTS => {
-                let text = e.to_string();
-                remove_intermediates(&daemon, &text);
-                let last = text.lines().last().unwrap_or_default();
-                println!("  build attempt {attempt} failed ({last}); trying again");
-                attempt += 1;
-            }
-            Err(e) => {
-                remove_intermediates(&daemon, &e.to_string());
-                return Err(e.into());
-            }
-        }
-    };
+    let built = build_with_retries(&builder.no_cache(), &daemon)?;
     let image = match spec.kind {
         Kind::Pulled => {
             // Pulled, then retagged and the pulled name removed: no repo
@@ -515,6 +513,30 @@ fn prepare(
         entries: [entry(TOP)?, entry(MIDDLE)?, entry(BASE)?],
         image,
     })
+}
+
+/// Builds `builder`'s image in `daemon`. Other sessions share the daemons:
+/// a concurrent prune can remove an intermediate image mid-build ("unknown
+/// parent image ID", "No such image"); up to [`BUILD_ATTEMPTS`] attempts,
+/// each failed one's intermediate images removed.
+pub(crate) fn build_with_retries(builder: &ImageBuilder, daemon: &Daemon) -> Result<BuiltImage> {
+    let mut attempt = 1;
+    loop {
+        match builder.try_build(daemon) {
+            Ok(b) => return Ok(b),
+            Err(e) if attempt < BUILD_ATTEMPTS => {
+                let text = e.to_string();
+                remove_intermediates(daemon, &text);
+                let last = text.lines().last().unwrap_or_default();
+                println!("  build attempt {attempt} failed ({last}); trying again");
+                attempt += 1;
+            }
+            Err(e) => {
+                remove_intermediates(daemon, &e.to_string());
+                return Err(e.into());
+            }
+        }
+    }
 }
 
 /// Builds the app image of S4 `FROM` the pulled base: a 64 MiB
@@ -647,7 +669,7 @@ fn push_and_pull_back(
 }
 
 /// `manifest.json` of `docker save IMAGE`.
-fn save_manifest(daemon: &Daemon, image: &str) -> Result<serde_json::Value> {
+pub(crate) fn save_manifest(daemon: &Daemon, image: &str) -> Result<serde_json::Value> {
     let (ok, out, err) = capture(
         Command::new("sh")
             .args([
@@ -831,7 +853,7 @@ fn measure_skopeo(scenario: &Scenario, dir: &Path, scratch: &Scratch, cell: &mut
 }
 
 /// The first file named `name` under `dir`.
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     let mut stack = vec![dir.to_path_buf()];
     let mut budget = 10_000;
     while let Some(d) = stack.pop() {
@@ -852,12 +874,12 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     None
 }
 
-fn status_text(t: &Timed) -> String {
+pub(crate) fn status_text(t: &Timed) -> String {
     t.status
         .map_or_else(|| "killed at the time limit".to_owned(), |s| s.to_string())
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     if b >= 1 << 20 {
         format!("{:.1} MiB", b as f64 / 1_048_576.0)
     } else {

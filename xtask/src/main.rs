@@ -22,6 +22,7 @@ mod bench;
 mod bench_copy;
 mod bench_export;
 mod bench_files;
+mod bench_reach;
 mod bench_registry;
 mod buildx;
 mod conformance;
