@@ -33,7 +33,6 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -53,6 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cleanup::Cleanup;
 use crate::export::{ExportOptions, Exporter};
 use crate::interrupt;
+use crate::json::{CopyTotals, Failure};
 use crate::report::Reporter;
 
 mod pushed;
@@ -69,10 +69,12 @@ pub(crate) enum How {
     Delta,
 }
 
-/// One image copied, as `--json` reports it.
+/// One image copied, as `--json` reports it (in an item, which carries
+/// the name typed and the seconds).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Copied {
     /// The image as named on the command line.
+    #[serde(skip)]
     pub(crate) image: String,
     /// Its ID on the source.
     pub(crate) image_id: String,
@@ -88,24 +90,20 @@ pub(crate) struct Copied {
     pub(crate) bytes_sent: u64,
     /// How the sent layers were got out of the source.
     pub(crate) routes: Vec<&'static str>,
+    #[serde(skip)]
     pub(crate) seconds: f64,
 }
 
-/// What a `--to` run did, as `--json` reports it.
-#[derive(Debug, Clone, Serialize)]
+/// What a `--to` run did: per image as typed, what was copied or why not.
+#[derive(Debug)]
 pub(crate) struct Report {
-    pub(crate) destination: String,
-    pub(crate) images: Vec<Copied>,
-    pub(crate) layers_skipped: usize,
-    pub(crate) layers_sent: usize,
-    pub(crate) bytes_sent: u64,
+    pub(crate) images: Vec<(String, Result<Copied, Failure>)>,
+    pub(crate) totals: CopyTotals,
     pub(crate) seconds: f64,
-    /// Bytes per second over the whole run.
-    pub(crate) rate: f64,
 }
 
 /// Runs `dlgrab --to DEST IMAGE…` to the end: the copy raced against
-/// Ctrl-C, then cleanup, then the result on stdout with `--json`.
+/// Ctrl-C, then cleanup; `None` when interrupted (said on stderr).
 pub(crate) async fn main(
     dest: &str,
     source: Arc<dyn DockerDriver>,
@@ -113,8 +111,7 @@ pub(crate) async fn main(
     reporter: Arc<Reporter>,
     options: ExportOptions,
     images: &[String],
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Option<Report>> {
     let copy = run(
         dest,
         source,
@@ -124,29 +121,36 @@ pub(crate) async fn main(
         images,
     );
     match interrupt::run_to_end(copy, &cleanup, &reporter).await {
-        None => Ok(interrupt::exit(
-            &format!("copy stopped, nothing loaded on {dest}, temporary tags and files removed"),
-            None,
-            &cleanup,
-        )),
+        None => {
+            interrupt::exit(
+                &format!(
+                    "copy stopped, nothing loaded on {dest}, temporary tags and files removed"
+                ),
+                None,
+                &cleanup,
+            );
+            Ok(None)
+        }
         Some(Err(e)) => Err(e),
         Some(Ok(report)) => {
-            if json {
-                let mut out = io::stdout().lock();
-                serde_json::to_writer_pretty(&mut out, &report)?;
-                writeln!(out)?;
-            }
+            let totals = &report.totals;
+            let copied = report.images.iter().filter(|(_, c)| c.is_ok()).count();
+            let verb = if copied == report.images.len() {
+                "Copy complete"
+            } else {
+                "Copy finished"
+            };
             reporter.message(format!(
-                "Copy complete: {} image(s) to {}, {} layer(s) skipped, {} sent, {} in {:.1}s ({}/s)",
+                "{verb}: {copied} image(s) of {} to {}, {} layer(s) skipped, {} sent, {} in {:.1}s ({}/s)",
                 report.images.len(),
-                report.destination,
-                report.layers_skipped,
-                report.layers_sent,
-                human(report.bytes_sent),
+                totals.destination,
+                totals.layers_skipped,
+                totals.layers_sent,
+                human(totals.bytes_sent),
                 report.seconds,
-                human(report.rate as u64),
+                human(totals.rate as u64),
             ));
-            Ok(ExitCode::SUCCESS)
+            Ok(Some(report))
         }
     }
 }
@@ -246,30 +250,41 @@ pub(crate) async fn run(
             blobs: &dest_blobs,
             held: &held,
         };
+        // An image that cannot be copied leaves nothing on DEST (a failed
+        // load tags nothing): the next ones go on.
         let one = copy_one(image, &to, &source, &cleanup, &reporter, &options)
             .await
-            .with_context(|| format!("cannot copy {image} to {dest_name}"))?;
-        if !matches!(dest_blobs, DestBlobs::Unreadable(_)) {
-            held.push(Held {
-                id: one.0.dest_image_id.clone(),
-                diff_ids: one.1,
-            });
+            .with_context(|| format!("cannot copy {image} to {dest_name}"));
+        match one {
+            Ok((one, diff_ids)) => {
+                if !matches!(dest_blobs, DestBlobs::Unreadable(_)) {
+                    held.push(Held {
+                        id: one.dest_image_id.clone(),
+                        diff_ids,
+                    });
+                }
+                copied.push((image.clone(), Ok(one)));
+            }
+            Err(e) => copied.push((image.clone(), Err(Failure::of(&e)))),
         }
-        copied.push(one.0);
     }
     if let Some(Ok(surveyor)) = surveyor {
         surveyor.shutdown().await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let bytes_sent = copied.iter().map(|c| c.bytes_sent).sum();
-    Ok(Report {
+    let done = || copied.iter().filter_map(|(_, c)| c.as_ref().ok());
+    let bytes_sent = done().map(|c| c.bytes_sent).sum();
+    let totals = CopyTotals {
         destination: dest_name.to_owned(),
-        layers_skipped: copied.iter().map(|c| c.layers_skipped).sum(),
-        layers_sent: copied.iter().map(|c| c.layers_sent).sum(),
+        layers_skipped: done().map(|c| c.layers_skipped).sum(),
+        layers_sent: done().map(|c| c.layers_sent).sum(),
         bytes_sent,
-        seconds,
         rate: bytes_sent as f64 / seconds.max(1e-3),
+    };
+    Ok(Report {
         images: copied,
+        totals,
+        seconds,
     })
 }
 

@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use docker_driver::{DockerDriver, LayerSelector};
-use serde::Serialize;
 
 use layer_writer::run::TempKind;
 
 use crate::cleanup::Cleanup;
-use crate::export::{ExportOptions, Exported, Exporter};
+use crate::export::{Attempt, ExportOptions, Exported, Exporter};
+use crate::json::Kind;
 use crate::report::Reporter;
 
 /// Where the data of a run goes.
@@ -126,24 +126,24 @@ pub(crate) fn new_layers(
 ) -> anyhow::Result<Range<usize>> {
     let common = base.iter().zip(image).take_while(|(b, i)| b == i).count();
     if common == 0 {
-        bail!(
+        return Err(Kind::NotABase.error(format!(
             "{base_name} is not a base of {image_name}: their first layers differ \
              ({} vs {}), so a daemon holding {base_name} holds none of {image_name}'s layers",
             base.first().map_or("none", String::as_str),
             image.first().map_or("none", String::as_str),
-        );
+        )));
     }
     if common == image.len() {
-        bail!(
+        return Err(Kind::NothingNew.error(format!(
             "nothing new: every layer of {image_name} ({}) is already in {base_name}",
             layers(image.len())
-        );
+        )));
     }
     Ok(common..image.len())
 }
 
-/// What a `--since` run wrote, as `--json` reports it.
-#[derive(Debug, Clone, Serialize)]
+/// What a `--since` run wrote, for `--json`.
+#[derive(Debug, Clone)]
 pub(crate) struct Delta {
     pub(crate) base: String,
     pub(crate) image: String,
@@ -155,12 +155,15 @@ pub(crate) struct Delta {
     /// The archive's size in bytes.
     pub(crate) size: u64,
     pub(crate) layers: Vec<Exported>,
+    /// How long getting the layers out and writing the archive took.
+    pub(crate) seconds: f64,
 }
 
 /// What a run did, for `--json`.
 #[derive(Debug)]
 pub(crate) enum Done {
-    Layers(Vec<Exported>),
+    /// Per reference as typed.
+    Layers(Vec<Attempt>),
     Streamed,
     Delta(Box<Delta>),
 }
@@ -178,7 +181,7 @@ pub(crate) async fn run(
     match target {
         Target::Folder => Ok(Done::Layers(
             Exporter::new(driver, cleanup, reporter, options)
-                .run(layers, selector)
+                .run_each(layers, selector)
                 .await?,
         )),
         Target::LayerToStdout => {
@@ -199,16 +202,16 @@ pub(crate) async fn run(
             let scratch = match &archive {
                 Some(path) => {
                     if path.is_dir() {
-                        bail!(
+                        return Err(Kind::Output.error(format!(
                             "{} is a folder: with --since, -o names the archive file",
                             path.display()
-                        );
+                        )));
                     }
                     if path.exists() && !options.replace {
-                        bail!(
+                        return Err(Kind::Output.error(format!(
                             "output already there: {} (use --force to replace it)",
                             path.display()
-                        );
+                        )));
                     }
                     crate::temp_names::scratch_in(&parent_of(path), TempKind::Delta)
                 }
@@ -295,6 +298,7 @@ async fn since(
         range.start
     ));
 
+    let started = std::time::Instant::now();
     let layers_dir = scratch.join("layers");
     options.outdir = layers_dir.clone();
     options.format = layer_writer::Format::Seed;
@@ -337,7 +341,8 @@ async fn since(
             })
             .await
             .context("writing the archive stopped")?
-            .context("cannot write the archive")?
+            .context("cannot write the archive")
+            .map_err(|e| Kind::Output.tag(e))?
         }
         None => tokio::task::spawn_blocking(move || -> io::Result<u64> {
             let out = Counting::new(io::BufWriter::with_capacity(1 << 20, io::stdout().lock()));
@@ -347,7 +352,8 @@ async fn since(
         })
         .await
         .context("writing the archive stopped")?
-        .context("cannot write the archive to stdout")?,
+        .context("cannot write the archive to stdout")
+        .map_err(|e| Kind::Output.tag(e))?,
     };
     drop(cancel);
     Ok(Delta {
@@ -358,6 +364,7 @@ async fn since(
         archive: archive.map_or_else(|| PathBuf::from("-"), Path::to_path_buf),
         size,
         layers: exported,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 

@@ -5,29 +5,85 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use docker_driver::{DaemonInfo, DockerDriver, ImageDetails, LayerSelector};
 use serde::Serialize;
 
 use crate::cleanup::Cleanup;
+use crate::json::{Failure, Kind};
 use crate::plan::{self, GaveWay, Route, Via, Wanted};
 use crate::report::Reporter;
 pub(crate) use crate::route::ExportOptions;
 use crate::route::{self, Job, Outcome, Source};
 
-/// One layer written, as `--json` reports it.
+/// One layer written, as `--json` reports it (in an item, which carries
+/// the route and its reason).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Exported {
     pub(crate) image: String,
     pub(crate) index: usize,
     pub(crate) diff_id: String,
     pub(crate) id: String,
+    #[serde(skip)]
     pub(crate) route: &'static str,
     /// Why that route was taken.
+    #[serde(skip)]
     pub(crate) route_reason: String,
     pub(crate) tar_size: u64,
     pub(crate) files: Vec<PathBuf>,
+}
+
+/// What became of one reference as typed: its layer, or why not, and how
+/// long its image took.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) reference: String,
+    pub(crate) outcome: Result<Exported, Failure>,
+    pub(crate) seconds: f64,
+}
+
+/// One reference resolved to an image ID and a layer index, or why not.
+struct Resolved<'a> {
+    reference: &'a str,
+    layer: Result<(String, usize), Failure>,
+    seconds: f64,
+}
+
+/// One image's export: the layers written, and why the others were not.
+struct ImageDone {
+    image: String,
+    exported: Vec<Exported>,
+    failure: Option<Failure>,
+    seconds: f64,
+}
+
+impl Resolved<'_> {
+    /// What became of the reference, once its image's export is `done`.
+    fn attempt(self, done: &[ImageDone]) -> Attempt {
+        let (outcome, seconds) = match self.layer {
+            Err(failure) => (Err(failure), self.seconds),
+            Ok((image, index)) => {
+                let group = done.iter().find(|d| d.image == image);
+                let layer = group.and_then(|g| g.exported.iter().find(|e| e.index == index));
+                let outcome = match (layer, group.and_then(|g| g.failure.as_ref())) {
+                    (Some(layer), _) => Ok(layer.clone()),
+                    (None, Some(failure)) => Err(failure.clone()),
+                    (None, None) => Err(Failure {
+                        kind: Kind::Internal,
+                        message: format!("layer {index} of image {image} was not written"),
+                    }),
+                };
+                (outcome, self.seconds + group.map_or(0.0, |g| g.seconds))
+            }
+        };
+        Attempt {
+            reference: self.reference.to_owned(),
+            outcome,
+            seconds,
+        }
+    }
 }
 
 /// Runs exports against one daemon.
@@ -52,40 +108,107 @@ impl Exporter {
         }
     }
 
-    /// Exports every layer `requests` names, image by image.
+    /// Exports every layer `requests` names, image by image; the first
+    /// reference that fails fails the run (after the others' layers are
+    /// written).
     pub(crate) async fn run(
         &self,
         requests: &[String],
         selector: LayerSelector,
     ) -> anyhow::Result<Vec<Exported>> {
+        let mut exported = Vec::new();
+        for attempt in self.run_each(requests, selector).await? {
+            exported.push(attempt.outcome?);
+        }
+        Ok(exported)
+    }
+
+    /// Exports every layer `requests` names, image by image, doing all it
+    /// can: a reference that cannot be resolved or exported gets its
+    /// error, the others go on (a layer appears whole or not at all). An
+    /// error only when nothing could start (the daemon does not answer).
+    pub(crate) async fn run_each(
+        &self,
+        requests: &[String],
+        selector: LayerSelector,
+    ) -> anyhow::Result<Vec<Attempt>> {
         let info = self.daemon_info().await?;
 
+        // Per reference: the image and layer it resolved to, or why not.
+        let mut resolved: Vec<Resolved<'_>> = Vec::new();
         let mut groups: Vec<(ImageDetails, Vec<Wanted>)> = Vec::new();
         for what in requests {
-            let resolved = self.job.driver.resolve(what, selector.clone()).await?;
-            if let Some(platform) = &self.job.options.platform {
-                plan::check_platform(what, &resolved.image, platform)?;
-            }
-            let wanted = Wanted {
-                index: resolved.layer_index,
-                requested_id: resolved.requested_id,
+            let started = Instant::now();
+            let layer = match self.resolve(what, selector.clone()).await {
+                Ok(layer) => layer,
+                Err(e) => {
+                    resolved.push(Resolved {
+                        reference: what,
+                        layer: Err(Failure::of(&e)),
+                        seconds: secs(started),
+                    });
+                    continue;
+                }
             };
+            let wanted = Wanted {
+                index: layer.layer_index,
+                requested_id: layer.requested_id,
+            };
+            resolved.push(Resolved {
+                reference: what,
+                layer: Ok((layer.image.id.clone(), wanted.index)),
+                seconds: secs(started),
+            });
             match groups
                 .iter_mut()
-                .find(|(image, _)| image.id == resolved.image.id)
+                .find(|(image, _)| image.id == layer.image.id)
             {
                 Some((_, layers)) if layers.iter().any(|l| l.index == wanted.index) => {}
                 Some((_, layers)) => layers.push(wanted),
-                None => groups.push((resolved.image, vec![wanted])),
+                None => groups.push((layer.image, vec![wanted])),
             }
         }
 
-        self.make_outdir()?;
-        let mut exported = Vec::new();
-        for (image, wanted) in &groups {
-            exported.extend(self.export_image(&info, image, wanted).await?);
+        let mut done: Vec<ImageDone> = Vec::new();
+        if !groups.is_empty()
+            && let Err(e) = self.make_outdir()
+        {
+            let failure = Failure::of(&e);
+            for (image, _) in &groups {
+                done.push(ImageDone {
+                    image: image.id.clone(),
+                    exported: Vec::new(),
+                    failure: Some(failure.clone()),
+                    seconds: 0.0,
+                });
+            }
+            groups.clear();
         }
-        Ok(exported)
+        for (image, wanted) in &groups {
+            let started = Instant::now();
+            let (exported, result) = self.export_image(&info, image, wanted).await;
+            done.push(ImageDone {
+                image: image.id.clone(),
+                exported,
+                failure: result.err().map(|e| Failure::of(&e)),
+                seconds: secs(started),
+            });
+        }
+        Ok(resolved.into_iter().map(|r| r.attempt(&done)).collect())
+    }
+
+    /// Resolves what the user typed to an image and a layer of it, of
+    /// `--platform`'s platform.
+    async fn resolve(
+        &self,
+        what: &str,
+        selector: LayerSelector,
+    ) -> anyhow::Result<docker_driver::ResolvedLayer> {
+        let resolved = self.job.driver.resolve(what, selector).await?;
+        if let Some(platform) = &self.job.options.platform {
+            plan::check_platform(what, &resolved.image, platform)?;
+        }
+        Ok(resolved)
     }
 
     /// Exports the layers at `indexes` of one image in a single pass (one
@@ -104,7 +227,8 @@ impl Exporter {
             })
             .collect();
         self.make_outdir()?;
-        self.export_image(&info, image, &wanted).await
+        let (exported, result) = self.export_image(&info, image, &wanted).await;
+        result.map(|()| exported)
     }
 
     /// Asks the daemon what it is.
@@ -121,24 +245,39 @@ impl Exporter {
 
     /// Makes the output folder, once the layers are known to exist.
     fn make_outdir(&self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.job.options.outdir).with_context(|| {
-            format!(
-                "cannot create the output folder {}",
-                self.job.options.outdir.display()
-            )
-        })
+        std::fs::create_dir_all(&self.job.options.outdir)
+            .with_context(|| {
+                format!(
+                    "cannot create the output folder {}",
+                    self.job.options.outdir.display()
+                )
+            })
+            .map_err(|e| Kind::Output.tag(e))
     }
 
     /// Exports `wanted` layers of `image`: the route [`plan::choose_route`]
     /// picks first; when it gives way (and `--via` did not name it), the
     /// layers it did not write go by the next cheapest. Each route gives
-    /// way at most once and is not chosen again.
+    /// way at most once and is not chosen again. The layers written, and
+    /// why the others were not.
     async fn export_image(
         &self,
         info: &DaemonInfo,
         image: &ImageDetails,
         wanted: &[Wanted],
-    ) -> anyhow::Result<Vec<Exported>> {
+    ) -> (Vec<Exported>, anyhow::Result<()>) {
+        let mut done: Vec<(layer_writer::WrittenLayer, Route, String)> = Vec::new();
+        let result = self.take_routes(info, image, wanted, &mut done).await;
+        (self.exported(image, done), result.map_err(route_failed))
+    }
+
+    async fn take_routes(
+        &self,
+        info: &DaemonInfo,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+        done: &mut Vec<(layer_writer::WrittenLayer, Route, String)>,
+    ) -> anyhow::Result<()> {
         let via = self.job.options.via;
         let (access, store) = route::store::access(info, image);
         let source = Source {
@@ -146,7 +285,6 @@ impl Exporter {
             image,
             store: store.as_ref(),
         };
-        let mut done: Vec<(layer_writer::WrittenLayer, Route, String)> = Vec::new();
         let mut left = wanted.to_vec();
         let mut gave_way: Vec<GaveWay> = Vec::new();
         // Three routes at most: each gives way once, save never does.
@@ -164,7 +302,7 @@ impl Exporter {
             let (written, because, error) = match outcome {
                 Outcome::Written(written) => {
                     done.extend(written.into_iter().map(|w| (w, route, why.clone())));
-                    return Ok(self.exported(image, done));
+                    return Ok(());
                 }
                 Outcome::GaveWay {
                     written,
@@ -179,7 +317,7 @@ impl Exporter {
             }
             tracing::debug!(image = %image.id, route = route.name(), error = format!("{error:#}"), "the route gave way");
             if left.is_empty() {
-                return Ok(self.exported(image, done));
+                return Ok(());
             }
             gave_way.push(because);
         }
@@ -213,6 +351,20 @@ impl Exporter {
             })
             .collect()
     }
+}
+
+/// A route's error is of kind [`Kind::RouteFailed`], unless it says more
+/// precisely what failed (the output, a hash, a timeout, an interrupt).
+fn route_failed(error: anyhow::Error) -> anyhow::Error {
+    match Kind::of(&error) {
+        Kind::Output | Kind::VerificationFailed | Kind::Timeout | Kind::Interrupted => error,
+        _ => Kind::RouteFailed.tag(error),
+    }
+}
+
+/// Seconds since `started`.
+fn secs(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64()
 }
 
 /// The error of a route taken after the store route failed says so.

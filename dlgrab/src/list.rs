@@ -6,7 +6,7 @@ use docker_driver::ImageDetails;
 use serde::Serialize;
 
 /// One layer of an image as `--list` shows it.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub(crate) struct LayerRow {
     pub(crate) index: usize,
     pub(crate) diff_id: String,
@@ -35,12 +35,8 @@ pub(crate) fn rows(image: &ImageDetails) -> Vec<LayerRow> {
         .collect()
 }
 
-/// Prints `rows` as a table or as JSON.
-pub(crate) fn print(rows: &[LayerRow], json: bool, out: &mut impl Write) -> std::io::Result<()> {
-    if json {
-        serde_json::to_writer_pretty(&mut *out, rows)?;
-        return writeln!(out);
-    }
+/// Prints `rows` as a table (`--json` makes them items of its document).
+pub(crate) fn print(rows: &[LayerRow], out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<5} {:<19} {:<19} {:>10}  CREATED BY",
@@ -129,7 +125,7 @@ mod tests {
         assert_eq!(rows[1].history_id.as_deref(), Some("sha256:top"));
         assert_eq!(rows[1].created_by, "RUN x");
         let mut out = Vec::new();
-        print(&rows, false, &mut out).unwrap();
+        print(&rows, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("<missing>"), "{text}");
         assert!(

@@ -18,15 +18,13 @@ use docker_driver::{DockerDriver, DriverError};
 use layer_writer::run::Liveness;
 
 use crate::temp_names::{CONTAINER_LABEL, TAG_PATTERN, container_run, tag_run};
-use serde::Serialize;
 
-/// What a sweep found and did, as `--clean --json` prints it.
-#[derive(Debug, Default, Serialize)]
+/// What a sweep found and did (`--clean --json` prints an item each).
+#[derive(Debug, Default)]
 pub(crate) struct Swept {
     /// Temporary tags of dead runs, removed.
     pub(crate) tags_removed: Vec<String>,
     /// Containers of dead runs (the archive route's readers), removed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) containers_removed: Vec<String>,
     /// Temporary tags of dead runs left in place, and why.
     pub(crate) tags_kept: Vec<Kept>,
@@ -37,7 +35,7 @@ pub(crate) struct Swept {
 }
 
 /// A leftover left in place.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub(crate) struct Kept {
     /// The tag or path.
     pub(crate) name: String,
@@ -55,14 +53,6 @@ impl Swept {
             && self.tags_kept.is_empty()
             && self.files_removed.is_empty()
             && self.files_kept.is_empty()
-    }
-
-    /// Whether a removal failed.
-    pub(crate) fn failed(&self) -> bool {
-        self.tags_kept
-            .iter()
-            .chain(&self.files_kept)
-            .any(|k| k.failed)
     }
 
     /// One line per leftover, for the user.

@@ -1,11 +1,13 @@
 //! The dlgrab binary as a new user meets it, with no daemon to talk to:
 //! its error messages (snapshots of stderr, so that a change shows as a
 //! diff), its help and man page, and its completion scripts loaded by the
-//! real shells. The errors that need a daemon are in the workspace's
+//! real shells; the `--json` document of a run that fails (`json`). The
+//! errors that need a daemon are in the workspace's
 //! daemon tests (`tests/tests/it/errors.rs`).
 
 mod errors;
 mod help;
+mod json;
 mod shells;
 
 use std::path::Path;
