@@ -53,7 +53,7 @@ use crate::cleanup::Cleanup;
 use crate::export::{ExportOptions, Exporter};
 use crate::interrupt;
 use crate::json::{CopyTotals, Failure};
-use crate::report::Reporter;
+use crate::report::{Progress, Reporter};
 
 mod pushed;
 
@@ -675,7 +675,21 @@ async fn copy_one(
         "{image}: {dest_name} holds {prefix} of its {layers} layers; sending {sent_layers}"
     ));
     let counter = Arc::new(AtomicU64::new(0));
-    let bar = reporter.bytes_bar(format!("{image} → {dest_name}"), None);
+    // What goes: the sent layers' sizes as the source reports them (the
+    // whole image's when all go); the total grows if more comes.
+    let expected: u64 = details
+        .history
+        .iter()
+        .filter(|row| row.layer_index.is_some_and(|i| i >= first))
+        .map(|row| u64::try_from(row.size).unwrap_or(0))
+        .sum();
+    reporter.phase(format!(
+        "{image}: sending {sent_layers} of {layers} layers to {dest_name}"
+    ));
+    let bar = reporter.progress(
+        format!("{image} → {dest_name}"),
+        (expected > 0).then_some(expected),
+    );
     let (how, routes, result) = if first == 0 {
         let result = load_whole(source, dest, &details, counter.clone(), bar.clone()).await;
         (How::Whole, vec!["save"], result)
@@ -699,9 +713,7 @@ async fn copy_one(
             Err(e) => return Err(e),
         }
     };
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    bar.finish();
     if let Err(e) = result {
         forget_new_tags(dest.as_ref(), &before, reporter).await;
         return Err(e);
@@ -860,7 +872,7 @@ async fn load_whole(
     dest: &Arc<dyn DockerDriver>,
     details: &ImageDetails,
     counter: Arc<AtomicU64>,
-    bar: Option<indicatif::ProgressBar>,
+    bar: Progress,
 ) -> anyhow::Result<()> {
     let tags = crate::temp_names::user_tags(&details.repo_tags);
     let names = if tags.is_empty() {
@@ -903,7 +915,7 @@ async fn load_folder(
     dest: &Arc<dyn DockerDriver>,
     folder: PathBuf,
     counter: Arc<AtomicU64>,
-    bar: Option<indicatif::ProgressBar>,
+    bar: Progress,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let (failed_tx, failed_rx) = oneshot::channel::<anyhow::Error>();
@@ -944,7 +956,7 @@ async fn load(
     ok: Arc<AtomicBool>,
     failed: oneshot::Receiver<anyhow::Error>,
     counter: Arc<AtomicU64>,
-    bar: Option<indicatif::ProgressBar>,
+    bar: Progress,
 ) -> anyhow::Result<()> {
     let body = futures::stream::unfold(rx, move |mut rx| {
         let ok = ok.clone();
@@ -954,9 +966,7 @@ async fn load(
             match rx.recv().await {
                 Some(chunk) => {
                     counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-                    if let Some(bar) = &bar {
-                        bar.inc(chunk.len() as u64);
-                    }
+                    bar.inc(chunk.len() as u64);
                     Some((chunk, rx))
                 }
                 None if ok.load(Ordering::SeqCst) => None,

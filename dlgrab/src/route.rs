@@ -34,7 +34,7 @@ use layer_writer::{Format, ImageContext, LayerWriter, WriterOptions, WrittenLaye
 
 use crate::cleanup::Cleanup;
 use crate::plan::{self, GaveWay, Route, Via, Wanted};
-use crate::report::Reporter;
+use crate::report::{self, Progress, Reporter};
 
 pub(crate) mod archive;
 pub(crate) mod push;
@@ -166,15 +166,25 @@ impl Job {
         Ok(layer_ids)
     }
 
-    /// The original's messages naming a layer and its folder.
+    /// The layer folder chosen, for `--debug` (the line saying what was
+    /// written comes when it is).
     pub(crate) fn announce_folder(&self, id: &str) {
-        self.reporter.message(format!("Full layer id found: {id}"));
-        if self.options.format == Format::Seed {
-            self.reporter.message(format!(
-                "Layer folder will be dumped into {}",
-                self.options.outdir.join(id).display()
-            ));
-        }
+        tracing::debug!(
+            folder = %self.options.outdir.join(id).display(),
+            "full layer id found: {id}"
+        );
+    }
+
+    /// The bytes of layer `index` of `image` as they are read, against its
+    /// size as the daemon reports it.
+    pub(crate) fn layer_progress(&self, image: &ImageDetails, index: usize) -> Progress {
+        let size = image
+            .history
+            .iter()
+            .find(|row| row.layer_index == Some(index))
+            .and_then(|row| u64::try_from(row.size).ok())
+            .filter(|&size| size > 0);
+        self.reporter.progress(format!("layer {index}"), size)
     }
 
     /// The writer's view of `image` with the folder names already chosen.
@@ -215,26 +225,33 @@ impl Job {
         )
     }
 
-    /// Says what was written (or kept: the same layer was already there)
-    /// and records it for the interrupt message.
+    /// Says in one line what was written (or kept: the same layer was
+    /// already there) and records it for the interrupt message.
     pub(crate) fn announce(&self, written: &WrittenLayer) {
+        let file = written
+            .files
+            .iter()
+            .find(|f| f.ends_with("layer.tar"))
+            .or(written.files.last())
+            .map_or(Path::new(""), |f| f.as_path());
+        let path = self.options.outdir.join(file);
+        let diff_id = written.diff_id.to_string();
+        let short = diff_id.get(..19).unwrap_or(&diff_id);
         if written.already_there {
             self.reporter.message(format!(
-                "Already there, kept: {} (the same layer)",
-                self.options
-                    .outdir
-                    .join(written.files.last().map_or(Path::new(""), |f| f.as_path()))
-                    .display()
+                "Layer {} ({short}) already there, kept: {} (the same layer)",
+                written.index,
+                path.display()
             ));
             return;
         }
         self.cleanup.add_written(&written.id);
-        for file in &written.files {
-            self.reporter.message(format!(
-                "Writing file: {}",
-                self.options.outdir.join(file).display()
-            ));
-        }
+        self.reporter.message(format!(
+            "Layer {} ({short}, {}): {}",
+            written.index,
+            report::bytes(written.tar_size),
+            path.display()
+        ));
     }
 }
 

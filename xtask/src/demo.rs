@@ -1,4 +1,7 @@
-//! `cargo xtask demo`: builds `dlgrab-demo:latest` in daemon `a` and exports it with dlgrab.
+//! `cargo xtask demo`: builds `dlgrab-demo:latest` in the daemon dlgrab
+//! itself would use (`DOCKER_HOST`, `DOCKER_CONTEXT`, the current context,
+//! else the default socket: the same `docker_driver::DaemonSelection`) and
+//! exports its top layer with dlgrab.
 
 use std::fs;
 use std::path::Path;
@@ -7,7 +10,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use testkit::ImageBuilder;
 
-use crate::daemons::{self, describe};
+use docker_driver::{ChosenBy, DaemonSelection};
+use testkit::Daemon;
+
 use crate::sh::apt_install;
 
 const IMAGE: &str = "dlgrab-demo:latest";
@@ -15,9 +20,11 @@ const OUT: &str = "target/demo-out";
 
 pub(crate) fn run() -> Result<()> {
     apt_install(&["busybox-static"])?;
-    let (_, daemon) = daemons::up(&["a"]).pop().expect("one daemon asked for");
-    let daemon = daemon?;
-    println!("{}", describe(&daemon));
+    let daemon = chosen_daemon()?;
+    println!(
+        "  {:?} {}, {:?} image store, {}",
+        daemon.engine, daemon.version, daemon.store, daemon.driver
+    );
 
     println!("building {IMAGE}: busybox, two files, an ENV row, a RUN");
     let image = ImageBuilder::new(IMAGE)
@@ -54,7 +61,6 @@ pub(crate) fn run() -> Result<()> {
             "-o",
             OUT,
         ])
-        .env("DOCKER_HOST", &daemon.host)
         .output()
         .context("cannot run cargo")?;
     print!("{}", String::from_utf8_lossy(&result.stdout));
@@ -96,6 +102,33 @@ pub(crate) fn run() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The daemon dlgrab would use, chosen by the same code, probed with
+/// `docker info`; dlgrab itself is then run with the environment untouched.
+fn chosen_daemon() -> Result<Daemon> {
+    let endpoint = DaemonSelection::default()
+        .resolve()
+        .context("cannot tell which Docker daemon dlgrab would use")?;
+    println!(
+        "daemon: {} ({}), as dlgrab chooses it",
+        endpoint.host, endpoint.chosen_by
+    );
+    if endpoint.tls.is_some() && !matches!(endpoint.chosen_by, ChosenBy::DockerHost) {
+        bail!(
+            "the demo builds its image with DOCKER_HOST and cannot carry the TLS files of context {}: \
+             set DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH instead",
+            endpoint.context
+        );
+    }
+    Daemon::try_connect("demo", &endpoint.host).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use the Docker daemon at {} ({}): {e}. {}",
+            endpoint.host,
+            endpoint.chosen_by,
+            endpoint.chosen_by.how_to_change()
+        )
+    })
 }
 
 fn walk(dir: &Path, files: &mut Vec<(std::path::PathBuf, u64)>) -> Result<()> {

@@ -159,8 +159,11 @@ impl Job {
                 .archive(id, &format!("{FILES_DIR}/{files}"))
                 .map_err(std::io::Error::other);
             let folder = SyncIoBridge::new(StreamReader::new(stream));
-            let tar = ArchivedLayerTar::new(record, folder, &top);
-            match writer.write_layer_from_read(&context, w.index, tar).await {
+            let progress = self.layer_progress(image, w.index);
+            let tar = progress.counting(ArchivedLayerTar::new(record, folder, &top));
+            let result = writer.write_layer_from_read(&context, w.index, tar).await;
+            progress.finish();
+            match result {
                 Ok(layer) => {
                     self.announce(&layer);
                     written.push(layer);

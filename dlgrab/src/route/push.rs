@@ -622,9 +622,7 @@ impl Job {
                 manifests.record_refused(digest, media_type, body);
             }
             RegistryEvent::UploadStarted { upload_id, .. } => {
-                if let Some(bar) = self.reporter.bytes_bar("receiving blob", None) {
-                    bars.insert(upload_id, bar);
-                }
+                bars.insert(upload_id, self.reporter.progress("receiving a layer", None));
             }
             RegistryEvent::BytesReceived {
                 upload_id, total, ..
@@ -661,7 +659,7 @@ impl Job {
             on_event(&mut manifests, event);
         }
         for bar in bars.values() {
-            bar.finish_and_clear();
+            bar.finish();
         }
         Ok(manifests)
     }

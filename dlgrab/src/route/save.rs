@@ -28,9 +28,24 @@ impl Job {
         image: &ImageDetails,
         wanted: &[Wanted],
     ) -> anyhow::Result<Vec<layer_writer::WrittenLayer>> {
+        // The stream is about the image's size: its layers' sizes as the
+        // daemon reports them (the total grows if more comes).
+        let size: u64 = image
+            .history
+            .iter()
+            .map(|row| u64::try_from(row.size).unwrap_or(0))
+            .sum();
         let stream = || {
+            let progress = self
+                .reporter
+                .progress("docker save stream", (size > 0).then_some(size));
             let stream = self.driver.export_images(std::slice::from_ref(&image.id));
-            tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)))
+            tokio_util::io::StreamReader::new(stream.map(move |r| {
+                if let Ok(chunk) = &r {
+                    progress.inc(chunk.len() as u64);
+                }
+                r.map_err(std::io::Error::other)
+            }))
         };
         let indexes: Vec<usize> = wanted.iter().map(|w| w.index).collect();
         let config_digest = match info.image_store {

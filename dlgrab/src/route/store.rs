@@ -152,7 +152,11 @@ impl Job {
             };
             self.reporter
                 .phase(format!("reading layer {} from the content store", w.index));
-            match writer.write_layer_from_read(&context, w.index, file).await {
+            let progress = self.layer_progress(image, w.index);
+            let file = progress.counting(file);
+            let result = writer.write_layer_from_read(&context, w.index, file).await;
+            progress.finish();
+            match result {
                 Ok(layer) => {
                     self.announce(&layer);
                     written.push(layer);
@@ -210,7 +214,11 @@ impl Job {
             };
             self.reporter
                 .phase(format!("rebuilding layer {} from the layer store", w.index));
-            match writer.write_layer_from_read(&context, w.index, tar).await {
+            let progress = self.layer_progress(image, w.index);
+            let tar = progress.counting(tar);
+            let result = writer.write_layer_from_read(&context, w.index, tar).await;
+            progress.finish();
+            match result {
                 Ok(layer) => {
                     self.announce(&layer);
                     written.push(layer);
