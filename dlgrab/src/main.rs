@@ -20,6 +20,7 @@ mod manifest;
 mod names_lock;
 mod plan;
 mod plugin;
+mod read_ahead;
 mod report;
 mod route;
 mod sweep;

@@ -28,10 +28,10 @@ use docker_driver::{
 };
 use futures::TryStreamExt;
 use layer_writer::{WriteError, WrittenLayer};
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{Failure, Job, Outcome, Source, output_already_there};
 use crate::plan::{GaveWay, Wanted};
+use crate::read_ahead::ReadAhead;
 use crate::temp_names;
 
 /// Where the container sees the image and layer databases.
@@ -154,11 +154,7 @@ impl Job {
                 }
             };
             let (files, top) = layout.layer_files(&record.cache_id);
-            let stream = self
-                .driver
-                .archive(id, &format!("{FILES_DIR}/{files}"))
-                .map_err(std::io::Error::other);
-            let folder = SyncIoBridge::new(StreamReader::new(stream));
+            let folder = ReadAhead::spawn(self.driver.archive(id, &format!("{FILES_DIR}/{files}")));
             let progress = self.layer_progress(image, w.index);
             let tar = progress.counting(ArchivedLayerTar::new(record, folder, &top));
             let result = writer.write_layer_from_read(&context, w.index, tar).await;
