@@ -84,6 +84,41 @@ pub fn succeeded(out: &Output) -> String {
     stdout
 }
 
+/// The document a `dlgrab --json` run printed, checked against
+/// `docs/result.schema.json`, so that every test reading one checks the
+/// schema too. Panics with the document and what in it breaks the schema.
+#[track_caller]
+pub fn result(stdout: &str) -> serde_json::Value {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let text = include_str!("../../docs/result.schema.json");
+        let schema = serde_json::from_str(text).expect("docs/result.schema.json is JSON");
+        jsonschema::draft202012::new(&schema).expect("docs/result.schema.json is a JSON Schema")
+    });
+    let value: serde_json::Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "--json output breaks docs/result.schema.json:\n{}\n{stdout}",
+        errors.join("\n")
+    );
+    value
+}
+
+/// The items of the `--json` document on `stdout` ([`result`]) of a run
+/// that did everything asked (`"ok": true`): one per reference as typed
+/// (with `--since`, per layer archived; with `--list`, per layer).
+#[track_caller]
+pub fn items(stdout: &str) -> Vec<serde_json::Value> {
+    let value = result(stdout);
+    assert_eq!(value["ok"], true, "{value:#}");
+    value["items"].as_array().cloned().expect("items")
+}
+
 /// The file a layer of `dlgrab --json` lists whose path ends with `suffix`
 /// (`/layer.tar`, a blob's `/blobs/sha256/…`); panics naming the layer
 /// when there is none.

@@ -18,7 +18,9 @@
 //!   platform's blobs are missing, and has the daemon pull it.
 //! - [`random_bytes`] / [`RandomReader`]: seeded incompressible content.
 //! - [`unique_name`]: repository names unique per test run.
-//! - [`Daemon::dlgrab`] / [`dlgrab_bin`]: the `dlgrab` binary against the daemon.
+//! - [`Daemon::dlgrab`] / [`dlgrab_bin`]: the `dlgrab` binary against the daemon;
+//!   [`result`] and [`items`] read its `--json` document, checked against
+//!   `docs/result.schema.json`.
 //! - [`DockerMember`]: a non-root member of the `docker` group to run
 //!   dlgrab as ([`DockerMember::dlgrab_command`]), writing into a
 //!   [`MemberDir`] it owns.
@@ -54,7 +56,7 @@ mod tls_proxy;
 pub use buildkit::{BuildKitImage, BuildKitOptions, BuildKitOutput, BuiltBy};
 pub use buildx::{Buildx, buildx_or_skip};
 pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
-pub use dlgrab::{dlgrab_bin, exported_file, succeeded};
+pub use dlgrab::{dlgrab_bin, exported_file, items, result, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
 pub use member::{DockerMember, MEMBER, MemberDir};

@@ -741,7 +741,7 @@ fn measure_dlgrab(
     let route = fs::read_to_string(scratch.path("dlgrab.out"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v[0]["route"].as_str().map(str::to_owned))
+        .and_then(|v| v["items"][0]["route"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "?".to_owned());
     if via.is_some() {
         cell.push.push(t.secs);

@@ -53,9 +53,7 @@ fn image(d: &Daemon, seed: u64) -> BuiltImage {
 #[track_caller]
 fn exported_route(out: &Output, diff_id: &str) -> String {
     let stdout = succeeded(out);
-    let value: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
-    let layer = value.as_array().expect("an array")[0].clone();
+    let layer = testkit::items(&stdout)[0].clone();
     assert_eq!(layer["diff_id"], diff_id, "{layer}");
     let data = std::fs::read(testkit::exported_file(&layer, "/layer.tar")).expect("layer.tar");
     assert_eq!(
@@ -215,13 +213,12 @@ fn a_dead_runs_container_is_swept_by_the_next_run() {
     create(&users, "owner=user");
     let _remove = RemoveOnDrop(&d, vec![name.clone(), users.clone()]);
     let clean = d.dlgrab(&["--clean", "--json"]);
-    let swept: serde_json::Value =
-        serde_json::from_str(&succeeded(&clean)).expect("--clean --json is JSON");
+    let swept = testkit::items(&succeeded(&clean));
     assert!(
-        swept["containers_removed"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|n| n == name.as_str())),
-        "{name} not swept: {swept:#}"
+        swept.iter().any(|i| i["what"] == "container"
+            && i["action"] == "removed"
+            && i["name"] == name.as_str()),
+        "{name} not swept: {swept:#?}"
     );
     let left = d.docker_stdout(["ps", "-a", "--format", "{{.Names}}"]);
     assert!(!left.lines().any(|n| n == name), "{left}");

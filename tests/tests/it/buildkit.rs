@@ -155,9 +155,7 @@ fn check_stored(d: &Daemon, image: &testkit::BuildKitImage, attested: bool) {
 /// checked against its diff ID.
 #[track_caller]
 fn exported(stdout: &str, subject: &Subject, indexes: &[usize]) -> Vec<Value> {
-    let value: Value = serde_json::from_str(stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
-    let layers = value.as_array().cloned().expect("an array of layers");
+    let layers = testkit::items(stdout);
     let got: Vec<u64> = layers.iter().filter_map(|l| l["index"].as_u64()).collect();
     let want: Vec<u64> = indexes.iter().map(|&i| i as u64).collect();
     assert_eq!(got, want, "{stdout}");
@@ -205,14 +203,8 @@ fn exports_every_way(d: &Daemon, subject: &Subject) {
 
     // --list: one row per layer, base first.
     let listed = succeeded(&d.dlgrab(&["--list", &subject.reference, "--json"]));
-    let rows: Value = serde_json::from_str(&listed)
-        .unwrap_or_else(|e| panic!("--list --json is not JSON ({e}):\n{listed}"));
-    let listed_ids: Vec<&str> = rows
-        .as_array()
-        .expect("rows")
-        .iter()
-        .filter_map(|r| r["diff_id"].as_str())
-        .collect();
+    let rows = testkit::items(&listed);
+    let listed_ids: Vec<&str> = rows.iter().filter_map(|r| r["diff_id"].as_str()).collect();
     assert_eq!(listed_ids, subject.diff_ids, "{listed}");
 
     // The top layer, by the route dlgrab picks.

@@ -132,10 +132,9 @@ impl Setup {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let json: serde_json::Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("{what}: --json output is not JSON ({e}):\n{stdout}"));
+        let items = testkit::items(&stdout);
         assert_eq!(
-            json[0]["diff_id"],
+            items[0]["diff_id"],
             self.image.layer_diff_ids.last().expect("a layer").as_str(),
             "{what}: {stdout}"
         );

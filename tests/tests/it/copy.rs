@@ -120,8 +120,9 @@ fn copy(
 
 #[track_caller]
 fn report(out: &Output) -> Value {
-    let stdout = succeeded(out);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("--json output: {e}\n{stdout}"))
+    let value = testkit::result(&succeeded(out));
+    assert_eq!(value["ok"], true, "{value:#}");
+    value
 }
 
 fn n(v: &Value, key: &str) -> u64 {
@@ -167,7 +168,7 @@ fn check_delta_onto_containerd_with(
     file: (&str, &[u8]),
 ) {
     let layers = image.layer_diff_ids.len() as u64;
-    let copied = &report["images"][0];
+    let copied = &report["items"][0];
     assert_eq!(copied["how"], "delta", "{report:#}");
     assert_eq!(n(copied, "layers_skipped"), base, "{report:#}");
     assert_eq!(n(copied, "layers_sent"), layers - base, "{report:#}");
@@ -248,7 +249,7 @@ fn copies_buildkit_images_with_attestations() {
     // To a classic DEST: BASE, then IMAGE as a delta.
     report(&copy(&d, &e.host, None, &b.host, &[&base_tag]));
     let to_b = report(&copy(&d, &e.host, None, &b.host, &[&image_tag]));
-    let copied = &to_b["images"][0];
+    let copied = &to_b["items"][0];
     assert_eq!(copied["how"], "delta", "{to_b:#}");
     assert_eq!(n(copied, "layers_skipped"), base_layers, "{to_b:#}");
     assert!(n(&to_b, "bytes_sent") < 1 << 20, "{to_b:#}");
@@ -262,7 +263,7 @@ fn copies_buildkit_images_with_attestations() {
     // Both hold it now: tags only.
     for dest in [b, c] {
         let again = report(&copy(&d, &e.host, None, &dest.host, &[&image_tag]));
-        assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+        assert_eq!(again["items"][0]["how"], "tags-only", "{again:#}");
         assert_eq!(n(&again, "bytes_sent"), 0, "{again:#}");
     }
 }
@@ -415,7 +416,7 @@ fn copies_a_pulled_multi_platform_index() {
     let _on_c = PeerImages::new(c, &[&pulled.reference]);
     for dest in [b, c] {
         let first = report(&copy(&d, &e.host, None, &dest.host, &[&pulled.reference]));
-        let copied = &first["images"][0];
+        let copied = &first["items"][0];
         assert_ne!(copied["how"], "tags-only", "{first:#}");
         assert_eq!(
             n(copied, "layers_sent") + n(copied, "layers_skipped"),
@@ -429,7 +430,7 @@ fn copies_a_pulled_multi_platform_index() {
             dest.name
         );
         let again = report(&copy(&d, &e.host, None, &dest.host, &[&pulled.reference]));
-        assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+        assert_eq!(again["items"][0]["how"], "tags-only", "{again:#}");
         assert_eq!(n(&again, "bytes_sent"), 0, "{again:#}");
     }
 }
@@ -459,7 +460,7 @@ fn copies_between_stores_sending_only_missing_layers() {
     // busybox layer from its own builds), then IMAGE sends only its two
     // layers: the archive names BASE's layers by the blobs e keeps.
     let first = report(&copy(&d, &d.host, None, &e.host, &[&base.tag]));
-    let sent = &first["images"][0];
+    let sent = &first["items"][0];
     assert_eq!(
         n(sent, "layers_sent") + n(sent, "layers_skipped"),
         base_layers,
@@ -471,7 +472,7 @@ fn copies_between_stores_sending_only_missing_layers() {
     // Once more: e holds that very image, under another ID (a manifest
     // digest, the source's is a config digest): tags only, nothing sent.
     let held = report(&copy(&d, &d.host, None, &e.host, &[&image.tag]));
-    assert_eq!(held["images"][0]["how"], "tags-only", "{held:#}");
+    assert_eq!(held["items"][0]["how"], "tags-only", "{held:#}");
     assert_eq!(n(&held, "bytes_sent"), 0, "{held:#}");
     assert_eq!(n(&held, "layers_sent"), 0, "{held:#}");
 
@@ -492,17 +493,17 @@ fn copies_between_stores_sending_only_missing_layers() {
         base_layers + layers,
         "{both:#}"
     );
-    let second = &both["images"][1];
+    let second = &both["items"][1];
     assert_eq!(n(second, "layers_skipped"), base_layers, "{both:#}");
     assert_eq!(n(second, "layers_sent"), layers - base_layers, "{both:#}");
     assert_eq!(b.inspect(&image.tag)["Id"], image.id.as_str());
     runs(b, &image.tag);
     // Again: b has the very images, so only tags, whichever store sends.
     let again = report(&copy(&d, &d.host, None, &b.host, &[&image.tag]));
-    assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+    assert_eq!(again["items"][0]["how"], "tags-only", "{again:#}");
     assert_eq!(n(&again, "bytes_sent"), 0);
     let again = report(&copy(&d, &e.host, None, &b.host, &[&image.tag]));
-    assert_eq!(again["images"][0]["how"], "tags-only", "{again:#}");
+    assert_eq!(again["items"][0]["how"], "tags-only", "{again:#}");
     assert_eq!(n(&again, "bytes_sent"), 0);
 
     // 20.10 → 28.5 (classic to classic): the same image ID on both.
@@ -513,7 +514,7 @@ fn copies_between_stores_sending_only_missing_layers() {
     d.remove_when_done(&old_base.tag);
     report(&copy(&d, &a.host, None, &d.host, &[&old_base.tag]));
     let up = report(&copy(&d, &a.host, None, &d.host, &[&old_image.tag]));
-    assert_eq!(up["images"][0]["how"], "delta", "{up:#}");
+    assert_eq!(up["items"][0]["how"], "delta", "{up:#}");
     assert!(n(&up, "bytes_sent") < 1 << 20, "{up:#}");
     assert_eq!(d.inspect(&old_image.tag)["Id"], old_image.id.as_str());
     runs(&d, &old_image.tag);
@@ -557,9 +558,9 @@ fn copies_over_ssh_both_ways() {
     let dials = sshd.dials();
     let delta = report(&copy(&d, &d.host, Some(&path), &sshd.url(), &[&image.tag]));
     assert_eq!(sshd.dials() - dials, 1, "ssh connections of a delta copy");
-    assert_eq!(delta["images"][0]["how"], "delta", "{delta:#}");
+    assert_eq!(delta["items"][0]["how"], "delta", "{delta:#}");
     assert_eq!(
-        n(&delta["images"][0], "layers_skipped"),
+        n(&delta["items"][0], "layers_skipped"),
         base_layers,
         "{delta:#}"
     );
@@ -577,7 +578,7 @@ fn copies_over_ssh_both_ways() {
     );
     // Whole, or a delta where e holds the busybox layer from another test
     // (a containerd-store DEST takes deltas too).
-    assert_ne!(from["images"][0]["how"], "tags-only", "{from:#}");
+    assert_ne!(from["items"][0]["how"], "tags-only", "{from:#}");
     assert!(n(&from, "bytes_sent") > BIG, "{from:#}");
     assert_eq!(e.diff_ids(&image.tag), image.layer_diff_ids);
     runs(e, &image.tag);
@@ -708,9 +709,9 @@ fn copies_to_tcp_with_tls_and_to_contexts() {
         "dlgrab-tls",
         &[&image.tag],
     ));
-    assert_eq!(delta["images"][0]["how"], "delta", "{delta:#}");
+    assert_eq!(delta["items"][0]["how"], "delta", "{delta:#}");
     assert_eq!(
-        n(&delta["images"][0], "layers_skipped"),
+        n(&delta["items"][0], "layers_skipped"),
         base_layers,
         "{delta:#}"
     );
@@ -732,7 +733,7 @@ fn copies_to_tcp_with_tls_and_to_contexts() {
         "dlgrab-unix",
         &[&image.tag],
     ));
-    assert_eq!(again["images"][0]["how"], "delta", "{again:#}");
+    assert_eq!(again["items"][0]["how"], "delta", "{again:#}");
     assert_eq!(
         proxy.sessions(),
         sessions,
@@ -883,6 +884,8 @@ fn ctrl_c_mid_load_leaves_nothing() {
     c.nothing_changed();
 }
 
+/// A load cut midway fails that image, leaves nothing on DEST, and the
+/// copy goes on to the next image.
 #[test]
 fn a_load_cut_midway_fails_and_leaves_nothing() {
     let Some(c) = FaultedCopy::set_up(
@@ -908,12 +911,29 @@ fn a_load_cut_midway_fails_and_leaves_nothing() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(proxy.faulted(), 1, "{stderr}");
-    assert!(out.stdout.is_empty(), "a failed copy printed a report");
-    assert!(
-        stderr.contains(&format!("cannot copy {}", base.tag)) && stderr.contains("load"),
-        "{stderr}"
-    );
+    // The copy goes on past the failed image: the next one is tried (and
+    // cut too).
+    assert_eq!(proxy.faulted(), 2, "{stderr}");
+    let report = testkit::result(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["ok"], false, "{report:#}");
+    for (item, tag) in report["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .zip([&base.tag, &image.tag])
+    {
+        assert_eq!(item["reference"], tag.as_str(), "{report:#}");
+        assert_eq!(item["action"], "failed", "{report:#}");
+        let message = item["error"]["message"].as_str().expect("a message");
+        assert!(
+            message.starts_with(&format!("cannot copy {tag}")) && message.contains("load"),
+            "{message}"
+        );
+        assert!(
+            stderr.contains(&format!("dlgrab: error: {message}")),
+            "{stderr}"
+        );
+    }
     c.nothing_changed();
 }
 
@@ -986,11 +1006,12 @@ fn a_killed_copys_scratch_is_swept_by_the_next_run() {
     let mut clean = d.dlgrab_command(&["--clean", "--json"]);
     clean.env("TMPDIR", tmp.path());
     let swept = report(&clean.output().expect("dlgrab runs"));
-    let removed: Vec<std::path::PathBuf> = swept["files_removed"]
+    let removed: Vec<std::path::PathBuf> = swept["items"]
         .as_array()
-        .unwrap_or_else(|| panic!("files_removed in {swept:#}"))
+        .unwrap_or_else(|| panic!("items in {swept:#}"))
         .iter()
-        .filter_map(|p| p.as_str().map(std::path::PathBuf::from))
+        .filter(|i| i["what"] == "file" && i["action"] == "removed")
+        .filter_map(|i| i["name"].as_str().map(std::path::PathBuf::from))
         .collect();
     for folder in &seen {
         assert!(

@@ -39,12 +39,7 @@ fn failed_with(out: &Output, needle: &str) {
 /// The layers one `--json` run reports.
 #[track_caller]
 fn exported(stdout: &str) -> Vec<serde_json::Value> {
-    let value: serde_json::Value = serde_json::from_str(stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
-    value
-        .as_array()
-        .cloned()
-        .expect("an array of exported layers")
+    testkit::items(stdout)
 }
 
 /// `sha256:<hex>` of a file's bytes.

@@ -223,8 +223,7 @@ fn a_killed_runs_leftovers_are_swept_and_a_live_runs_are_not() {
 
     // `dlgrab --clean` leaves a live run's tag and scratch alone...
     let clean = d.dlgrab(&["--clean", "--json", "-o", dir]);
-    let report: serde_json::Value =
-        serde_json::from_str(&succeeded(&clean)).expect("--clean --json prints JSON");
+    let report = testkit::result(&succeeded(&clean));
     assert!(!report.to_string().contains(&live_pid), "{report}");
     assert!(temp_tags(&d).contains(&live_tag));
     assert!(listing(out.path()).contains(live_scratch[0]));
@@ -233,24 +232,21 @@ fn a_killed_runs_leftovers_are_swept_and_a_live_runs_are_not() {
     signal(live.id(), "KILL");
     let _ = live.wait();
     let clean = d.dlgrab(&["--clean", "--json", "-o", dir]);
-    let report: serde_json::Value =
-        serde_json::from_str(&succeeded(&clean)).expect("--clean --json prints JSON");
-    assert_eq!(
-        report["tags_removed"],
-        serde_json::json!([live_tag]),
-        "{report}"
-    );
-    let files: Vec<&str> = report["files_removed"]
-        .as_array()
-        .expect("files_removed")
-        .iter()
-        .filter_map(serde_json::Value::as_str)
-        .collect();
+    let report = testkit::items(&succeeded(&clean));
+    let removed = |what: &str| -> Vec<&str> {
+        report
+            .iter()
+            .filter(|i| i["what"] == what && i["action"] == "removed")
+            .filter_map(|i| i["name"].as_str())
+            .collect()
+    };
+    assert_eq!(removed("tag"), [live_tag.as_str()], "{report:#?}");
+    let files = removed("file");
     assert!(
         files
             .iter()
             .any(|p| p.contains(".dlgrab-scratch-run-") && p.contains(&live_pid)),
-        "{report}"
+        "{report:#?}"
     );
     assert!(temp_tags(&d).is_empty(), "{:?}", temp_tags(&d));
     assert!(

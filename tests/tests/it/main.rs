@@ -14,6 +14,7 @@ mod errors;
 mod export;
 mod faults;
 mod imported;
+mod keep_going;
 mod kit;
 mod platform;
 mod registry;

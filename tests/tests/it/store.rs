@@ -103,9 +103,7 @@ fn skip(test: &str, why: &str) {
 /// The one layer a `--json` run reports.
 #[track_caller]
 fn one_layer(stdout: &str) -> serde_json::Value {
-    let value: serde_json::Value = serde_json::from_str(stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stdout}"));
-    let layers = value.as_array().expect("an array of exported layers");
+    let layers = testkit::items(stdout);
     assert_eq!(layers.len(), 1, "{stdout}");
     layers[0].clone()
 }
@@ -311,10 +309,11 @@ fn data_root_exports_without_a_daemon() {
         .env("DOCKER_HOST", "unix:///nonexistent/dlgrab-no-daemon.sock")
         .output()
         .expect("dlgrab runs");
-    let listed = succeeded(&output);
-    for diff_id in &img.layer_diff_ids {
-        assert!(listed.contains(diff_id.as_str()), "{listed}");
-    }
+    let listed: Vec<String> = testkit::items(&succeeded(&output))
+        .iter()
+        .filter_map(|row| row["diff_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(listed, img.layer_diff_ids);
 
     // Routes that need a daemon say so.
     let output = d
