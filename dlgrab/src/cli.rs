@@ -128,6 +128,12 @@ pub(crate) struct Args {
     pub(crate) list: Option<String>,
 
     /// Print machine-readable results on stdout (messages go to stderr).
+    ///
+    /// One JSON document whatever the mode, also when the run fails
+    /// (docs/result.schema.json): an item per IMAGE as typed, with what was
+    /// done, the route and why, bytes, seconds, or the error. Several
+    /// IMAGEs are exported as far as each can be; the exit status is 1 if
+    /// any failed.
     #[arg(long)]
     pub(crate) json: bool,
 
@@ -264,7 +270,7 @@ pub(crate) const EXIT_STATUS: [(u8, &str, &str); 5] = [
     (
         1,
         "error",
-        "an error, which the message on stderr names; also --clean when something could not be removed",
+        "an error, which the message on stderr names; with several IMAGEs, any that failed (the others were exported); also --clean when something could not be removed",
     ),
     (2, "usage error", "the command line is wrong"),
     (
