@@ -177,6 +177,8 @@ pub(crate) fn run(keys: &[Key], base_mib: u64, rounds: u64) -> Result<()> {
     }
     apt_install(&packages)?;
     let dlgrab = cargo_release_exe(&["-p", "dlgrab"], "dlgrab")?;
+    let version = Command::new(&dlgrab).arg("--version").output()?;
+    println!("{}", String::from_utf8_lossy(&version.stdout).trim());
     let needs_member = keys.iter().any(|k| matches!(k, Key::Nonroot | Key::Netns));
     let member = if needs_member {
         let m = DockerMember::try_get().map_err(|e| anyhow::anyhow!("docker group member: {e}"))?;
