@@ -51,8 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cleanup::Cleanup;
 use crate::export::{ExportOptions, Exporter};
+use crate::failure::Failure;
 use crate::interrupt;
-use crate::json::{CopyTotals, Failure};
 use crate::report::{Progress, Reporter};
 
 mod pushed;
@@ -92,6 +92,17 @@ pub(crate) struct Copied {
     pub(crate) routes: Vec<&'static str>,
     #[serde(skip)]
     pub(crate) seconds: f64,
+}
+
+/// The totals of a `--to` run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct CopyTotals {
+    pub(crate) destination: String,
+    pub(crate) layers_skipped: usize,
+    pub(crate) layers_sent: usize,
+    pub(crate) bytes_sent: u64,
+    /// Bytes per second over the whole run.
+    pub(crate) rate: f64,
 }
 
 /// What a `--to` run did: per image as typed, what was copied or why not.

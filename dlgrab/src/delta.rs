@@ -25,7 +25,7 @@ use layer_writer::run::TempKind;
 
 use crate::cleanup::Cleanup;
 use crate::export::{Attempt, ExportOptions, Exported, Exporter};
-use crate::json::Kind;
+use crate::failure::Kind;
 use crate::report::Reporter;
 
 /// Where the data of a run goes.

@@ -12,7 +12,7 @@ use docker_driver::{DaemonInfo, DockerDriver, ImageDetails, LayerSelector};
 use serde::Serialize;
 
 use crate::cleanup::Cleanup;
-use crate::json::{Failure, Kind};
+use crate::failure::{Failure, Kind};
 use crate::plan::{self, GaveWay, Route, Via, Wanted};
 use crate::report::Reporter;
 pub(crate) use crate::route::ExportOptions;

@@ -3,16 +3,17 @@
 //! "items": […]}` and the mode's totals, as `docs/result.schema.json`
 //! describes it. Each item is one reference as typed (a layer exported, an
 //! image copied, a layer listed) or one leftover swept; a failed one
-//! carries an `error` with a [`Kind`] from a small stable set, read off the
-//! typed errors of the run ([`Kind::of`]).
+//! carries an `error`, a [`Failure`] of a [`Kind`]. Only `main` reads this
+//! module; the flows below it speak [`crate::failure`].
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::copy::Copied;
+pub(crate) use crate::copy::CopyTotals;
 use crate::export::Exported;
+pub(crate) use crate::failure::{Failure, Kind};
 use crate::list::LayerRow;
 use crate::sweep::{Kept, Swept};
 
@@ -35,177 +36,6 @@ pub(crate) enum Mode {
     /// Leftovers of dead runs swept (`--clean` with no IMAGE).
     Clean,
 }
-
-/// What the run failed on, in words a program can match: a small set that
-/// only grows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Kind {
-    /// A combination of flags dlgrab refuses (clap's usage errors print no
-    /// document).
-    BadArguments,
-    /// The reference typed is not one (`Bad:Ref`, `<missing>`).
-    BadReference,
-    /// Which daemon to use cannot be told: a bad `DOCKER_HOST`, context,
-    /// CLI config or TLS material.
-    DaemonConfig,
-    /// The daemon (or `--to`'s DEST) cannot be reached.
-    DaemonUnreachable,
-    /// The daemon's socket refuses this user.
-    PermissionDenied,
-    /// No image by that name or ID.
-    NoSuchImage,
-    /// A short ID matching several images.
-    AmbiguousId,
-    /// The image has no such layer (`--index`, `--diff-id`).
-    NoSuchLayer,
-    /// The image is not of `--platform`'s platform.
-    NoSuchPlatform,
-    /// `--since`: BASE shares no layer with IMAGE.
-    NotABase,
-    /// `--since`: IMAGE has no layer BASE lacks.
-    NothingNew,
-    /// Writing the output failed or was refused (already there, disk
-    /// full, a closed pipe).
-    Output,
-    /// Data hashed to another digest or diff ID than the daemon reported.
-    VerificationFailed,
-    /// No route could get the layers out of the daemon.
-    RouteFailed,
-    /// The daemon stopped answering (`--timeout`, a stalled stream).
-    Timeout,
-    /// The daemon, or a data root, failed or answered unexpectedly.
-    DaemonError,
-    /// Ctrl-C or SIGTERM stopped the run.
-    Interrupted,
-    /// Anything else: a bug to report.
-    Internal,
-}
-
-impl Kind {
-    /// The kind of `error`: the first cause in its chain, from the
-    /// outermost, that says what failed (a [`Tagged`] error, a reference,
-    /// driver or writer error, a closed pipe); [`Kind::Internal`] when none
-    /// does.
-    pub(crate) fn of(error: &anyhow::Error) -> Kind {
-        error
-            .chain()
-            .find_map(Kind::of_cause)
-            .unwrap_or(Kind::Internal)
-    }
-
-    fn of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
-        use docker_driver::DriverError as D;
-        use layer_writer::WriteError as W;
-        if let Some(tagged) = cause.downcast_ref::<Tagged>() {
-            return Some(tagged.kind);
-        }
-        if let Some(failure) = cause.downcast_ref::<Failure>() {
-            return Some(failure.kind);
-        }
-        if cause
-            .downcast_ref::<docker_driver::reference::ReferenceError>()
-            .is_some()
-        {
-            return Some(Kind::BadReference);
-        }
-        if let Some(e) = cause.downcast_ref::<D>() {
-            return Some(match e {
-                D::InvalidHost { .. }
-                | D::ConflictingDaemonOptions
-                | D::DockerConfig { .. }
-                | D::ContextNotFound { .. }
-                | D::ContextUnreadable { .. }
-                | D::ContextHost { .. }
-                | D::TlsMaterial { .. } => Kind::DaemonConfig,
-                D::Unreachable { .. } | D::Tunnel { .. } | D::Transport { .. } => {
-                    Kind::DaemonUnreachable
-                }
-                D::PermissionDenied { .. } => Kind::PermissionDenied,
-                D::NoSuchImage { .. } => Kind::NoSuchImage,
-                D::AmbiguousId { .. } => Kind::AmbiguousId,
-                D::NoLayerAtIndex { .. } | D::NoSuchLayer { .. } => Kind::NoSuchLayer,
-                D::NoSuchPlatform { .. } | D::NoPlatformManifest { .. } => Kind::NoSuchPlatform,
-                D::ConfigMismatch { .. } => Kind::VerificationFailed,
-                D::Timeout { .. } | D::Stalled { .. } => Kind::Timeout,
-                _ => Kind::DaemonError,
-            });
-        }
-        if let Some(e) = cause.downcast_ref::<W>() {
-            return match e {
-                W::DiffIdMismatch { .. }
-                | W::BlobDigestMismatch { .. }
-                | W::ConfigMismatch { .. } => Some(Kind::VerificationFailed),
-                W::TargetExists { .. } | W::Io { .. } => Some(Kind::Output),
-                W::Cancelled => Some(Kind::Interrupted),
-                _ => None,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<std::io::Error>()
-            && e.kind() == std::io::ErrorKind::BrokenPipe
-        {
-            return Some(Kind::Output);
-        }
-        None
-    }
-
-    /// `error` marked as of this kind, its message and causes unchanged.
-    pub(crate) fn tag(self, error: anyhow::Error) -> anyhow::Error {
-        anyhow::Error::new(Tagged { kind: self, error })
-    }
-
-    /// A new error of this kind saying `message`.
-    pub(crate) fn error(self, message: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(Failure {
-            kind: self,
-            message: message.into(),
-        })
-    }
-}
-
-/// An error marked with the [`Kind`] it is of, shown as the error itself.
-#[derive(Debug)]
-struct Tagged {
-    kind: Kind,
-    error: anyhow::Error,
-}
-
-impl fmt::Display for Tagged {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.error, f)
-    }
-}
-
-impl std::error::Error for Tagged {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.source()
-    }
-}
-
-/// What failed, as an item or the document reports it: the kind and the
-/// whole message (every cause, as stderr shows it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Failure {
-    pub(crate) kind: Kind,
-    pub(crate) message: String,
-}
-
-impl Failure {
-    pub(crate) fn of(error: &anyhow::Error) -> Self {
-        Self {
-            kind: Kind::of(error),
-            message: format!("{error:#}"),
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Failure {}
 
 /// What was done with an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -407,17 +237,6 @@ pub(crate) struct SinceTotals {
     pub(crate) archive: PathBuf,
     /// The archive's size in bytes.
     pub(crate) size: u64,
-}
-
-/// The totals of a `--to` run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct CopyTotals {
-    pub(crate) destination: String,
-    pub(crate) layers_skipped: usize,
-    pub(crate) layers_sent: usize,
-    pub(crate) bytes_sent: u64,
-    /// Bytes per second over the whole run.
-    pub(crate) rate: f64,
 }
 
 /// The fields of the document that depend on the mode.

@@ -11,6 +11,7 @@ mod cli;
 mod copy;
 mod delta;
 mod export;
+mod failure;
 mod fault;
 mod generate;
 mod interrupt;
