@@ -143,7 +143,7 @@ pub(crate) fn choose_route(
             (Via::Auto, Ok(())) => Ok((
                 Route::Archive,
                 format!(
-                    "the daemon at {host} runs on another machine: its layer store is read \
+                    "the daemon at {host} runs on another machine: its store is read \
                      through the Engine API"
                 ),
             )),
@@ -197,8 +197,8 @@ pub(crate) fn choose_route(
         (Via::Auto, StoreAccess::Unavailable(why)) if archive.is_ok() => (
             Route::Archive,
             format!(
-                "the layer store cannot be read here ({why}): a container of the daemon's reads \
-                 it through the Engine API"
+                "the daemon's store cannot be read here ({why}): a container of the daemon's \
+                 reads it through the Engine API"
             ),
         ),
         (Via::Auto, StoreAccess::Unavailable(_)) if !named => (Route::Save, unnamed.into()),
@@ -221,8 +221,9 @@ pub(crate) fn choose_route(
     Ok((route, why))
 }
 
-/// Whether the archive route can be taken on this daemon: a classic
-/// Docker store with a data root, the route not failed before; else why not.
+/// Whether the archive route can be taken on this daemon: Docker (a
+/// classic store of a graph driver dlgrab reads, or the containerd store)
+/// with a data root, the route not failed before; else why not.
 fn archive_possible(info: &DaemonInfo, gave_way: &[GaveWay]) -> Result<(), String> {
     if let Some(why) = gave_way.iter().find_map(|g| match g {
         GaveWay::Archive(why) => Some(why),
@@ -233,10 +234,9 @@ fn archive_possible(info: &DaemonInfo, gave_way: &[GaveWay]) -> Result<(), Strin
     if info.podman {
         return Err("Podman keeps no Docker layer store".into());
     }
-    let ImageStore::Classic { driver } = &info.image_store else {
-        return Err("the containerd image store has no classic layer store".into());
-    };
-    if !docker_driver::layer_store::SUPPORTED_DRIVERS.contains(&driver.as_str()) {
+    if let ImageStore::Classic { driver } = &info.image_store
+        && !docker_driver::layer_store::SUPPORTED_DRIVERS.contains(&driver.as_str())
+    {
         return Err(format!("graph driver {driver} is not one dlgrab reads"));
     }
     if info.root_dir.is_none() {
@@ -470,13 +470,17 @@ pub(crate) mod tests {
         let (route, _) =
             choose_route(&local, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();
         assert_eq!(route, Route::Store);
-        // Neither the containerd store nor Podman has a layer store to read.
+        // The containerd store's content store is read the same way, and
+        // gives way to push as well.
         let mut containerd = info(ImageStore::Containerd);
         containerd.root_dir = Some("/var/lib/docker".into());
         let (route, _) = choose_route(&containerd, &img, Via::Auto, &unreadable, &[]).unwrap();
+        assert_eq!(route, Route::Archive);
+        let (route, _) = choose_route(&containerd, &img, Via::Archive, &unreadable, &[]).unwrap();
+        assert_eq!(route, Route::Archive);
+        let (route, _) = choose_route(&containerd, &img, Via::Auto, &unreadable, &refused).unwrap();
         assert_eq!(route, Route::Push);
-        let err = choose_route(&containerd, &img, Via::Archive, &unreadable, &[]).unwrap_err();
-        assert!(err.to_string().contains("containerd"), "{err}");
+        // Podman has no Docker store to read.
         let mut podman = local.clone();
         podman.podman = true;
         let (route, _) = choose_route(&podman, &img, Via::Auto, &unreadable, &[]).unwrap();

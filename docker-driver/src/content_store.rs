@@ -23,7 +23,7 @@ use crate::manifest::{self, ManifestKind, Platform};
 /// The content store's folder under a containerd root.
 const CONTENT: &str = "io.containerd.content.v1.content/blobs/sha256";
 /// The most a manifest, index or config may weigh here.
-const DOCUMENT_LIMIT: u64 = 16 << 20;
+pub(crate) const DOCUMENT_LIMIT: u64 = 16 << 20;
 
 /// A containerd content store, opened read-only.
 #[derive(Debug, Clone)]
@@ -102,14 +102,7 @@ impl ContentStore {
             .take(DOCUMENT_LIMIT + 1)
             .read_to_end(&mut bytes)
             .map_err(read_err)?;
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        if bytes.len() as u64 > DOCUMENT_LIMIT || actual != digest {
-            return Err(DataRootError::Content {
-                path,
-                detail: format!("the blob does not hash to its name ({actual})"),
-            });
-        }
-        Ok(bytes)
+        checked(bytes, digest, &path)
     }
 
     /// The index (if the ID names one), the image manifest for `platform`
@@ -120,9 +113,36 @@ impl ContentStore {
         id: &str,
         platform: &Platform,
     ) -> Result<ImageDocuments, DataRootError> {
-        let root = self.read(id)?;
+        read_image_documents(&self.blobs, id, platform, &mut |digest| self.read(digest))
+    }
+}
+
+/// `bytes` when they hash to `digest` and are a document's size at most.
+pub(crate) fn checked(bytes: Vec<u8>, digest: &str, path: &Path) -> Result<Vec<u8>, DataRootError> {
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if bytes.len() as u64 > DOCUMENT_LIMIT || actual != digest {
+        return Err(DataRootError::Content {
+            path: path.to_path_buf(),
+            detail: format!("the blob does not hash to its name ({actual})"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// [`ContentStore::image_documents`] with the blobs read by `read` (each
+/// checked against its digest), e.g. through the archive API of a
+/// container that mounts the content store; `blobs` names the folder in
+/// messages.
+pub fn read_image_documents(
+    blobs: &Path,
+    id: &str,
+    platform: &Platform,
+    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, DataRootError>,
+) -> Result<ImageDocuments, DataRootError> {
+    {
+        let root = read(id)?;
         let content = |detail: String| DataRootError::Content {
-            path: self.blobs.join(hex_of(id).unwrap_or_default()),
+            path: blobs.join(hex_of(id).unwrap_or_default()),
             detail,
         };
         let (index, manifest) = match manifest::kind_of("", &root) {
@@ -135,7 +155,7 @@ impl ContentStore {
                     platform.variant.as_deref(),
                 )
                 .map_err(|e| content(e.to_string()))?;
-                let bytes = self.read(&entry.digest)?;
+                let bytes = read(&entry.digest)?;
                 if manifest::kind_of(&entry.media_type, &bytes) != ManifestKind::Image {
                     return Err(content(format!(
                         "the index's manifest for {platform} ({}) is not an image manifest",
@@ -165,7 +185,7 @@ impl ContentStore {
             .map_err(|e| content(format!("the image manifest has no config: {e}")))?
             .config
             .digest;
-        let config = self.read(&config_digest)?;
+        let config = read(&config_digest)?;
         Ok(ImageDocuments {
             index,
             manifest,

@@ -416,6 +416,49 @@ fn small_files(
     Ok(files)
 }
 
+/// A blob of containerd's content store (a compressed layer) streamed out
+/// of the archive API's tar of its file: the file's bytes only. Its
+/// consumer checks them against the blob's digest, as for any blob.
+pub struct ArchivedBlob<R: Read> {
+    inner: archived::ArchivedFile<R>,
+}
+
+impl<R: Read> ArchivedBlob<R> {
+    /// The file inside `tar`, the archive of `…/blobs/sha256/<hex>`.
+    pub fn new(tar: R) -> Self {
+        Self {
+            inner: archived::ArchivedFile::new(tar),
+        }
+    }
+}
+
+impl<R: Read> std::fmt::Debug for ArchivedBlob<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchivedBlob").finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Read for ArchivedBlob<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+/// A small blob (a manifest, an index, a config) out of the archive
+/// API's tar of its file, checked against `digest`.
+pub fn blob_from_tar(tar: impl Read, digest: &str) -> Result<Vec<u8>, DataRootError> {
+    let what = format!("blobs/sha256/{}", hex_of(digest)?);
+    let mut bytes = Vec::new();
+    ArchivedBlob::new(tar)
+        .take(crate::content_store::DOCUMENT_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| DataRootError::Read {
+            path: PathBuf::from(&what),
+            source,
+        })?;
+    crate::content_store::checked(bytes, digest, Path::new(&what))
+}
+
 /// A layer's tar rebuilt from its [`LayerRecord`] and a tar of its folder
 /// as the archive API streams it (entries named `<top>/…`): the store
 /// route's reassembly for a data root that is not a folder of this machine.

@@ -59,7 +59,7 @@ mod transport;
 mod wire;
 
 pub use bollard_driver::BollardDriver;
-pub use content_store::{ContentStore, ImageDocuments};
+pub use content_store::{ContentStore, ImageDocuments, read_image_documents};
 pub use context::{
     ChosenBy, DEFAULT_CONTEXT, DEFAULT_HOST, DaemonEndpoint, DaemonSelection, TlsFiles,
 };
@@ -69,7 +69,8 @@ pub use driver::MockDockerDriver;
 pub use driver::{BoxStream, DockerDriver};
 pub use error::{DataRootError, DriverError};
 pub use layer_store::{
-    ArchivedLayerTar, LayerRecord, LayerStore, LayerTar, StoreLayout, config_from_tar,
+    ArchivedBlob, ArchivedLayerTar, LayerRecord, LayerStore, LayerTar, StoreLayout, blob_from_tar,
+    config_from_tar,
 };
 pub use model::{
     BuildOptions, ContainerSummary, DaemonInfo, HistoryRow, ImageConfig, ImageDetails, ImageStore,

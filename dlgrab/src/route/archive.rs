@@ -19,16 +19,21 @@
 //! authorization plugin, user-namespace remapping, a mount it does not
 //! allow), the route gives way to the next one with the daemon's message.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
 use docker_driver::layer_store::chain_id;
+use docker_driver::manifest::Platform;
 use docker_driver::{
-    ArchivedLayerTar, ImageStore, LayerRecord, ReaderContainer, StoreLayout, config_from_tar,
+    ArchivedBlob, ArchivedLayerTar, ContentStore, DataRootError, ImageDetails, ImageDocuments,
+    ImageStore, LayerRecord, ReaderContainer, StoreLayout, blob_from_tar, config_from_tar,
+    read_image_documents,
 };
 use futures::TryStreamExt;
 use layer_writer::{WriteError, WrittenLayer};
 
+use super::store::{no_such_layer, write_failure};
 use super::{Failure, Job, Outcome, Source, output_already_there};
 use crate::plan::{GaveWay, Wanted};
 use crate::read_ahead::ReadAhead;
@@ -42,6 +47,9 @@ const FILES_DIR: &str = "/dlgrab-layers";
 /// tar-split grows with the layer's file count; an image config).
 const SMALL_ARCHIVE: usize = 512 << 20;
 
+/// Where the container sees containerd's content store (its blobs).
+const BLOBS_DIR: &str = "/dlgrab-blobs";
+
 /// The archive route; gives way when the daemon refuses the container or
 /// the archive, or the files read do not rebuild the layer.
 pub(crate) async fn run(
@@ -49,44 +57,54 @@ pub(crate) async fn run(
     source: &Source<'_>,
     wanted: &[Wanted],
 ) -> anyhow::Result<Outcome> {
-    let ImageStore::Classic { driver } = &source.info.image_store else {
-        anyhow::bail!("the archive route reads classic image stores only");
-    };
     let Some(root) = &source.info.root_dir else {
         anyhow::bail!("the daemon reports no data root");
     };
-    let layout = StoreLayout::new(driver)?;
-    let name = temp_names::container_name();
-    let spec = ReaderContainer {
-        name: name.clone(),
-        image: source.image.id.clone(),
-        labels: vec![(
-            temp_names::CONTAINER_LABEL.to_owned(),
-            layer_writer::run::RunId::current()
-                .map(|r| r.token())
-                .unwrap_or_default(),
-        )],
-        binds: vec![
-            (root.join(layout.image_dir()), IMAGE_DIR.to_owned()),
-            (root.join(layout.files_dir()), FILES_DIR.to_owned()),
-        ],
-    };
-    job.reporter
-        .phase("creating a container to read the layer store".to_owned());
-    let result = match job.cleanup.create_reader(spec).await {
-        Ok(id) => {
-            tracing::debug!(%id, %name, "reading the layer store through a container");
-            let result = job.by_archive(&id, &layout, source, wanted).await;
-            if let Err(e) = job.cleanup.remove_container(&name).await {
-                tracing::warn!(%name, "cannot remove the reader container: {e}");
+    let result = match &source.info.image_store {
+        ImageStore::Classic { driver } => {
+            let layout = StoreLayout::new(driver)?;
+            let binds = vec![
+                (root.join(layout.image_dir()), IMAGE_DIR.to_owned()),
+                (root.join(layout.files_dir()), FILES_DIR.to_owned()),
+            ];
+            match job.reader(source, binds).await {
+                Ok(reader) => {
+                    let result = job.by_archive(&reader.id, &layout, source, wanted).await;
+                    job.remove_reader(&reader).await;
+                    result
+                }
+                Err(failure) => Err(failure),
+            }
+        }
+        // dockerd's own containerd, else the system's: the first whose
+        // content store holds the image.
+        ImageStore::Containerd => {
+            let mut result = Err(Failure {
+                written: Vec::new(),
+                error: anyhow::anyhow!("no content store to read"),
+                retry: true,
+            });
+            for blobs in ContentStore::candidates(root) {
+                let binds = vec![(blobs, BLOBS_DIR.to_owned())];
+                result = match job.reader(source, binds).await {
+                    Ok(reader) => {
+                        let result = job.by_content_archive(&reader.id, source, wanted).await;
+                        job.remove_reader(&reader).await;
+                        result
+                    }
+                    Err(failure) => Err(failure),
+                };
+                match &result {
+                    // Another content store may hold the image; nothing
+                    // was written from this one.
+                    Err(f) if f.retry && f.written.is_empty() => {
+                        tracing::debug!(error = %format!("{:#}", f.error), "content store candidate");
+                    }
+                    _ => break,
+                }
             }
             result
         }
-        Err(e) => Err(Failure {
-            written: Vec::new(),
-            error: anyhow::Error::new(e).context("the daemon refused the reader container"),
-            retry: true,
-        }),
     };
     match result {
         Ok(written) => Ok(Outcome::Written(written)),
@@ -94,7 +112,152 @@ pub(crate) async fn run(
     }
 }
 
+/// A reader container: never started, removed when the route ends.
+struct Reader {
+    name: String,
+    id: String,
+}
+
 impl Job {
+    /// Creates a reader container of `source`'s image with `binds`
+    /// (read-only), labelled and named for this run.
+    async fn reader(
+        &self,
+        source: &Source<'_>,
+        binds: Vec<(std::path::PathBuf, String)>,
+    ) -> Result<Reader, Failure> {
+        let name = temp_names::container_name();
+        let spec = ReaderContainer {
+            name: name.clone(),
+            image: source.image.id.clone(),
+            labels: vec![(
+                temp_names::CONTAINER_LABEL.to_owned(),
+                layer_writer::run::RunId::current()
+                    .map(|r| r.token())
+                    .unwrap_or_default(),
+            )],
+            binds,
+        };
+        self.reporter
+            .phase("creating a container to read the daemon's store".to_owned());
+        match self.cleanup.create_reader(spec).await {
+            Ok(id) => {
+                tracing::debug!(%id, %name, "reading the daemon's store through a container");
+                Ok(Reader { name, id })
+            }
+            Err(e) => Err(Failure {
+                written: Vec::new(),
+                error: anyhow::Error::new(e).context("the daemon refused the reader container"),
+                retry: true,
+            }),
+        }
+    }
+
+    async fn remove_reader(&self, reader: &Reader) {
+        if let Err(e) = self.cleanup.remove_container(&reader.name).await {
+            tracing::warn!(name = %reader.name, "cannot remove the reader container: {e}");
+        }
+    }
+
+    /// The containerd store's documents and each wanted layer's blob as
+    /// stored, through container `id`, which mounts a content store's
+    /// blobs; written as the store route writes them.
+    async fn by_content_archive(
+        &self,
+        id: &str,
+        source: &Source<'_>,
+        wanted: &[Wanted],
+    ) -> Result<Vec<WrittenLayer>, Failure> {
+        let image = source.image;
+        let docs = self
+            .archived_documents(id, image)
+            .await
+            .map_err(|e| Failure {
+                written: Vec::new(),
+                error: e.context("cannot read the image's manifest through the daemon"),
+                retry: true,
+            })?;
+        let (manifest, context) = self.content_context(image, wanted, docs)?;
+        let writer = self.writer();
+        let mut written = Vec::new();
+        for w in wanted {
+            let Some(layer) = manifest.layers.get(w.index) else {
+                return Err(no_such_layer(
+                    written,
+                    image,
+                    manifest.layers.len(),
+                    w.index,
+                ));
+            };
+            self.reporter.phase(format!(
+                "reading layer {} through the daemon's archive API",
+                w.index
+            ));
+            let path = match blob_path(layer.digest.as_ref()) {
+                Ok(path) => path,
+                Err(e) => return Err(retry_failure(written, e)),
+            };
+            let blob = ReadAhead::spawn(self.driver.archive(id, &path));
+            let progress = self.layer_progress(image, w.index);
+            let blob = progress.counting(ArchivedBlob::new(blob));
+            let result = writer.write_layer_from_read(&context, w.index, blob).await;
+            progress.finish();
+            match result {
+                Ok(layer) => {
+                    self.announce(&layer);
+                    written.push(layer);
+                }
+                Err(e) => {
+                    return Err(write_failure(
+                        written,
+                        e,
+                        w.index,
+                        "the daemon's content store",
+                    ));
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// The index, manifest and config the image ID leads to, each read
+    /// through container `id` when the walk asks for it.
+    async fn archived_documents(
+        &self,
+        id: &str,
+        image: &ImageDetails,
+    ) -> anyhow::Result<ImageDocuments> {
+        let platform = Platform::new(&image.os, &image.architecture, image.variant.as_deref());
+        let mut fetched: HashMap<String, Vec<u8>> = HashMap::new();
+        // An index, a manifest, a config: each round reads one more.
+        for _ in 0..4 {
+            let mut missing = None;
+            let walked =
+                read_image_documents(Path::new(BLOBS_DIR), &image.id, &platform, &mut |digest| {
+                    match fetched.get(digest) {
+                        Some(bytes) => Ok(bytes.clone()),
+                        None => {
+                            missing = Some(digest.to_owned());
+                            Err(DataRootError::Read {
+                                path: BLOBS_DIR.into(),
+                                source: std::io::ErrorKind::NotFound.into(),
+                            })
+                        }
+                    }
+                });
+            match (walked, missing) {
+                (Ok(docs), _) => return Ok(docs),
+                (Err(_), Some(digest)) => {
+                    let tar = self.small_archive(id, &blob_path(&digest)?).await?;
+                    let bytes = blob_from_tar(&tar[..], &digest)?;
+                    fetched.insert(digest, bytes);
+                }
+                (Err(e), None) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!("the image's documents lead further than an index, a manifest and a config")
+    }
+
     /// Reads the config and each wanted layer through container `id`.
     async fn by_archive(
         &self,
@@ -226,5 +389,23 @@ impl Job {
             );
         }
         Ok(tar)
+    }
+}
+
+/// Where the container sees blob `digest`.
+fn blob_path(digest: &str) -> anyhow::Result<String> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .with_context(|| format!("{digest} is not a sha256 digest"))?;
+    Ok(format!("{BLOBS_DIR}/{hex}"))
+}
+
+/// A failure another route may mend, after `written`.
+fn retry_failure(written: Vec<WrittenLayer>, error: anyhow::Error) -> Failure {
+    Failure {
+        written,
+        error,
+        retry: true,
     }
 }

@@ -15,10 +15,11 @@ use anyhow::Context;
 use bytes::Bytes;
 use docker_driver::manifest::Platform;
 use docker_driver::{
-    ContentStore, DaemonInfo, DataRootDriver, DockerDriver, ImageDetails, ImageStore, LayerStore,
+    ContentStore, DaemonInfo, DataRootDriver, DockerDriver, ImageDetails, ImageDocuments,
+    ImageStore, LayerStore,
 };
 use layer_writer::manifest::{ManifestBlobs, digest_of};
-use layer_writer::{WriteError, WrittenLayer};
+use layer_writer::{ImageContext, WriteError, WrittenLayer};
 
 use super::{Failure, Job, Outcome, Source, output_already_there};
 use crate::plan::{GaveWay, StoreAccess, Wanted};
@@ -91,41 +92,15 @@ impl Job {
         wanted: &[Wanted],
     ) -> Result<Vec<WrittenLayer>, Failure> {
         let mut written = Vec::new();
-        let retry = |error: anyhow::Error| Failure {
-            written: Vec::new(),
-            error,
-            retry: true,
-        };
         let platform = Platform::new(&image.os, &image.architecture, image.variant.as_deref());
-        let docs = store.image_documents(&image.id, &platform).map_err(|e| {
-            retry(anyhow::Error::new(e).context("cannot read the image's manifest"))
-        })?;
-        let (media_type, body) = docs.manifest;
-        let manifest = ManifestBlobs::parse(&media_type, &body)
-            .context("cannot read the stored manifest")
-            .map_err(retry)?;
-        if manifest.layers.len() != image.diff_ids.len() {
-            return Err(retry(anyhow::anyhow!(
-                "the stored manifest names {} layers, the image has {}",
-                manifest.layers.len(),
-                image.diff_ids.len()
-            )));
-        }
-        let mut context = self
-            .context(
-                image,
-                wanted,
-                docs.config,
-                Some((&manifest, media_type, Bytes::from(body))),
-            )
-            .map_err(|error| Failure {
+        let docs = store
+            .image_documents(&image.id, &platform)
+            .map_err(|e| Failure {
                 written: Vec::new(),
-                error,
-                retry: false,
+                error: anyhow::Error::new(e).context("cannot read the image's manifest"),
+                retry: true,
             })?;
-        context.index = docs
-            .index
-            .filter(|(_, bytes)| digest_of(bytes).to_string() == image.id);
+        let (manifest, context) = self.content_context(image, wanted, docs)?;
         let writer = self.writer();
         for w in wanted {
             let Some(layer) = manifest.layers.get(w.index) else {
@@ -165,6 +140,50 @@ impl Job {
             }
         }
         Ok(written)
+    }
+
+    /// The stored manifest's layers and the writer's view of `image` from
+    /// the documents its ID leads to in a content store: layers are
+    /// written as pushed ones (a seed folder keeps the blob beside the tar,
+    /// an OCI layout as is, and `index.json` names the image's own index).
+    pub(crate) fn content_context(
+        &self,
+        image: &ImageDetails,
+        wanted: &[Wanted],
+        docs: ImageDocuments,
+    ) -> Result<(ManifestBlobs, ImageContext), Failure> {
+        let retry = |error: anyhow::Error| Failure {
+            written: Vec::new(),
+            error,
+            retry: true,
+        };
+        let (media_type, body) = docs.manifest;
+        let manifest = ManifestBlobs::parse(&media_type, &body)
+            .context("cannot read the stored manifest")
+            .map_err(retry)?;
+        if manifest.layers.len() != image.diff_ids.len() {
+            return Err(retry(anyhow::anyhow!(
+                "the stored manifest names {} layers, the image has {}",
+                manifest.layers.len(),
+                image.diff_ids.len()
+            )));
+        }
+        let mut context = self
+            .context(
+                image,
+                wanted,
+                docs.config,
+                Some((&manifest, media_type, Bytes::from(body))),
+            )
+            .map_err(|error| Failure {
+                written: Vec::new(),
+                error,
+                retry: false,
+            })?;
+        context.index = docs
+            .index
+            .filter(|(_, bytes)| digest_of(bytes).to_string() == image.id);
+        Ok((manifest, context))
     }
 
     /// The classic store's route: the config from the image database, then
@@ -232,7 +251,7 @@ impl Job {
 
 /// A wanted index beyond the image's `count` layers: a caller's mistake,
 /// which no other route would mend.
-fn no_such_layer(
+pub(crate) fn no_such_layer(
     written: Vec<WrittenLayer>,
     image: &ImageDetails,
     count: usize,
@@ -247,7 +266,12 @@ fn no_such_layer(
 
 /// A write that failed: another route may retry when the store's input was
 /// at fault (a mismatch, a read or decompression error), not the output.
-fn write_failure(written: Vec<WrittenLayer>, e: WriteError, index: usize, from: &str) -> Failure {
+pub(crate) fn write_failure(
+    written: Vec<WrittenLayer>,
+    e: WriteError,
+    index: usize,
+    from: &str,
+) -> Failure {
     let retry = matches!(
         e,
         WriteError::DiffIdMismatch { .. }

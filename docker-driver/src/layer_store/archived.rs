@@ -67,6 +67,70 @@ enum Current {
     },
 }
 
+/// The bytes of the one file in the archive API's tar of a file (a blob
+/// of containerd's content store seen through a reader container): the
+/// headers before it (PAX, GNU long names, folders) are read past.
+pub(crate) struct ArchivedFile<R> {
+    archive: ArchivedFiles<R>,
+    /// Bytes of the file not read yet; `None` before its header is read.
+    left: Option<u64>,
+}
+
+impl<R: Read> ArchivedFile<R> {
+    pub(crate) fn new(tar: R) -> Self {
+        Self {
+            archive: ArchivedFiles::new(tar, ""),
+            left: None,
+        }
+    }
+
+    /// The file's size, once its header is read.
+    fn start(&mut self) -> io::Result<u64> {
+        loop {
+            match self.archive.next_entry()? {
+                Some(entry) if entry.kind.is_file() => {
+                    // Its data is read here, not skipped.
+                    self.archive.skip = 0;
+                    return Ok(entry.size);
+                }
+                Some(_) => {}
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the archive holds no file",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for ArchivedFile<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = match self.left {
+            Some(left) => left,
+            None => {
+                let size = self.start()?;
+                self.left = Some(size);
+                size
+            }
+        };
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.archive.tar.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive ended inside the file",
+            ));
+        }
+        self.left = Some(left - n as u64);
+        Ok(n)
+    }
+}
+
 /// One header of the archive, with its PAX or GNU long name applied.
 struct Entry {
     path: Vec<u8>,

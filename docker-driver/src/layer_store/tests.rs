@@ -385,3 +385,74 @@ fn stores_that_cannot_be_read() {
     ));
     assert!(LayerStore::open(empty.path(), "overlay2").is_err());
 }
+
+/// The archive API's tar of one file `name`, after a PAX header (as Go's
+/// archive/tar writes for long or precise attributes).
+fn file_archive(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let pax = b"30 mtime=1700000000.123456789\n".to_vec();
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_size(pax.len() as u64);
+    header.set_path("PaxHeaders.0/x").expect("path");
+    header.set_cksum();
+    builder.append(&header, &pax[..]).expect("pax");
+    let mut header = tar::Header::new_ustar();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o444);
+    header.set_cksum();
+    builder.append_data(&mut header, name, data).expect("file");
+    builder.into_inner().expect("tar")
+}
+
+#[test]
+fn an_archived_blob_is_its_file_bytes_only() {
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+    let hex = hex::encode(Sha256::digest(&data));
+    let tar = file_archive(&hex, &data);
+    let mut read = Vec::new();
+    crate::ArchivedBlob::new(&tar[..])
+        .read_to_end(&mut read)
+        .expect("read");
+    assert!(
+        read == data,
+        "{} bytes read, {} expected",
+        read.len(),
+        data.len()
+    );
+
+    let digest = format!("sha256:{hex}");
+    assert_eq!(
+        crate::blob_from_tar(&tar[..], &digest).expect("checked"),
+        data
+    );
+    let other = format!("sha256:{}", "0".repeat(64));
+    assert!(matches!(
+        crate::blob_from_tar(&tar[..], &other),
+        Err(DataRootError::Content { .. })
+    ));
+}
+
+#[test]
+fn an_archive_without_a_file_or_cut_short_is_an_error() {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(0);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "blobs/", &[][..])
+        .expect("dir");
+    let empty = builder.into_inner().expect("tar");
+    let err = crate::ArchivedBlob::new(&empty[..])
+        .read_to_end(&mut Vec::new())
+        .expect_err("no file");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+
+    let tar = file_archive("f", &[9; 5000]);
+    let cut = &tar[..1536 + 2000];
+    let err = crate::ArchivedBlob::new(cut)
+        .read_to_end(&mut Vec::new())
+        .expect_err("cut short");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+}

@@ -7,8 +7,7 @@ use std::process::Output;
 
 use sha2::{Digest as _, Sha256};
 use testkit::{
-    BuiltImage, Daemon, DockerMember, Engine, ImageBuilder, Store, daemon_or_skip, succeeded,
-    unique_name,
+    BuiltImage, Daemon, DockerMember, Engine, ImageBuilder, daemon_or_skip, succeeded, unique_name,
 };
 
 /// Says on stderr why a test did not run.
@@ -32,10 +31,10 @@ fn member_or_skip(test: &str) -> Option<DockerMember> {
     }
 }
 
-/// Whether the archive route serves this daemon: a dockerd with a classic
-/// store (Podman and the containerd store keep no Docker layer store).
+/// Whether the archive route serves this daemon: a dockerd, of either
+/// image store (Podman keeps no Docker store).
 fn archive_serves(d: &Daemon) -> bool {
-    d.store == Store::Classic && d.engine == Engine::Docker
+    d.engine == Engine::Docker
 }
 
 /// A three-layer image: 3 MiB of random bytes, many small files, a top.

@@ -575,7 +575,7 @@ fn errors_are_clear_and_exit_non_zero() {
         .expect("mtime");
     let manifest = std::fs::read(out.path().join("manifest.json")).expect("manifest.json");
     let again = succeeded(&dlgrab(&d, &[&img.tag, "-o", dir]));
-    assert!(again.contains("Already there"), "{again}");
+    assert!(again.contains("already there, kept"), "{again}");
     assert_eq!(
         std::fs::metadata(&tar)
             .and_then(|m| m.modified())
