@@ -79,6 +79,9 @@ pub(crate) fn stream_layer(
         .read_to_end(&mut head)
         .map_err(|e| classify(e, &src_err, &write_err, None))?;
     let compression = sniff(&head)?;
+    // Uncompressed, the raw bytes are the tar: hashed once, on the tar side
+    // (which reads `head` again below).
+    raw.hashing = compression != Compression::None;
     let raw_kept = keep == Keep::RawIfCompressed && compression != Compression::None;
     let raw_out = if keep == Keep::TarAndRaw && compression != Compression::None {
         let copy = temp_in(dir)?;
@@ -138,7 +141,11 @@ pub(crate) fn stream_layer(
         raw_copy,
         raw_wanted: keep == Keep::TarAndRaw,
         compression,
-        raw_digest: to_digest(raw_hash),
+        raw_digest: if compression == Compression::None {
+            to_digest(tar_hash.clone())
+        } else {
+            to_digest(raw_hash)
+        },
         raw_size,
         diff_id: to_digest(tar_hash),
         tar_size,
@@ -273,6 +280,9 @@ const CANCELLED: &str = "layer write cancelled";
 struct Tee<'c, R> {
     inner: R,
     stats: Rc<RefCell<(Sha256, u64)>>,
+    /// False once the same bytes are hashed elsewhere (an uncompressed
+    /// blob's raw side: its bytes are the tar's).
+    hashing: bool,
     err: Slot,
     sink: Option<Sink>,
     cancel: &'c AtomicBool,
@@ -283,6 +293,7 @@ impl<'c, R: Read> Tee<'c, R> {
         Self {
             inner,
             stats: Rc::default(),
+            hashing: true,
             err,
             sink: None,
             cancel,
@@ -317,7 +328,9 @@ impl<R: Read> Read for Tee<'_, R> {
         };
         {
             let mut stats = self.stats.borrow_mut();
-            stats.0.update(&buf[..n]);
+            if self.hashing {
+                stats.0.update(&buf[..n]);
+            }
             stats.1 += n as u64;
         }
         self.write_out(&buf[..n]);
@@ -327,5 +340,54 @@ impl<R: Read> Read for Tee<'_, R> {
             return Err(io::Error::other("cannot write the temporary file"));
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let data = vec![5u8; 3000];
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "f", &data[..])
+            .expect("file");
+        builder.into_inner().expect("tar")
+    }
+
+    fn sha(bytes: &[u8]) -> Digest {
+        let mut h = Sha256::new();
+        h.update(bytes);
+        to_digest(h)
+    }
+
+    #[test]
+    fn raw_and_tar_digests_of_plain_and_gzip_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tar = a_tar();
+        let plain =
+            stream_layer(&tar[..], dir.path(), Keep::Tar, &AtomicBool::new(false)).expect("plain");
+        assert_eq!(plain.compression, Compression::None);
+        assert_eq!(plain.diff_id, sha(&tar));
+        assert_eq!(plain.raw_digest, sha(&tar), "uncompressed: raw is the tar");
+        assert_eq!(
+            (plain.raw_size, plain.tar_size),
+            (tar.len() as u64, tar.len() as u64)
+        );
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let packed =
+            stream_layer(&gz[..], dir.path(), Keep::Tar, &AtomicBool::new(false)).expect("gzip");
+        assert_eq!(packed.compression, Compression::Gzip);
+        assert_eq!(packed.diff_id, sha(&tar));
+        assert_eq!(packed.raw_digest, sha(&gz));
+        assert_eq!(packed.raw_size, gz.len() as u64);
     }
 }
