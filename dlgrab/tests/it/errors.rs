@@ -127,3 +127,28 @@ fn the_doubled_phrase_check_finds_one() {
     assert!(doubled.is_err());
     no_doubled_phrase("dlgrab: error: a b c d e f");
 }
+
+/// `-o -` with a terminal on stdout (a pty from util-linux's `script`,
+/// part of every Debian) is refused before any daemon is asked: a layer's
+/// tar is no use on a screen.
+#[test]
+fn a_tar_is_never_written_to_a_terminal() {
+    let command = format!("{} busybox -o -", env!("CARGO_BIN_EXE_dlgrab"));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env_remove("DOCKER_CONTEXT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script runs");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("-o - writes a tar to stdout, which is a terminal here"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("nonexistent"),
+        "a daemon was asked: {shown}"
+    );
+}

@@ -106,7 +106,15 @@ fn one_history_row_is_exported_alone() {
     };
     let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
     argv.extend(["-o", out.path().to_str().expect("utf-8 path")]);
-    let stdout = succeeded(&dlgrab(&d, &argv));
+    let run = dlgrab(&d, &argv);
+    let stdout = succeeded(&run);
+    // stderr is a pipe here: the phases come as plain lines, no cursor
+    // movements or colours.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.lines().any(|l| l.starts_with("dlgrab: ")) && !stderr.contains('\u{1b}'),
+        "{stderr}"
+    );
     // One line for the layer (its index, diff ID, size and layer.tar),
     // then the closing line.
     let lines: Vec<&str> = stdout.lines().collect();
