@@ -166,9 +166,55 @@ impl Failure {
     pub(crate) fn of(error: &anyhow::Error) -> Self {
         Self {
             kind: Kind::of(error),
-            message: format!("{error:#}"),
+            message: user_message(error),
         }
     }
+}
+
+/// `error` with every cause, as a user reads it: a scratch path of the run
+/// (gone by the time the message is read) names the folder it was in, and
+/// the OS's `(os error N)` suffixes are left out (the words before say it).
+pub(crate) fn user_message(error: &anyhow::Error) -> String {
+    scrub(&format!("{error:#}"))
+}
+
+/// The prefix of every scratch entry a run makes (`temp_names`).
+const SCRATCH: &str = "/.dlgrab-";
+
+fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(SCRATCH) {
+        out.push_str(&rest[..at]);
+        // The scratch entry and whatever path goes on below it.
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | ')' | '"' | '\''))
+            .unwrap_or(tail.len());
+        out.push_str(" (a temporary file of the run)");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    strip_os_errors(&out)
+}
+
+/// `No space left on device (os error 28)` → `No space left on device`.
+fn strip_os_errors(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" (os error ") {
+        let tail = &rest[at + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && tail[digits..].starts_with(')') {
+            out.push_str(&rest[..at]);
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(&rest[..at + 1]);
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Display for Failure {
@@ -178,3 +224,27 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::scrub;
+
+    #[test]
+    fn scratch_paths_name_their_folder_and_os_error_numbers_go() {
+        assert_eq!(
+            scrub(
+                "cannot write layer 1: i/o error on /out/.dlgrab-tmp-run-1-2-3/blobs/sha256/ab: \
+                 No space left on device (os error 28)"
+            ),
+            "cannot write layer 1: i/o error on /out (a temporary file of the run): No space \
+             left on device"
+        );
+        assert_eq!(
+            scrub("cannot read /tmp/.dlgrab-delta-run-9/layers/x (gone), nor .dlgrab-lock"),
+            "cannot read /tmp (a temporary file of the run) (gone), nor .dlgrab-lock"
+        );
+        // Nothing else is touched.
+        let plain = "no such image: busybox (os error in the name) (os error x)";
+        assert_eq!(scrub(plain), plain);
+    }
+}

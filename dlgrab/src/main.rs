@@ -202,7 +202,11 @@ fn parse_args() -> anyhow::Result<Option<(Args, DaemonSelection)>> {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "dlgrab: error: {error:#}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "dlgrab: error: {}",
+        failure::user_message(error)
+    );
     ExitCode::FAILURE
 }
 
