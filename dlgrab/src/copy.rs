@@ -184,9 +184,31 @@ pub(crate) async fn connect(dest: &str) -> anyhow::Result<BollardDriver> {
         .resolve()
         .with_context(|| format!("cannot tell which Docker daemon --to {dest} means"))?;
     tracing::debug!(context = %daemon.context, host = %daemon.host, "destination daemon");
-    BollardDriver::connect_to(&daemon)
-        .await
-        .with_context(|| format!("cannot connect to the destination daemon {dest}"))
+    BollardDriver::connect_to(&daemon).await.map_err(|e| {
+        use docker_driver::DriverError;
+        let host = &daemon.host;
+        let given = if dest.contains("://") {
+            format!("--to {dest}")
+        } else {
+            format!("--to {dest}, a context")
+        };
+        let try_this = "Check the address or context given to --to (`docker context ls` lists \
+                        the contexts).";
+        match e {
+            DriverError::Unreachable { source, .. } => anyhow::anyhow!(
+                "cannot connect to the destination daemon at {host} ({given}): {}.\nIs dockerd \
+                 running there? {try_this}",
+                crate::failure::connection_cause(&*source)
+            ),
+            DriverError::PermissionDenied { .. } => anyhow::anyhow!(
+                "permission denied on the destination daemon's socket {host} ({given}).\nRun \
+                 dlgrab as root, or as a member of the socket's group (often `docker`)."
+            ),
+            other => anyhow::Error::new(other).context(format!(
+                "cannot use the destination daemon at {host} ({given})"
+            )),
+        }
+    })
 }
 
 /// Copies `images` from `source` to DEST.

@@ -178,6 +178,24 @@ pub(crate) fn user_message(error: &anyhow::Error) -> String {
     scrub(&format!("{error:#}"))
 }
 
+/// Why a connection to a daemon failed, in plain words: the first I/O
+/// error among the causes (`no such socket`, `connection refused`, …),
+/// else the error's own words.
+pub(crate) fn connection_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::NotFound => "no such socket".to_owned(),
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                _ => strip_os_errors(&io.to_string()),
+            };
+        }
+        cause = e.source();
+    }
+    error.to_string()
+}
+
 /// The prefix of every scratch entry a run makes (`temp_names`).
 const SCRATCH: &str = "/.dlgrab-";
 

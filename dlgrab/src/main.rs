@@ -526,20 +526,7 @@ fn not_connected(
 ) -> anyhow::Error {
     use docker_driver::DriverError;
     let (host, chosen) = (&daemon.host, &daemon.chosen_by);
-    let cause = |e: &(dyn std::error::Error + 'static)| {
-        let mut cause = Some(e);
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                return match io.kind() {
-                    std::io::ErrorKind::NotFound => "no such socket".to_owned(),
-                    std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-                    _ => io.to_string(),
-                };
-            }
-            cause = e.source();
-        }
-        e.to_string()
-    };
+    let cause = failure::connection_cause;
     match error {
         DriverError::Unreachable { source, .. } => json::Kind::DaemonUnreachable.error(format!(
             "cannot connect to the Docker daemon at {host} ({chosen}): {}.\nIs dockerd running there? {}",

@@ -29,3 +29,18 @@ fn an_index_out_of_range_names_the_image_and_the_valid_range() {
         "nothing is written for a refused index"
     );
 }
+
+/// `--to` a daemon nobody answers at: the destination's address, what
+/// named it, the cause in plain words and what to try, before any image
+/// is looked up.
+#[test]
+fn an_unreachable_destination_is_named_with_what_to_try() {
+    let Some(d) = daemon_or_skip("an_unreachable_destination_is_named_with_what_to_try") else {
+        return;
+    };
+    let run = d.dlgrab(&["busybox", "--to", "unix:///nonexistent/dlgrab-dest.sock"]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!stderr.contains("os error"), "{stderr}");
+    insta::assert_snapshot!("unreachable_destination", stderr);
+}
