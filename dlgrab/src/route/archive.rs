@@ -198,7 +198,10 @@ impl Job {
                 Err(e) => return Err(retry_failure(written, e)),
             };
             let blob = ReadAhead::spawn(self.driver.archive(id, &path));
-            let progress = self.layer_progress(image, w.index);
+            // The blob as stored: its size is the manifest's.
+            let progress = self
+                .reporter
+                .progress(format!("layer {}", w.index), Some(layer.size));
             let blob = progress.counting(ArchivedBlob::new(blob));
             let result = writer.write_layer_from_read(&context, w.index, blob).await;
             progress.finish();

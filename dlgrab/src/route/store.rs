@@ -127,7 +127,10 @@ impl Job {
             };
             self.reporter
                 .phase(format!("reading layer {} from the content store", w.index));
-            let progress = self.layer_progress(image, w.index);
+            // The blob as stored: its size is the manifest's.
+            let progress = self
+                .reporter
+                .progress(format!("layer {}", w.index), Some(layer.size));
             let file = progress.counting(file);
             let result = writer.write_layer_from_read(&context, w.index, file).await;
             progress.finish();
