@@ -225,6 +225,25 @@ impl Job {
         )
     }
 
+    /// Writes layer `index` of `context` from `read`, its bytes counted by
+    /// `progress`, and says so when it is written.
+    pub(crate) async fn write_counted<R: std::io::Read + Send + 'static>(
+        &self,
+        writer: &LayerWriter,
+        context: &ImageContext,
+        index: usize,
+        read: R,
+        progress: Progress,
+    ) -> Result<WrittenLayer, layer_writer::WriteError> {
+        let read = progress.counting(read);
+        let result = writer.write_layer_from_read(context, index, read).await;
+        progress.finish();
+        if let Ok(layer) = &result {
+            self.announce(layer);
+        }
+        result
+    }
+
     /// Says in one line what was written (or kept: the same layer was
     /// already there) and records it for the interrupt message.
     pub(crate) fn announce(&self, written: &WrittenLayer) {

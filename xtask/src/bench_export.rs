@@ -424,15 +424,23 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             }
         }
     }
-    for text in &skipped {
+    drop(made);
+    finish("bench export", failures, &skipped, started)
+}
+
+/// The end of a bench: the skipped scenarios (each a failure), the time it
+/// took, and an error when anything failed.
+pub(crate) fn finish(
+    what: &str,
+    mut failures: usize,
+    skipped: &[String],
+    started: std::time::Instant,
+) -> Result<()> {
+    for text in skipped {
         failures += 1;
         println!("\nscenario skipped: {text}");
     }
-    println!(
-        "\nbench export took {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    drop(made);
+    println!("\n{what} took {:.0} s", started.elapsed().as_secs_f64());
     if failures > 0 {
         bail!("{failures} measurement(s) failed: see above");
     }

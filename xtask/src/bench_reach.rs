@@ -360,19 +360,13 @@ pub(crate) fn run(keys: &[Key], base_mib: u64, rounds: u64) -> Result<()> {
             );
         }
     }
-    for text in &skipped {
-        failures += 1;
-        println!("\nscenario skipped: {text}");
-    }
-    println!(
-        "\nbench export (nonroot, netns, remote) took {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
     drop(made);
-    if failures > 0 {
-        bail!("{failures} measurement(s) failed: see above");
-    }
-    Ok(())
+    crate::bench_export::finish(
+        "bench export (nonroot, netns, remote)",
+        failures,
+        &skipped,
+        started,
+    )
 }
 
 /// The cases of `keys`, in the order measured.

@@ -31,10 +31,10 @@ use docker_driver::{
     read_image_documents,
 };
 use futures::TryStreamExt;
-use layer_writer::{WriteError, WrittenLayer};
+use layer_writer::WrittenLayer;
 
 use super::store::{no_such_layer, write_failure};
-use super::{Failure, Job, Outcome, Source, output_already_there};
+use super::{Failure, Job, Outcome, Source};
 use crate::plan::{GaveWay, Wanted};
 use crate::read_ahead::ReadAhead;
 use crate::temp_names;
@@ -202,14 +202,12 @@ impl Job {
             let progress = self
                 .reporter
                 .progress(format!("layer {}", w.index), Some(layer.size));
-            let blob = progress.counting(ArchivedBlob::new(blob));
-            let result = writer.write_layer_from_read(&context, w.index, blob).await;
-            progress.finish();
-            match result {
-                Ok(layer) => {
-                    self.announce(&layer);
-                    written.push(layer);
-                }
+            let blob = ArchivedBlob::new(blob);
+            match self
+                .write_counted(&writer, &context, w.index, blob, progress)
+                .await
+            {
+                Ok(layer) => written.push(layer),
                 Err(e) => {
                     return Err(write_failure(
                         written,
@@ -322,33 +320,19 @@ impl Job {
             let (files, top) = layout.layer_files(&record.cache_id);
             let folder = ReadAhead::spawn(self.driver.archive(id, &format!("{FILES_DIR}/{files}")));
             let progress = self.layer_progress(image, w.index);
-            let tar = progress.counting(ArchivedLayerTar::new(record, folder, &top));
-            let result = writer.write_layer_from_read(&context, w.index, tar).await;
-            progress.finish();
-            match result {
-                Ok(layer) => {
-                    self.announce(&layer);
-                    written.push(layer);
-                }
+            let tar = ArchivedLayerTar::new(record, folder, &top);
+            match self
+                .write_counted(&writer, &context, w.index, tar, progress)
+                .await
+            {
+                Ok(layer) => written.push(layer),
                 Err(e) => {
-                    let again = matches!(
-                        e,
-                        WriteError::DiffIdMismatch { .. }
-                            | WriteError::Read(_)
-                            | WriteError::Decompress(_)
-                    );
-                    let error = match e {
-                        WriteError::TargetExists { path } => output_already_there(&path),
-                        e => anyhow::Error::new(e).context(format!(
-                            "cannot write layer {} read through the daemon",
-                            w.index
-                        )),
-                    };
-                    return Err(Failure {
+                    return Err(write_failure(
                         written,
-                        error,
-                        retry: again,
-                    });
+                        e,
+                        w.index,
+                        "the daemon's layer store",
+                    ));
                 }
             }
         }

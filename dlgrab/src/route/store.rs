@@ -131,14 +131,11 @@ impl Job {
             let progress = self
                 .reporter
                 .progress(format!("layer {}", w.index), Some(layer.size));
-            let file = progress.counting(file);
-            let result = writer.write_layer_from_read(&context, w.index, file).await;
-            progress.finish();
-            match result {
-                Ok(layer) => {
-                    self.announce(&layer);
-                    written.push(layer);
-                }
+            match self
+                .write_counted(&writer, &context, w.index, file, progress)
+                .await
+            {
+                Ok(layer) => written.push(layer),
                 Err(e) => return Err(write_failure(written, e, w.index, "the content store")),
             }
         }
@@ -237,14 +234,11 @@ impl Job {
             self.reporter
                 .phase(format!("rebuilding layer {} from the layer store", w.index));
             let progress = self.layer_progress(image, w.index);
-            let tar = progress.counting(tar);
-            let result = writer.write_layer_from_read(&context, w.index, tar).await;
-            progress.finish();
-            match result {
-                Ok(layer) => {
-                    self.announce(&layer);
-                    written.push(layer);
-                }
+            match self
+                .write_counted(&writer, &context, w.index, tar, progress)
+                .await
+            {
+                Ok(layer) => written.push(layer),
                 Err(e) => return Err(write_failure(written, e, w.index, "the layer store")),
             }
         }
