@@ -176,6 +176,9 @@ pub(crate) fn choose_route(
         None => store,
     };
     let (route, why) = match (via, store) {
+        (Via::Store, StoreAccess::Unavailable(why)) if info.podman => {
+            bail!("--via store: Podman's store cannot be read: {why}")
+        }
         (Via::Store, StoreAccess::Unavailable(why)) if classic => {
             bail!("--via store: the layer store cannot be read: {why}")
         }
@@ -186,6 +189,12 @@ pub(crate) fn choose_route(
         (Via::Push, _) if named => (Route::Push, "asked for with --via push".into()),
         (Via::Push, _) => (Route::Save, unnamed.into()),
         (Via::Save | Via::Archive, _) => (Route::Save, "asked for with --via save".into()),
+        (Via::Auto, StoreAccess::Readable) if info.podman => (
+            Route::Store,
+            "Podman's store (containers/storage) is readable: the layer is rebuilt from its \
+             own files"
+                .into(),
+        ),
         (Via::Auto, StoreAccess::Readable) if classic => (
             Route::Store,
             "the classic layer store is readable: the layer is rebuilt from its own files".into(),
@@ -480,11 +489,21 @@ pub(crate) mod tests {
         assert_eq!(route, Route::Archive);
         let (route, _) = choose_route(&containerd, &img, Via::Auto, &unreadable, &refused).unwrap();
         assert_eq!(route, Route::Push);
-        // Podman has no Docker store to read.
+        // Podman has no Docker store to read through a container; its own
+        // store is read where it is readable.
         let mut podman = local.clone();
         podman.podman = true;
         let (route, _) = choose_route(&podman, &img, Via::Auto, &unreadable, &[]).unwrap();
         assert_eq!(route, Route::Push);
+        let (route, why) =
+            choose_route(&podman, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();
+        assert_eq!(route, Route::Store);
+        assert!(why.contains("Podman's store"), "{why}");
+        let err = choose_route(&podman, &img, Via::Store, &unreadable, &[]).unwrap_err();
+        assert!(
+            format!("{err}").contains("Podman's store cannot be read"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -165,19 +165,8 @@ impl LayerStore {
             path: folder.clone(),
             source,
         })?;
-        let split = layer.join("tar-split.json.gz");
-        let file = File::open(&split).map_err(|source| DataRootError::Read {
-            path: split,
-            source,
-        })?;
-        let lines = BufReader::with_capacity(
-            256 << 10,
-            flate2::read::GzDecoder::new(BufReader::new(file)),
-        );
         tracing::debug!(%diff_id, %chain, folder = %folder.display(), "rebuilding a layer from the layer store");
-        Ok(LayerTar {
-            inner: tar_split::Assembler::new(lines, folder),
-        })
+        LayerTar::rebuild(&layer.join("tar-split.json.gz"), folder)
     }
 
     /// The `image/<driver>` folder.
@@ -364,7 +353,7 @@ pub fn config_from_tar(tar: impl Read, image_id: &str) -> Result<Vec<u8>, DataRo
 
 /// `bytes` when they hash to `image_id` (the config of a classic store's
 /// image), else [`DataRootError::ConfigMismatch`].
-fn checked_config(bytes: Vec<u8>, image_id: &str) -> Result<Vec<u8>, DataRootError> {
+pub(crate) fn checked_config(bytes: Vec<u8>, image_id: &str) -> Result<Vec<u8>, DataRootError> {
     let expected = format!("sha256:{}", hex_of(image_id)?);
     let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     if actual != expected {
@@ -504,6 +493,24 @@ pub struct LayerTar {
     inner: tar_split::Assembler<BufReader<flate2::read::GzDecoder<BufReader<File>>>>,
 }
 
+impl LayerTar {
+    /// The tar the gzipped tar-split stream `split` describes, its files'
+    /// data read from `folder` (opened here; read as the tar is).
+    pub(crate) fn rebuild(split: &Path, folder: PathBuf) -> Result<Self, DataRootError> {
+        let file = File::open(split).map_err(|source| DataRootError::Read {
+            path: split.to_owned(),
+            source,
+        })?;
+        let lines = BufReader::with_capacity(
+            256 << 10,
+            flate2::read::GzDecoder::new(BufReader::new(file)),
+        );
+        Ok(Self {
+            inner: tar_split::Assembler::new(lines, folder),
+        })
+    }
+}
+
 impl std::fmt::Debug for LayerTar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LayerTar").finish_non_exhaustive()
@@ -517,7 +524,7 @@ impl Read for LayerTar {
 }
 
 /// The 64 hex digits of `sha256:<hex>` (or bare hex).
-fn hex_of(id: &str) -> Result<&str, DataRootError> {
+pub(crate) fn hex_of(id: &str) -> Result<&str, DataRootError> {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hex)
@@ -528,7 +535,7 @@ fn hex_of(id: &str) -> Result<&str, DataRootError> {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, DataRootError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, DataRootError> {
     std::fs::read(path).map_err(|source| DataRootError::Read {
         path: path.to_owned(),
         source,

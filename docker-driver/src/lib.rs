@@ -42,6 +42,7 @@
 
 mod bollard_driver;
 mod config;
+pub mod containers_storage;
 mod content_store;
 mod context;
 mod data_root;
@@ -59,6 +60,7 @@ mod transport;
 mod wire;
 
 pub use bollard_driver::BollardDriver;
+pub use containers_storage::ContainersStorage;
 pub use content_store::{ContentStore, ImageDocuments, read_image_documents};
 pub use context::{
     ChosenBy, DEFAULT_CONTEXT, DEFAULT_HOST, DaemonEndpoint, DaemonSelection, TlsFiles,

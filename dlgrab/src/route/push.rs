@@ -74,6 +74,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Outcome> {
     let config = match source.store {
         Some(Store::Layers(store)) => store.image_config(&source.image.id).ok(),
+        Some(Store::Containers(store)) => store.image_config(&source.image.id).ok(),
         _ => None,
     };
     job.by_push(source.info, source.image, wanted, config).await

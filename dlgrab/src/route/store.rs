@@ -15,8 +15,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use docker_driver::manifest::Platform;
 use docker_driver::{
-    ContentStore, DaemonInfo, DataRootDriver, DockerDriver, ImageDetails, ImageDocuments,
-    ImageStore, LayerStore,
+    ContainersStorage, ContentStore, DaemonInfo, DataRootDriver, DataRootError, DockerDriver,
+    ImageDetails, ImageDocuments, ImageStore, LayerStore, LayerTar,
 };
 use layer_writer::manifest::{ManifestBlobs, digest_of};
 use layer_writer::{ImageContext, WriteError, WrittenLayer};
@@ -30,6 +30,40 @@ pub(crate) enum Store {
     Layers(LayerStore),
     /// The containerd store's content store.
     Content(ContentStore),
+    /// Podman's containers/storage.
+    Containers(ContainersStorage),
+}
+
+/// A store that keeps each layer as its files and its tar-split, from
+/// which its exact tar is rebuilt: Docker's classic layer store and
+/// Podman's containers/storage.
+trait SplitStore {
+    /// What the store is called in messages.
+    const NAME: &'static str;
+    /// The image config stored for the image ID, checked against it.
+    fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DataRootError>;
+    /// The exact tar of the last of `diff_ids`.
+    fn layer_tar(&self, diff_ids: &[String]) -> Result<LayerTar, DataRootError>;
+}
+
+impl SplitStore for LayerStore {
+    const NAME: &'static str = "the layer store";
+    fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DataRootError> {
+        LayerStore::image_config(self, image_id)
+    }
+    fn layer_tar(&self, diff_ids: &[String]) -> Result<LayerTar, DataRootError> {
+        LayerStore::layer_tar(self, diff_ids)
+    }
+}
+
+impl SplitStore for ContainersStorage {
+    const NAME: &'static str = "Podman's store";
+    fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DataRootError> {
+        ContainersStorage::image_config(self, image_id)
+    }
+    fn layer_tar(&self, diff_ids: &[String]) -> Result<LayerTar, DataRootError> {
+        ContainersStorage::layer_tar(self, diff_ids)
+    }
 }
 
 /// Whether the daemon's storage can be read for `image`, and the store
@@ -44,6 +78,9 @@ pub(crate) fn access(info: &DaemonInfo, image: &ImageDetails) -> (StoreAccess, O
     };
     let opened = match &info.image_store {
         ImageStore::Containerd => ContentStore::open(root, &image.id).map(Store::Content),
+        ImageStore::Classic { driver } if info.podman => {
+            ContainersStorage::open(root, driver).map(Store::Containers)
+        }
         ImageStore::Classic { driver } => LayerStore::open(root, driver).map(Store::Layers),
     };
     match opened {
@@ -71,6 +108,7 @@ pub(crate) async fn run(
     let image = source.image;
     let written = match source.store {
         Some(Store::Layers(layers)) => job.by_layer_store(layers, image, wanted).await,
+        Some(Store::Containers(podman)) => job.by_layer_store(podman, image, wanted).await,
         Some(Store::Content(content)) => job.by_content_store(content, image, wanted).await,
         None => anyhow::bail!("the daemon's storage of image {} cannot be read", image.id),
     };
@@ -186,11 +224,12 @@ impl Job {
         Ok((manifest, context))
     }
 
-    /// The classic store's route: the config from the image database, then
-    /// each wanted layer rebuilt from the layer store and written.
-    async fn by_layer_store(
+    /// The route of a store of files and tar-splits (Docker's classic
+    /// store, Podman's): the config from the image database, then each
+    /// wanted layer rebuilt from the store and written.
+    async fn by_layer_store<S: SplitStore>(
         &self,
-        store: &LayerStore,
+        store: &S,
         image: &ImageDetails,
         wanted: &[Wanted],
     ) -> Result<Vec<WrittenLayer>, Failure> {
@@ -225,21 +264,24 @@ impl Job {
                 Err(e) => {
                     return Err(Failure {
                         written,
-                        error: anyhow::Error::new(e)
-                            .context(format!("cannot open layer {} in the layer store", w.index)),
+                        error: anyhow::Error::new(e).context(format!(
+                            "cannot open layer {} in {}",
+                            w.index,
+                            S::NAME
+                        )),
                         retry: true,
                     });
                 }
             };
             self.reporter
-                .phase(format!("rebuilding layer {} from the layer store", w.index));
+                .phase(format!("rebuilding layer {} from {}", w.index, S::NAME));
             let progress = self.layer_progress(image, w.index);
             match self
                 .write_counted(&writer, &context, w.index, tar, progress)
                 .await
             {
                 Ok(layer) => written.push(layer),
-                Err(e) => return Err(write_failure(written, e, w.index, "the layer store")),
+                Err(e) => return Err(write_failure(written, e, w.index, S::NAME)),
             }
         }
         Ok(written)

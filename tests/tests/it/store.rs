@@ -88,10 +88,32 @@ pub(crate) fn readable_content_store(daemon: &Daemon) -> Result<PathBuf, String>
         .ok_or_else(|| format!("no content store readable here under {}", root.display()))
 }
 
+/// Podman's graph root when its containers/storage can be read here, else
+/// why not.
+pub(crate) fn readable_podman_store(daemon: &Daemon) -> Result<PathBuf, String> {
+    if daemon.engine != Engine::Podman {
+        return Err(format!("daemon {} is not Podman", daemon.name));
+    }
+    let root = PathBuf::from(
+        daemon
+            .docker_stdout(["info", "--format", "{{.DockerRootDir}}"])
+            .trim(),
+    );
+    let layers = root
+        .join(format!("{}-layers", daemon.driver))
+        .join("layers.json");
+    match std::fs::read(&layers) {
+        Ok(_) => Ok(root),
+        Err(e) => Err(format!("{} is not readable here: {e}", layers.display())),
+    }
+}
+
 /// Whether the store route can run on `daemon` here: a readable classic
-/// layer store or containerd content store.
+/// layer store, containerd content store or Podman store.
 pub(crate) fn store_route_here(daemon: &Daemon) -> bool {
-    readable_store(daemon).is_ok() || readable_content_store(daemon).is_ok()
+    readable_store(daemon).is_ok()
+        || readable_content_store(daemon).is_ok()
+        || readable_podman_store(daemon).is_ok()
 }
 
 /// Says on stderr why a test did not run.
@@ -123,7 +145,7 @@ fn store_route_gives_what_save_gives() {
     let Some(d) = daemon_or_skip("store_route_gives_what_save_gives") else {
         return;
     };
-    if let Err(why) = readable_store(&d) {
+    if let Err(why) = readable_store(&d).or_else(|_| readable_podman_store(&d)) {
         skip("store_route_gives_what_save_gives", &why);
         return;
     }
@@ -168,12 +190,90 @@ fn store_route_gives_what_save_gives() {
         succeeded(&d.dlgrab(&[&img.tag, "--json", "-o", path_str(&out.path().join("auto"))]));
     let layer = one_layer(&stdout);
     assert_eq!(layer["route"], "store", "{layer}");
+    let store = match d.engine {
+        Engine::Docker => "layer store",
+        Engine::Podman => "Podman's store",
+    };
     assert!(
         layer["route_reason"]
             .as_str()
-            .is_some_and(|r| r.contains("layer store")),
+            .is_some_and(|r| r.contains(store)),
         "{layer}"
     );
+}
+
+/// Every file and folder of Podman's store that holds `img`: its image
+/// folder, `layers.json`, `images.json`, and each layer's tar-split and
+/// folder, each with its size and modification time.
+fn podman_snapshot(
+    root: &Path,
+    driver: &str,
+    img: &BuiltImage,
+) -> BTreeMap<PathBuf, (u64, SystemTime)> {
+    let layers = root.join(format!("{driver}-layers"));
+    let images = root.join(format!("{driver}-images"));
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(layers.join("layers.json")).expect("layers.json"))
+            .expect("layers.json is JSON");
+    let mut paths = vec![
+        layers.join("layers.json"),
+        images.join("images.json"),
+        images.join(hex_of(&img.id)),
+    ];
+    for diff_id in &img.layer_diff_ids {
+        let ids: Vec<&str> = listed
+            .iter()
+            .filter(|l| l["diff-digest"] == diff_id.as_str())
+            .filter_map(|l| l["id"].as_str())
+            .collect();
+        assert!(!ids.is_empty(), "layer {diff_id} is in layers.json");
+        for id in ids {
+            paths.push(layers.join(format!("{id}.tar-split.gz")));
+            paths.push(root.join(driver).join(id));
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for path in paths {
+        walk(&path, &mut seen);
+    }
+    seen
+}
+
+#[test]
+fn podmans_store_is_read_never_written() {
+    let test = "podmans_store_is_read_never_written";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let root = match readable_podman_store(&d) {
+        Ok(root) => root,
+        Err(why) => {
+            skip(test, &why);
+            return;
+        }
+    };
+    let img = image(&d, "dlgrab-e2e/podman-store");
+    let _untag = Untag {
+        daemon: &d,
+        tag: img.tag.clone(),
+    };
+    let before = podman_snapshot(&root, &d.driver, &img);
+    let out = tempfile::tempdir().expect("tempdir");
+    for index in 0..img.layer_diff_ids.len() {
+        let stdout = succeeded(&d.dlgrab(&[
+            &img.tag,
+            "--index",
+            &index.to_string(),
+            "--json",
+            "-o",
+            path_str(out.path()),
+        ]));
+        let layer = one_layer(&stdout);
+        assert_eq!(layer["route"], "store", "{layer}");
+        assert_eq!(sha256_file(&layer_tar(&layer)), img.layer_diff_ids[index]);
+    }
+    // Nothing of the store was written, moved or touched.
+    assert_eq!(before, podman_snapshot(&root, &d.driver, &img));
 }
 
 /// Paths under the data root that hold `img` (its configs, layer database
