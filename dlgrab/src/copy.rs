@@ -14,7 +14,8 @@
 //!    piped into DEST's `POST /images/load` as it comes: one stream, nothing
 //!    on disk.
 //! 4. Otherwise the layers beyond the prefix are exported by dlgrab's
-//!    cheapest route into a scratch folder (the `--since` layout: its
+//!    cheapest route (from a source on another machine, the archive route:
+//!    only those layers leave it) into a scratch folder (the `--since` layout: its
 //!    `manifest.json` and OCI `index.json` name the absent layers as the
 //!    source knows them), and a tar of that folder is streamed into DEST's
 //!    load API through a small bounded channel (memory flat, no archive
