@@ -233,7 +233,7 @@ pub(crate) fn choose_route(
 /// Whether the archive route can be taken on this daemon: Docker (a
 /// classic store of a graph driver dlgrab reads, or the containerd store)
 /// with a data root, the route not failed before; else why not.
-fn archive_possible(info: &DaemonInfo, gave_way: &[GaveWay]) -> Result<(), String> {
+pub(crate) fn archive_possible(info: &DaemonInfo, gave_way: &[GaveWay]) -> Result<(), String> {
     if let Some(why) = gave_way.iter().find_map(|g| match g {
         GaveWay::Archive(why) => Some(why),
         _ => None,

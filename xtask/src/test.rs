@@ -311,6 +311,7 @@ fn copy_step<'a>(
 /// refused` as asked). What such a daemon serves (auto, the store and
 /// archive routes, `--since`, the seed formats) runs there in full.
 const NEEDS_OUR_LOOPBACK: &[&str] = &[
+    "archive::a_docker_group_member_captures_and_cancels_a_push",
     "buildkit::a_pulled_docker_manifest_list_exports_every_way",
     "buildkit::a_pulled_oci_index_with_an_attestation_exports_every_way",
     "buildkit::buildkit_copy_link_with_env_and_label_rows_exports_every_way",

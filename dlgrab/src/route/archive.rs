@@ -112,6 +112,34 @@ pub(crate) async fn run(
     }
 }
 
+/// The image config of `source`'s image read through a reader container
+/// (classic stores only), for the push route when the layer store is not
+/// readable here: with the config at hand the push can be dropped as soon
+/// as the wanted layers are in. `None`, saying why in `--debug`, when the
+/// daemon refuses the container or the read.
+pub(crate) async fn image_config(job: &Job, source: &Source<'_>) -> Option<Vec<u8>> {
+    let (Some(root), ImageStore::Classic { driver }) =
+        (&source.info.root_dir, &source.info.image_store)
+    else {
+        return None;
+    };
+    let read = async {
+        let layout = StoreLayout::new(driver)?;
+        let binds = vec![(root.join(layout.image_dir()), IMAGE_DIR.to_owned())];
+        let reader = job.reader(source, binds).await.map_err(|f| f.error)?;
+        let config = job.archived_config(&reader.id, &layout, source.image).await;
+        job.remove_reader(&reader).await;
+        config
+    };
+    match read.await {
+        Ok(config) => Some(config),
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "the image config cannot be read through the daemon");
+            None
+        }
+    }
+}
+
 /// A reader container: never started, removed when the route ends.
 struct Reader {
     name: String,
@@ -273,14 +301,9 @@ impl Job {
             error,
             retry: true,
         };
-        let config_path = layout
-            .config_file(&image.id)
-            .map_err(|e| retry(Vec::new(), e.into()))?;
         let config = self
-            .small_archive(id, &format!("{IMAGE_DIR}/{config_path}"))
+            .archived_config(id, layout, image)
             .await
-            .and_then(|tar| Ok(config_from_tar(&tar[..], &image.id)?))
-            .context("cannot read the image config through the daemon")
             .map_err(|e| retry(Vec::new(), e))?;
         let context = self
             .context(image, wanted, config, None)
@@ -337,6 +360,21 @@ impl Job {
             }
         }
         Ok(written)
+    }
+
+    /// The image config of `image` through container `id`, checked to hash
+    /// to the image ID.
+    async fn archived_config(
+        &self,
+        id: &str,
+        layout: &StoreLayout,
+        image: &ImageDetails,
+    ) -> anyhow::Result<Vec<u8>> {
+        let config_path = layout.config_file(&image.id)?;
+        self.small_archive(id, &format!("{IMAGE_DIR}/{config_path}"))
+            .await
+            .and_then(|tar| Ok(config_from_tar(&tar[..], &image.id)?))
+            .context("cannot read the image config through the daemon")
     }
 
     /// The record of the last of `diff_ids` in the layer database, checked

@@ -65,8 +65,9 @@ struct SurveyEnd {
 }
 
 /// The push route (see [`Job::by_push`]). When the classic layer store is
-/// readable, the image config is taken from it, so that the push can be
-/// dropped as soon as the wanted layers are in.
+/// readable, the image config is taken from it, else (a `docker` group
+/// member) through a reader container as the archive route reads it, so
+/// that the push can be dropped as soon as the wanted layers are in.
 pub(crate) async fn run(
     job: &Job,
     source: &Source<'_>,
@@ -75,7 +76,13 @@ pub(crate) async fn run(
     let config = match source.store {
         Some(Store::Layers(store)) => store.image_config(&source.image.id).ok(),
         Some(Store::Containers(store)) => store.image_config(&source.image.id).ok(),
-        _ => None,
+        Some(Store::Content(_)) => None,
+        // Not readable here (a `docker` group member): through a reader
+        // container, as the archive route reads it.
+        None if crate::plan::archive_possible(source.info, &[]).is_ok() => {
+            super::archive::image_config(job, source).await
+        }
+        None => None,
     };
     job.by_push(source.info, source.image, wanted, config).await
 }

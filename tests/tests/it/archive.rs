@@ -237,3 +237,55 @@ impl Drop for RemoveOnDrop<'_> {
         }
     }
 }
+
+/// A `docker` group member's `--via push` of a never-pushed image on a
+/// classic dockerd: the image config is read through a reader container
+/// (the layer store is not readable to the member), so the push is dropped
+/// as soon as the top layer is in (capture and cancel), no container and
+/// no temporary tag left.
+#[test]
+fn a_docker_group_member_captures_and_cancels_a_push() {
+    let test = "a_docker_group_member_captures_and_cancels_a_push";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    if d.engine != Engine::Docker || d.store != testkit::Store::Classic {
+        skip(test, &format!("daemon {} is not a classic dockerd", d.name));
+        return;
+    }
+    let Some(member) = member_or_skip(test) else {
+        return;
+    };
+    let seed = crate::routes::fresh_seed(257);
+    let img = ImageBuilder::new(&format!("{}:1", unique_name("dlgrab-e2e/member-push")))
+        .random_file("/base.bin", 4 << 20, seed)
+        .file("/top.txt", format!("top {seed}\n"))
+        .build(&d);
+    let before = dlgrab_containers(&d);
+    let out = member.scratch_dir();
+    let run = member
+        .dlgrab_command(
+            &d,
+            &[
+                &img.tag,
+                "--via",
+                "push",
+                "--json",
+                "--debug",
+                "-o",
+                out.path().to_str().expect("utf-8"),
+            ],
+        )
+        .output()
+        .expect("dlgrab runs");
+    let top = img.layer_diff_ids.last().expect("a top layer");
+    assert_eq!(exported_route(&run, top), "push");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        log.contains("every wanted layer is in: the push is dropped"),
+        "the push was not cancelled:\n{log}"
+    );
+    assert_eq!(dlgrab_containers(&d), before, "a container was left");
+    let tags = crate::routes::temporary_tags(&d);
+    assert!(tags.is_empty(), "{tags:?}");
+}

@@ -87,7 +87,7 @@ fn exported(out: &Output, diff_id: &str) -> serde_json::Value {
 }
 
 /// dlgrab's temporary tags left on the daemon.
-fn temporary_tags(d: &Daemon) -> Vec<String> {
+pub(crate) fn temporary_tags(d: &Daemon) -> Vec<String> {
     d.image_refs()
         .into_iter()
         .filter(|r| r.starts_with("127.0.0.1:") && r.contains("/dlgrab-"))
@@ -115,7 +115,7 @@ fn strip_ansi(text: &str) -> String {
 /// Bytes of their own for a test's layers (from the clock; `fallback`
 /// without one): a daemon keeps the digests it recorded for a layer after
 /// the image is gone, so bytes pushed by an earlier run would be asked about.
-fn fresh_seed(fallback: u64) -> u64 {
+pub(crate) fn fresh_seed(fallback: u64) -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(fallback, |t| t.as_nanos() as u64 ^ fallback)
