@@ -27,9 +27,12 @@ use serde::Deserialize;
 #[cfg(test)]
 mod props;
 
-/// CRC-64 as Go's `crc64.MakeTable(crc64.ISO)` computes it.
-static CRC64_ISO: crc::Crc<u64, crc::Table<16>> =
-    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_GO_ISO);
+/// A CRC-64 as Go's `crc64.MakeTable(crc64.ISO)` computes it (carry-less
+/// multiplication where the CPU has it: the table-driven `crc` crate cost
+/// as much CPU as the SHA-256 of the whole layer).
+fn crc64_iso() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64GoIso)
+}
 
 /// Why a tar-split stream could not be turned into a tar.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +111,6 @@ enum State {
         path: PathBuf,
         size: u64,
         left: u64,
-        crc: crc::Digest<'static, u64, crc::Table<16>>,
         expected: Vec<u8>,
     },
     /// The tar-split stream has ended.
@@ -160,6 +162,8 @@ pub(crate) struct Assembler<R, F = Folder> {
     line: Vec<u8>,
     line_no: u64,
     state: State,
+    /// The CRC of the current file's data so far.
+    crc: crc_fast::Digest,
 }
 
 impl<R: BufRead> Assembler<R> {
@@ -180,6 +184,7 @@ impl<R: BufRead, F: Files> Assembler<R, F> {
             line: Vec::new(),
             line_no: 0,
             state: State::Idle,
+            crc: crc64_iso(),
         }
     }
 
@@ -229,9 +234,9 @@ impl<R: BufRead, F: Files> Assembler<R, F> {
                         path,
                         size: entry.size,
                         left: entry.size,
-                        crc: CRC64_ISO.digest(),
                         expected: payload,
                     };
+                    self.crc.reset();
                     return Ok(());
                 }
                 kind => return Err(TarSplitError::UnknownType { line, kind }.into()),
@@ -262,7 +267,6 @@ impl<R: BufRead, F: Files> Read for Assembler<R, F> {
                     path,
                     size,
                     left,
-                    crc,
                     expected,
                 } => {
                     let want = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
@@ -285,10 +289,10 @@ impl<R: BufRead, F: Files> Read for Assembler<R, F> {
                         }
                         .into());
                     }
-                    crc.update(&buf[..n]);
+                    self.crc.update(&buf[..n]);
                     *left -= n as u64;
                     if *left == 0 {
-                        let sum = std::mem::replace(crc, CRC64_ISO.digest()).finalize();
+                        let sum = self.crc.finalize();
                         // Go's hash.Sum appends the CRC big-endian.
                         if sum.to_be_bytes()[..] != expected[..] {
                             return Err(
