@@ -240,11 +240,13 @@ pub(crate) fn archive_possible(info: &DaemonInfo, gave_way: &[GaveWay]) -> Resul
     }) {
         return Err(format!("the archive route failed: {why}"));
     }
-    if info.podman {
-        return Err("Podman keeps no Docker layer store".into());
-    }
+    let supported = if info.podman {
+        docker_driver::containers_storage::SUPPORTED_DRIVERS
+    } else {
+        docker_driver::layer_store::SUPPORTED_DRIVERS
+    };
     if let ImageStore::Classic { driver } = &info.image_store
-        && !docker_driver::layer_store::SUPPORTED_DRIVERS.contains(&driver.as_str())
+        && !supported.contains(&driver.as_str())
     {
         return Err(format!("graph driver {driver} is not one dlgrab reads"));
     }
@@ -489,11 +491,18 @@ pub(crate) mod tests {
         assert_eq!(route, Route::Archive);
         let (route, _) = choose_route(&containerd, &img, Via::Auto, &unreadable, &refused).unwrap();
         assert_eq!(route, Route::Push);
-        // Podman has no Docker store to read through a container; its own
-        // store is read where it is readable.
+        // Podman's store is read through a container too where it is not
+        // readable here (its driver is `overlay`), and where it is, from disk.
         let mut podman = local.clone();
         podman.podman = true;
         let (route, _) = choose_route(&podman, &img, Via::Auto, &unreadable, &[]).unwrap();
+        assert_eq!(route, Route::Push, "overlay2 is not Podman's driver");
+        podman.image_store = ImageStore::Classic {
+            driver: "overlay".into(),
+        };
+        let (route, _) = choose_route(&podman, &img, Via::Auto, &unreadable, &[]).unwrap();
+        assert_eq!(route, Route::Archive);
+        let (route, _) = choose_route(&podman, &img, Via::Auto, &unreadable, &refused).unwrap();
         assert_eq!(route, Route::Push);
         let (route, why) =
             choose_route(&podman, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();

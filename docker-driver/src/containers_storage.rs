@@ -27,8 +27,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use std::io::{self, Read};
+
 use crate::error::DataRootError;
-use crate::layer_store::{LayerTar, checked_config, hex_of, read};
+use crate::layer_store::{LayerTar, checked_config, hex_of, read, small_files};
 
 /// Graph drivers whose layer folders [`ContainersStorage`] knows how to find.
 pub const SUPPORTED_DRIVERS: &[&str] = &["overlay", "vfs"];
@@ -37,7 +39,111 @@ pub const SUPPORTED_DRIVERS: &[&str] = &["overlay", "vfs"];
 #[derive(Debug, Clone)]
 pub struct ContainersStorage {
     root: PathBuf,
+    layout: PodmanLayout,
+}
+
+/// Where the parts of a containers/storage graph root are, relative to it:
+/// for [`ContainersStorage`], and for a reader that sees the graph root
+/// through the Engine API (the archive route).
+#[derive(Debug, Clone)]
+pub struct PodmanLayout {
     driver: String,
+}
+
+impl PodmanLayout {
+    /// The layout of graph driver `driver`, one of [`SUPPORTED_DRIVERS`].
+    pub fn new(driver: &str) -> Result<Self, DataRootError> {
+        if !SUPPORTED_DRIVERS.contains(&driver) {
+            return Err(DataRootError::UnsupportedGraphDriver {
+                driver: driver.to_owned(),
+            });
+        }
+        Ok(Self {
+            driver: driver.to_owned(),
+        })
+    }
+
+    /// The layer database: `<driver>-layers` (`layers.json`, tar-splits).
+    pub fn layers_dir(&self) -> PathBuf {
+        PathBuf::from(format!("{}-layers", self.driver))
+    }
+
+    /// The image database: `<driver>-images`.
+    pub fn images_dir(&self) -> PathBuf {
+        PathBuf::from(format!("{}-images", self.driver))
+    }
+
+    /// The graph driver's layer folders: `overlay`, or `vfs/dir`.
+    pub fn files_dir(&self) -> PathBuf {
+        match self.driver.as_str() {
+            "vfs" => PathBuf::from("vfs/dir"),
+            driver => PathBuf::from(driver),
+        }
+    }
+
+    /// The image config of `image_id`, under [`Self::images_dir`].
+    pub fn config_file(&self, image_id: &str) -> Result<String, DataRootError> {
+        let hex = hex_of(image_id)?;
+        Ok(format!("{hex}/{}", big_data_name(&format!("sha256:{hex}"))))
+    }
+
+    /// The list of layers, under [`Self::layers_dir`].
+    pub fn layers_file(&self) -> &'static str {
+        "layers.json"
+    }
+
+    /// Layer `layer_id`'s tar-split, under [`Self::layers_dir`].
+    pub fn tar_split_file(&self, layer_id: &str) -> Result<String, DataRootError> {
+        Ok(format!("{}.tar-split.gz", hex_of(layer_id)?))
+    }
+
+    /// Layer `layer_id`'s files under [`Self::files_dir`], and the last
+    /// component of that path (an archive of it names its entries after it).
+    pub fn layer_files(&self, layer_id: &str) -> Result<(String, String), DataRootError> {
+        let id = hex_of(layer_id)?;
+        Ok(match self.driver.as_str() {
+            "vfs" => (id.to_owned(), id.to_owned()),
+            _ => (format!("{id}/diff"), "diff".to_owned()),
+        })
+    }
+}
+
+/// The ID of the layer whose tar is the last of `diff_ids` (the image's
+/// diff IDs from the base up), from the bytes of `layers.json`: the end of
+/// a parent chain whose diff digests are `diff_ids`, else any layer with
+/// that diff digest, whose files make the same tar.
+pub fn layer_id(layers_json: &[u8], diff_ids: &[String]) -> Result<String, DataRootError> {
+    let layers: Vec<Layer> =
+        serde_json::from_slice(layers_json).map_err(|e| DataRootError::Format {
+            path: PathBuf::from("layers.json"),
+            source: e.into(),
+        })?;
+    find_layer(&layers, diff_ids)
+        .map(str::to_owned)
+        .ok_or_else(|| DataRootError::LayerNotInStore {
+            diff_id: diff_ids.last().cloned().unwrap_or_default(),
+            chain_id: crate::layer_store::chain_id(diff_ids),
+        })
+}
+
+/// The one regular file of `tar` (the archive API's tar of a file), at
+/// most `limit` bytes; `what` names it in errors.
+pub fn file_from_tar(tar: impl Read, what: &str, limit: u64) -> Result<Vec<u8>, DataRootError> {
+    let files = small_files(tar, what, limit)?;
+    let mut files = files.into_values();
+    match (files.next(), files.next()) {
+        (Some(bytes), None) => Ok(bytes),
+        _ => Err(DataRootError::Read {
+            path: PathBuf::from(what),
+            source: io::Error::new(io::ErrorKind::InvalidData, "not one file in the archive"),
+        }),
+    }
+}
+
+/// An image config read from the archive API's tar of its file, checked
+/// to hash to `image_id`.
+pub fn config_from_tar(tar: impl Read, image_id: &str) -> Result<Vec<u8>, DataRootError> {
+    checked_config(file_from_tar(tar, image_id, 64 << 20)?, image_id)
 }
 
 /// One layer of `layers.json`: only the fields read.
@@ -57,14 +163,9 @@ impl ContainersStorage {
     /// store, or no permission) or the driver is not one of
     /// [`SUPPORTED_DRIVERS`].
     pub fn open(root: impl Into<PathBuf>, driver: &str) -> Result<Self, DataRootError> {
-        if !SUPPORTED_DRIVERS.contains(&driver) {
-            return Err(DataRootError::UnsupportedGraphDriver {
-                driver: driver.to_owned(),
-            });
-        }
         let store = Self {
             root: root.into(),
-            driver: driver.to_owned(),
+            layout: PodmanLayout::new(driver)?,
         };
         store.layers()?;
         Ok(store)
@@ -77,18 +178,16 @@ impl ContainersStorage {
 
     /// The graph driver, e.g. `overlay`.
     pub fn driver(&self) -> &str {
-        &self.driver
+        &self.layout.driver
     }
 
     /// The image config stored for `image_id` (`sha256:…`), checked to
     /// hash to it.
     pub fn image_config(&self, image_id: &str) -> Result<Vec<u8>, DataRootError> {
-        let hex = hex_of(image_id)?;
         let path = self
             .root
-            .join(format!("{}-images", self.driver))
-            .join(hex)
-            .join(big_data_name(&format!("sha256:{hex}")));
+            .join(self.layout.images_dir())
+            .join(self.layout.config_file(image_id)?);
         checked_config(read(&path)?, image_id)
     }
 
@@ -108,19 +207,16 @@ impl ContainersStorage {
             diff_id: diff_id.clone(),
             chain_id: crate::layer_store::chain_id(diff_ids),
         })?;
-        let id = hex_of(id)?;
-        let folder = match self.driver.as_str() {
-            "vfs" => self.root.join("vfs/dir").join(id),
-            driver => self.root.join(driver).join(id).join("diff"),
-        };
+        let (files, _) = self.layout.layer_files(id)?;
+        let folder = self.root.join(self.layout.files_dir()).join(files);
         std::fs::read_dir(&folder).map_err(|source| DataRootError::Read {
             path: folder.clone(),
             source,
         })?;
         let split = self
             .root
-            .join(format!("{}-layers", self.driver))
-            .join(format!("{id}.tar-split.gz"));
+            .join(self.layout.layers_dir())
+            .join(self.layout.tar_split_file(id)?);
         tracing::debug!(%diff_id, layer = id, folder = %folder.display(), "rebuilding a layer from containers/storage");
         LayerTar::rebuild(&split, folder)
     }
@@ -129,8 +225,8 @@ impl ContainersStorage {
     fn layers(&self) -> Result<Vec<Layer>, DataRootError> {
         let path = self
             .root
-            .join(format!("{}-layers", self.driver))
-            .join("layers.json");
+            .join(self.layout.layers_dir())
+            .join(self.layout.layers_file());
         let bytes = read(&path)?;
         serde_json::from_slice(&bytes).map_err(|e| DataRootError::Format {
             path,

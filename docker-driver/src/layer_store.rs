@@ -368,7 +368,7 @@ pub(crate) fn checked_config(bytes: Vec<u8>, image_id: &str) -> Result<Vec<u8>, 
 
 /// The regular files of a small tar, by their last path component, at most
 /// `limit` bytes in all.
-fn small_files(
+pub(crate) fn small_files(
     tar: impl Read,
     what: &str,
     limit: u64,

@@ -1,6 +1,9 @@
 //! The archive route: the store route's reassembly with the layer store
 //! read through the Engine API, for anyone the daemon serves (a `docker`
-//! group member, a remote daemon over `ssh://` or `tcp://`).
+//! group member, a remote daemon over `ssh://` or `tcp://`). On Podman the
+//! same is done with containers/storage (`<driver>-images`,
+//! `<driver>-layers`: `layers.json` and the tar-splits, the layer
+//! folders), which Podman's compat API mounts for its archive API too.
 //!
 //! A container is created (never started, no network, dlgrab's label, a
 //! name carrying the run's ID) from the image being exported, with the
@@ -23,6 +26,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
+use docker_driver::containers_storage::{self, PodmanLayout};
 use docker_driver::layer_store::chain_id;
 use docker_driver::manifest::Platform;
 use docker_driver::{
@@ -43,6 +47,8 @@ use crate::temp_names;
 const IMAGE_DIR: &str = "/dlgrab-image";
 /// Where the container sees the graph driver's layer folders.
 const FILES_DIR: &str = "/dlgrab-layers";
+/// Where the container sees Podman's layer database (`<driver>-layers`).
+const LAYERS_DIR: &str = "/dlgrab-layerdb";
 /// The most bytes read whole from one small archive (a layer's record: its
 /// tar-split grows with the layer's file count; an image config).
 const SMALL_ARCHIVE: usize = 512 << 20;
@@ -62,11 +68,22 @@ pub(crate) async fn run(
     };
     let result = match &source.info.image_store {
         ImageStore::Classic { driver } => {
-            let layout = StoreLayout::new(driver)?;
-            let binds = vec![
-                (root.join(layout.image_dir()), IMAGE_DIR.to_owned()),
-                (root.join(layout.files_dir()), FILES_DIR.to_owned()),
-            ];
+            let (layout, binds) = if source.info.podman {
+                let layout = PodmanLayout::new(driver)?;
+                let binds = vec![
+                    (root.join(layout.images_dir()), IMAGE_DIR.to_owned()),
+                    (root.join(layout.layers_dir()), LAYERS_DIR.to_owned()),
+                    (root.join(layout.files_dir()), FILES_DIR.to_owned()),
+                ];
+                (Layout::Podman(layout), binds)
+            } else {
+                let layout = StoreLayout::new(driver)?;
+                let binds = vec![
+                    (root.join(layout.image_dir()), IMAGE_DIR.to_owned()),
+                    (root.join(layout.files_dir()), FILES_DIR.to_owned()),
+                ];
+                (Layout::Docker(layout), binds)
+            };
             match job.reader(source, binds).await {
                 Ok(reader) => {
                     let result = job.by_archive(&reader.id, &layout, source, wanted).await;
@@ -138,6 +155,15 @@ pub(crate) async fn image_config(job: &Job, source: &Source<'_>) -> Option<Vec<u
             None
         }
     }
+}
+
+/// The layer store read through the container: Docker's classic store
+/// (`image/<driver>` at [`IMAGE_DIR`]) or Podman's containers/storage
+/// (`<driver>-images` at [`IMAGE_DIR`], `<driver>-layers` at
+/// [`LAYERS_DIR`]); the layer folders at [`FILES_DIR`] either way.
+enum Layout {
+    Docker(StoreLayout),
+    Podman(PodmanLayout),
 }
 
 /// A reader container: never started, removed when the route ends.
@@ -291,7 +317,7 @@ impl Job {
     async fn by_archive(
         &self,
         id: &str,
-        layout: &StoreLayout,
+        layout: &Layout,
         source: &Source<'_>,
         wanted: &[Wanted],
     ) -> Result<Vec<WrittenLayer>, Failure> {
@@ -301,10 +327,21 @@ impl Job {
             error,
             retry: true,
         };
-        let config = self
-            .archived_config(id, layout, image)
-            .await
-            .map_err(|e| retry(Vec::new(), e))?;
+        let (config, podman_layers) = match layout {
+            Layout::Docker(layout) => (self.archived_config(id, layout, image).await, None),
+            Layout::Podman(layout) => {
+                let config = self.archived_podman_config(id, layout, image).await;
+                let layers = self
+                    .archived_file(id, &format!("{LAYERS_DIR}/{}", layout.layers_file()))
+                    .await
+                    .context("cannot read Podman's list of layers through the daemon");
+                match layers {
+                    Ok(layers) => (config, Some(layers)),
+                    Err(e) => return Err(retry(Vec::new(), e)),
+                }
+            }
+        };
+        let config = config.map_err(|e| retry(Vec::new(), e))?;
         let context = self
             .context(image, wanted, config, None)
             .map_err(|error| Failure {
@@ -331,7 +368,19 @@ impl Job {
                 "reading layer {} through the daemon's archive API",
                 w.index
             ));
-            let record = match self.layer_record(id, layout, diff_ids).await {
+            let record = match layout {
+                Layout::Docker(layout) => {
+                    self.layer_record(id, layout, diff_ids).await.map(|record| {
+                        let files = layout.layer_files(&record.cache_id);
+                        (record, files)
+                    })
+                }
+                Layout::Podman(layout) => {
+                    let layers = podman_layers.as_deref().unwrap_or_default();
+                    self.podman_layer_record(id, layout, layers, diff_ids).await
+                }
+            };
+            let (record, (files, top)) = match record {
                 Ok(record) => record,
                 Err(e) => {
                     return Err(retry(
@@ -340,7 +389,6 @@ impl Job {
                     ));
                 }
             };
-            let (files, top) = layout.layer_files(&record.cache_id);
             let folder = ReadAhead::spawn(self.driver.archive(id, &format!("{FILES_DIR}/{files}")));
             let progress = self.layer_progress(image, w.index);
             let tar = ArchivedLayerTar::new(record, folder, &top);
@@ -375,6 +423,57 @@ impl Job {
             .await
             .and_then(|tar| Ok(config_from_tar(&tar[..], &image.id)?))
             .context("cannot read the image config through the daemon")
+    }
+
+    /// The image config of `image` in Podman's image database through
+    /// container `id`, checked to hash to the image ID.
+    async fn archived_podman_config(
+        &self,
+        id: &str,
+        layout: &PodmanLayout,
+        image: &ImageDetails,
+    ) -> anyhow::Result<Vec<u8>> {
+        let config_path = layout.config_file(&image.id)?;
+        self.small_archive(id, &format!("{IMAGE_DIR}/{config_path}"))
+            .await
+            .and_then(|tar| Ok(containers_storage::config_from_tar(&tar[..], &image.id)?))
+            .context("cannot read the image config through the daemon")
+    }
+
+    /// The one file at `path` in container `id`, when it is small.
+    async fn archived_file(&self, id: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+        let tar = self.small_archive(id, path).await?;
+        Ok(containers_storage::file_from_tar(
+            &tar[..],
+            path,
+            SMALL_ARCHIVE as u64,
+        )?)
+    }
+
+    /// The record of the last of `diff_ids` in Podman's layer database
+    /// (`layers`, the bytes of its `layers.json`): its layer ID, tar-split
+    /// and where its files are.
+    async fn podman_layer_record(
+        &self,
+        id: &str,
+        layout: &PodmanLayout,
+        layers: &[u8],
+        diff_ids: &[String],
+    ) -> anyhow::Result<(LayerRecord, (String, String))> {
+        let layer = containers_storage::layer_id(layers, diff_ids)?;
+        let split = self
+            .archived_file(
+                id,
+                &format!("{LAYERS_DIR}/{}", layout.tar_split_file(&layer)?),
+            )
+            .await?;
+        let files = layout.layer_files(&layer)?;
+        let record = LayerRecord {
+            diff_id: diff_ids.last().cloned().unwrap_or_default(),
+            cache_id: layer,
+            tar_split_gz: split,
+        };
+        Ok((record, files))
     }
 
     /// The record of the last of `diff_ids` in the layer database, checked

@@ -169,3 +169,83 @@ fn what_cannot_be_read_is_an_error() {
         Err(DataRootError::Format { .. })
     ));
 }
+
+/// A tar of one file `name` holding `data`, as the archive API gives it.
+fn one_file_tar(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o600);
+    builder.append_data(&mut header, name, data).unwrap();
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn the_layout_names_what_the_store_route_reads() {
+    for driver in SUPPORTED_DRIVERS {
+        let (dir, base, top, image_id) = graph_root(driver);
+        let root = dir.path();
+        let layout = PodmanLayout::new(driver).unwrap();
+        // The config, the layer list, each layer's tar-split and files are
+        // where the layout says, as the archive route reads them.
+        let config_path = root
+            .join(layout.images_dir())
+            .join(layout.config_file(&image_id).unwrap());
+        let config = std::fs::read(&config_path).unwrap();
+        let name = config_path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            config_from_tar(&one_file_tar(name, &config)[..], &image_id).unwrap(),
+            config
+        );
+        let json =
+            std::fs::read(root.join(layout.layers_dir()).join(layout.layers_file())).unwrap();
+        let ids = [digest(&base), digest(&top)];
+        let top_id = layer_id(&json, &ids).unwrap();
+        assert_eq!(top_id, "b".repeat(64));
+        assert_eq!(layer_id(&json, &ids[..1]).unwrap(), "a".repeat(64));
+        assert!(
+            root.join(layout.layers_dir())
+                .join(layout.tar_split_file(&top_id).unwrap())
+                .is_file()
+        );
+        let (files, last) = layout.layer_files(&top_id).unwrap();
+        let folder = root.join(layout.files_dir()).join(&files);
+        assert!(folder.join("small").is_file(), "{}", folder.display());
+        assert!(files.ends_with(&last));
+        assert!(matches!(
+            layer_id(&json, &[digest(b"nothing")]),
+            Err(DataRootError::LayerNotInStore { .. })
+        ));
+    }
+    assert!(PodmanLayout::new("overlay2").is_err());
+    assert!(
+        PodmanLayout::new("overlay")
+            .unwrap()
+            .layer_files("../x")
+            .is_err()
+    );
+}
+
+#[test]
+fn an_archive_must_hold_one_file() {
+    let tar = one_file_tar("layers.json", b"[]");
+    assert_eq!(
+        file_from_tar(&tar[..], "layers.json", 1 << 20).unwrap(),
+        b"[]"
+    );
+    let mut two = tar::Builder::new(Vec::new());
+    for name in ["a", "b"] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        two.append_data(&mut header, name, &b"x"[..]).unwrap();
+    }
+    let two = two.into_inner().unwrap();
+    assert!(file_from_tar(&two[..], "two", 1 << 20).is_err());
+    assert!(file_from_tar(&tar[..], "big", 1).is_err());
+    // A config that is not the image's.
+    let config = one_file_tar("=x", b"{}");
+    assert!(matches!(
+        config_from_tar(&config[..], &digest(b"other")),
+        Err(DataRootError::ConfigMismatch { .. })
+    ));
+}

@@ -1,7 +1,8 @@
 //! The archive route: a `docker` group member (who cannot read the data
-//! root) and a daemon reached over TCP get any layer of a classic store
-//! through the Engine API, the container it reads through gone afterwards;
-//! a dead run's container is swept by the next run.
+//! root) and a daemon reached over TCP get any layer through the Engine
+//! API on every engine of the matrix (dockerd's classic and containerd
+//! stores, Podman's containers/storage), the container it reads through
+//! gone afterwards; a dead run's container is swept by the next run.
 
 use std::process::Output;
 
@@ -29,12 +30,6 @@ fn member_or_skip(test: &str) -> Option<DockerMember> {
             None
         }
     }
-}
-
-/// Whether the archive route serves this daemon: a dockerd, of either
-/// image store (Podman keeps no Docker store).
-fn archive_serves(d: &Daemon) -> bool {
-    d.engine == Engine::Docker
 }
 
 /// A three-layer image: 3 MiB of random bytes, many small files, a top.
@@ -79,8 +74,8 @@ fn dlgrab_containers(d: &Daemon) -> Vec<String> {
 }
 
 /// As a member of the `docker` group, auto takes the archive route for the
-/// base, a middle and the top layer of a classic store (elsewhere another
-/// route), each verified, and no container is left.
+/// base, a middle and the top layer on every engine, each verified, and no
+/// container is left.
 #[test]
 fn a_docker_group_member_gets_every_layer_by_the_archive_route() {
     let test = "a_docker_group_member_gets_every_layer_by_the_archive_route";
@@ -111,11 +106,7 @@ fn a_docker_group_member_gets_every_layer_by_the_archive_route() {
             .output()
             .expect("dlgrab runs");
         let route = exported_route(&run, diff_id);
-        if archive_serves(&d) {
-            assert_eq!(route, "archive", "layer {index} on {}", d.name);
-        } else {
-            assert_ne!(route, "archive", "layer {index} on {}", d.name);
-        }
+        assert_eq!(route, "archive", "layer {index} on {}", d.name);
     }
     assert_eq!(dlgrab_containers(&d), before, "a container was left");
 }
@@ -142,12 +133,7 @@ fn a_daemon_over_tcp_gives_its_top_layer_by_the_archive_route() {
         out.path().to_str().expect("utf-8"),
     ]);
     let top = img.layer_diff_ids.last().expect("a layer");
-    let route = exported_route(&run, top);
-    if archive_serves(&d) {
-        assert_eq!(route, "archive");
-    } else {
-        assert_eq!(route, "save");
-    }
+    assert_eq!(exported_route(&run, top), "archive");
     assert!(dlgrab_containers(&d).is_empty(), "a container was left");
 }
 
@@ -159,13 +145,6 @@ fn a_dead_runs_container_is_swept_by_the_next_run() {
     let Some(d) = daemon_or_skip(test) else {
         return;
     };
-    if !archive_serves(&d) {
-        skip(
-            test,
-            &format!("the archive route does not serve {}", d.name),
-        );
-        return;
-    }
     let img = image(&d, 253);
     // A real run's container name, read from its log: that run has ended,
     // so the same name now carries a dead run's identity.

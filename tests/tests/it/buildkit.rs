@@ -218,10 +218,9 @@ fn exports_every_way(d: &Daemon, subject: &Subject) {
         routes.push("store");
     }
     // The daemon's store through its archive API: the layer store of a
-    // classic dockerd, the content store of a containerd one.
-    if d.engine == Engine::Docker {
-        routes.push("archive");
-    }
+    // classic dockerd, the content store of a containerd one, Podman's
+    // containers/storage.
+    routes.push("archive");
     if subject.push_refused {
         routes.retain(|&via| via != "push");
         let dir = out.path().join("refused-push");
