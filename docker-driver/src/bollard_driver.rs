@@ -65,6 +65,8 @@ struct Inner {
     /// Bollard with the long timeout.
     long: bollard::Docker,
     store: OnceCell<ImageStore>,
+    /// `/version` as read when connecting (see [`ServerApi::version`]).
+    server_version: Option<wire::Version>,
 }
 
 impl std::fmt::Debug for BollardDriver {
@@ -116,6 +118,7 @@ impl BollardDriver {
                 api,
                 long,
                 store: OnceCell::new(),
+                server_version: server.version,
             }),
             platform: None,
         })
@@ -467,11 +470,24 @@ impl DockerDriver for BollardDriver {
         // Read without bollard's models: only the fields used, so a field
         // a daemon leaves out (or one bollard's model would require) cannot
         // fail the call.
-        let (version, info) = tokio::join!(
-            self.get_json::<wire::Version>("reading the daemon's version", "/version", None),
-            self.get_json::<wire::Info>("reading the daemon's info", "/info", None),
-        );
-        let (version, info) = (version?, info?);
+        let (version, info) = match &self.inner.server_version {
+            Some(version) => (
+                version.clone(),
+                self.get_json::<wire::Info>("reading the daemon's info", "/info", None)
+                    .await?,
+            ),
+            None => {
+                let (version, info) = tokio::join!(
+                    self.get_json::<wire::Version>(
+                        "reading the daemon's version",
+                        "/version",
+                        None
+                    ),
+                    self.get_json::<wire::Info>("reading the daemon's info", "/info", None),
+                );
+                (version?, info?)
+            }
+        };
         let podman = version.components.iter().any(|c| c.name == "Podman Engine");
         let image_store = if info.containerd_store() {
             ImageStore::Containerd
@@ -980,11 +996,15 @@ impl DockerDriver for BollardDriver {
 }
 
 /// The API versions a daemon speaks: its newest and, when it says, its oldest.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ServerApi {
     newest: ClientVersion,
     /// `MinAPIVersion` of `/version` (Docker 29.0-29.2 refuse anything below 1.44).
     oldest: Option<ClientVersion>,
+    /// What `/version` answered, when it did: kept for
+    /// [`DockerDriver::info`], so that it is asked once (Podman 4.3 takes
+    /// 0.1-0.3 s to answer it).
+    version: Option<wire::Version>,
 }
 
 /// The version requests use: the daemon's newest or ours, whichever is
@@ -1017,6 +1037,7 @@ async fn negotiate(transport: &Transport) -> Result<ServerApi, DriverError> {
             Some(ServerApi {
                 newest: parse_version(&v.api_version)?,
                 oldest: parse_version(&v.min_api_version),
+                version: Some(v),
             })
         });
     if let Some(server) = from_version {
@@ -1033,6 +1054,7 @@ async fn negotiate(transport: &Transport) -> Result<ServerApi, DriverError> {
         Some(newest) => Ok(ServerApi {
             newest,
             oldest: None,
+            version: None,
         }),
         None if !status.is_success() => Err(DriverError::Api {
             operation,
@@ -1234,6 +1256,7 @@ mod tests {
         let server = ServerApi {
             newest: v(newest),
             oldest: oldest.map(v),
+            version: None,
         };
         assert_eq!(version_string(&choose_version(&server, v(ours))), expected);
     }

@@ -18,7 +18,7 @@ use crate::error::DriverError;
 use crate::model::PushEvent;
 
 /// `GET /version`, the fields used (also read unversioned, to negotiate).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct Version {
     /// The engine version, e.g. `29.0.0`.
@@ -44,7 +44,7 @@ pub(crate) struct Version {
 }
 
 /// One of `/version`'s `Components`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct Component {
     /// `Engine`, `containerd`, `Podman Engine`, …

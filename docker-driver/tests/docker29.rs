@@ -734,6 +734,14 @@ async fn podman_4_3_still_works() {
     let info = driver.info().await.unwrap();
     assert!(info.podman);
     assert_eq!(info.server_version, "4.3.1");
+    // `/version` is asked once, when connecting: Podman takes 0.1-0.3 s
+    // to answer it.
+    let asked = server.received_requests().await.unwrap();
+    let versions = asked
+        .iter()
+        .filter(|r| r.url.path().ends_with("/version"))
+        .count();
+    assert_eq!(versions, 1, "{asked:?}");
     assert_eq!(
         info.image_store,
         ImageStore::Classic {
