@@ -30,7 +30,7 @@ use serde::Deserialize;
 use std::io::{self, Read};
 
 use crate::error::DataRootError;
-use crate::layer_store::{LayerTar, checked_config, hex_of, read, small_files};
+use crate::layer_store::{LayerTar, checked_config, hex_of, read, small_files, supported_driver};
 
 /// Graph drivers whose layer folders [`ContainersStorage`] knows how to find.
 pub const SUPPORTED_DRIVERS: &[&str] = &["overlay", "vfs"];
@@ -53,13 +53,8 @@ pub struct PodmanLayout {
 impl PodmanLayout {
     /// The layout of graph driver `driver`, one of [`SUPPORTED_DRIVERS`].
     pub fn new(driver: &str) -> Result<Self, DataRootError> {
-        if !SUPPORTED_DRIVERS.contains(&driver) {
-            return Err(DataRootError::UnsupportedGraphDriver {
-                driver: driver.to_owned(),
-            });
-        }
         Ok(Self {
-            driver: driver.to_owned(),
+            driver: supported_driver(driver, SUPPORTED_DRIVERS)?,
         })
     }
 

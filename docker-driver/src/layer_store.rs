@@ -251,16 +251,23 @@ pub struct StoreLayout {
     driver: String,
 }
 
+/// `driver` when it is one of `supported`, else
+/// [`DataRootError::UnsupportedGraphDriver`].
+pub(crate) fn supported_driver(driver: &str, supported: &[&str]) -> Result<String, DataRootError> {
+    if supported.contains(&driver) {
+        Ok(driver.to_owned())
+    } else {
+        Err(DataRootError::UnsupportedGraphDriver {
+            driver: driver.to_owned(),
+        })
+    }
+}
+
 impl StoreLayout {
     /// The layout of graph driver `driver`, one of [`SUPPORTED_DRIVERS`].
     pub fn new(driver: &str) -> Result<Self, DataRootError> {
-        if !SUPPORTED_DRIVERS.contains(&driver) {
-            return Err(DataRootError::UnsupportedGraphDriver {
-                driver: driver.to_owned(),
-            });
-        }
         Ok(Self {
-            driver: driver.to_owned(),
+            driver: supported_driver(driver, SUPPORTED_DRIVERS)?,
         })
     }
 

@@ -144,7 +144,10 @@ pub(crate) async fn image_config(job: &Job, source: &Source<'_>) -> Option<Vec<u
         let layout = StoreLayout::new(driver)?;
         let binds = vec![(root.join(layout.image_dir()), IMAGE_DIR.to_owned())];
         let reader = job.reader(source, binds).await.map_err(|f| f.error)?;
-        let config = job.archived_config(&reader.id, &layout, source.image).await;
+        let path = layout.config_file(&source.image.id);
+        let config = job
+            .archived_config(&reader.id, path, docker_config, source.image)
+            .await;
         job.remove_reader(&reader).await;
         config
     };
@@ -328,9 +331,14 @@ impl Job {
             retry: true,
         };
         let (config, podman_layers) = match layout {
-            Layout::Docker(layout) => (self.archived_config(id, layout, image).await, None),
+            Layout::Docker(layout) => {
+                let path = layout.config_file(&image.id);
+                let config = self.archived_config(id, path, docker_config, image).await;
+                (config, None)
+            }
             Layout::Podman(layout) => {
-                let config = self.archived_podman_config(id, layout, image).await;
+                let path = layout.config_file(&image.id);
+                let config = self.archived_config(id, path, podman_config, image).await;
                 let layers = self
                     .archived_file(id, &format!("{LAYERS_DIR}/{}", layout.layers_file()))
                     .await
@@ -410,33 +418,20 @@ impl Job {
         Ok(written)
     }
 
-    /// The image config of `image` through container `id`, checked to hash
-    /// to the image ID.
+    /// The image config of `image` through container `id`: the file
+    /// `config_path` (under [`IMAGE_DIR`]) that `from_tar` takes out of its
+    /// archive, checked to hash to the image ID.
     async fn archived_config(
         &self,
         id: &str,
-        layout: &StoreLayout,
+        config_path: Result<String, DataRootError>,
+        from_tar: fn(&[u8], &str) -> Result<Vec<u8>, DataRootError>,
         image: &ImageDetails,
     ) -> anyhow::Result<Vec<u8>> {
-        let config_path = layout.config_file(&image.id)?;
+        let config_path = config_path?;
         self.small_archive(id, &format!("{IMAGE_DIR}/{config_path}"))
             .await
-            .and_then(|tar| Ok(config_from_tar(&tar[..], &image.id)?))
-            .context("cannot read the image config through the daemon")
-    }
-
-    /// The image config of `image` in Podman's image database through
-    /// container `id`, checked to hash to the image ID.
-    async fn archived_podman_config(
-        &self,
-        id: &str,
-        layout: &PodmanLayout,
-        image: &ImageDetails,
-    ) -> anyhow::Result<Vec<u8>> {
-        let config_path = layout.config_file(&image.id)?;
-        self.small_archive(id, &format!("{IMAGE_DIR}/{config_path}"))
-            .await
-            .and_then(|tar| Ok(containers_storage::config_from_tar(&tar[..], &image.id)?))
+            .and_then(|tar| Ok(from_tar(&tar[..], &image.id)?))
             .context("cannot read the image config through the daemon")
     }
 
@@ -514,6 +509,16 @@ impl Job {
         }
         Ok(tar)
     }
+}
+
+/// A classic store's image config out of the archive of its file.
+fn docker_config(tar: &[u8], image_id: &str) -> Result<Vec<u8>, DataRootError> {
+    config_from_tar(tar, image_id)
+}
+
+/// Podman's image config out of the archive of its file.
+fn podman_config(tar: &[u8], image_id: &str) -> Result<Vec<u8>, DataRootError> {
+    containers_storage::config_from_tar(tar, image_id)
 }
 
 /// Where the container sees blob `digest`.
