@@ -227,6 +227,14 @@ pub(crate) fn choose_route(
             "the containerd store asks before every upload".into(),
         ),
     };
+    // Say why the archive route was left, where it was taken before.
+    let why = match gave_way.iter().find_map(|g| match g {
+        GaveWay::Archive(failed) => Some(failed),
+        _ => None,
+    }) {
+        Some(failed) => format!("{why} (the archive route gave way: {failed})"),
+        None => why,
+    };
     Ok((route, why))
 }
 
@@ -475,8 +483,9 @@ pub(crate) mod tests {
         // Given way: push for a named image, as without the archive route.
         let refused = [GaveWay::Archive("no".into())];
         let img = image(&["x:1"], &[], 2);
-        let (route, _) = choose_route(&local, &img, Via::Auto, &unreadable, &refused).unwrap();
+        let (route, why) = choose_route(&local, &img, Via::Auto, &unreadable, &refused).unwrap();
         assert_eq!(route, Route::Push);
+        assert!(why.ends_with("(the archive route gave way: no)"), "{why}");
         // A readable store is cheaper still.
         let (route, _) =
             choose_route(&local, &img, Via::Auto, &StoreAccess::Readable, &[]).unwrap();

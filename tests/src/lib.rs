@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+mod authz_proxy;
 mod buildkit;
 mod buildx;
 mod cleanup;
@@ -53,6 +54,7 @@ mod sshd;
 mod tar;
 mod tls_proxy;
 
+pub use authz_proxy::{AUTHZ_MESSAGE, AUTHZ_PLUGIN, AuthzProxy};
 pub use buildkit::{BuildKitImage, BuildKitOptions, BuildKitOutput, BuiltBy};
 pub use buildx::{Buildx, buildx_or_skip};
 pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};

@@ -268,3 +268,73 @@ fn a_docker_group_member_captures_and_cancels_a_push() {
     let tags = crate::routes::temporary_tags(&d);
     assert!(tags.is_empty(), "{tags:?}");
 }
+
+/// A daemon whose authorization plugin refuses bind mounts (dockerd's
+/// answer for such a plugin, given by testkit's `AuthzProxy` in front of
+/// the daemon under test): a `docker` group member's export gives way from
+/// the archive route to the next, saying why in `--json`; `--via archive`
+/// fails with the plugin's words; no container is left.
+#[test]
+fn a_refused_reader_container_gives_way_with_the_reason() {
+    let test = "a_refused_reader_container_gives_way_with_the_reason";
+    let Some(d) = daemon_or_skip(test) else {
+        return;
+    };
+    let Some(member) = member_or_skip(test) else {
+        return;
+    };
+    if !d.host.starts_with("unix://") {
+        skip(test, &format!("daemon {} is not on a unix socket", d.name));
+        return;
+    }
+    let proxy = testkit::AuthzProxy::start(&d.host).expect("the authz proxy starts");
+    let img = image(&d, 254);
+    let before = dlgrab_containers(&d);
+    let out = member.scratch_dir();
+    let run = member
+        .dlgrab_command(
+            &d,
+            &[
+                &img.tag,
+                "--json",
+                "-q",
+                "-o",
+                out.path().to_str().expect("utf-8"),
+            ],
+        )
+        .env("DOCKER_HOST", proxy.host())
+        .output()
+        .expect("dlgrab runs");
+    let top = img.layer_diff_ids.last().expect("a top layer");
+    assert_ne!(exported_route(&run, top), "archive");
+    let layer = testkit::items(&String::from_utf8_lossy(&run.stdout))[0].clone();
+    let reason = layer["route_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the archive route gave way")
+            && reason.contains(testkit::AUTHZ_PLUGIN)
+            && reason.contains(testkit::AUTHZ_MESSAGE),
+        "{layer}"
+    );
+    assert!(proxy.refused() >= 1, "the proxy saw no container creation");
+
+    // Forced, the route fails with the plugin's words.
+    let forced = member.scratch_dir();
+    let run = member
+        .dlgrab_command(
+            &d,
+            &[
+                &img.tag,
+                "--via",
+                "archive",
+                "-o",
+                forced.path().to_str().expect("utf-8"),
+            ],
+        )
+        .env("DOCKER_HOST", proxy.host())
+        .output()
+        .expect("dlgrab runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(stderr.contains(testkit::AUTHZ_MESSAGE), "{stderr}");
+    assert_eq!(dlgrab_containers(&d), before, "a container was left");
+}
