@@ -131,18 +131,23 @@ impl Cleanup {
         &self,
         reference: &str,
     ) -> Result<(), docker_driver::DriverError> {
-        let driver = {
-            let mut tags = lock(&self.tags);
-            let driver = tags
-                .iter()
-                .find(|(_, t)| t == reference)
-                .map(|(d, _)| d.clone());
-            tags.retain(|(_, t)| t != reference);
-            driver.unwrap_or_else(|| self.driver.clone())
-        };
+        let driver = lock(&self.tags)
+            .iter()
+            .find(|(_, t)| t == reference)
+            .map_or_else(|| self.driver.clone(), |(d, _)| d.clone());
         tracing::debug!(reference, "removing temporary tag");
         let _names = crate::names_lock::hold().await;
-        driver.untag(reference).await
+        let untagged = driver.untag(reference).await;
+        // Forgotten only once the daemon said it is gone: a run stopped
+        // (Ctrl-C) before then removes it in [`Cleanup::run`], where a tag
+        // already gone is no failure.
+        if matches!(
+            untagged,
+            Ok(()) | Err(docker_driver::DriverError::NoSuchImage { .. })
+        ) {
+            lock(&self.tags).retain(|(_, t)| t != reference);
+        }
+        untagged
     }
 
     /// Removes every recorded tag and folder, returning what could not be removed.
@@ -226,5 +231,48 @@ mod tests {
         }
         assert!(cleanup.run().await.is_empty());
         assert_eq!(*lock(&calls), ["tag", "untag"]);
+    }
+
+    /// A tag is forgotten only once the daemon removed it: an untag that
+    /// did not get through (here the daemon's connection failed; likewise
+    /// one dropped by Ctrl-C before the answer) leaves it recorded, so the
+    /// run's cleanup removes it.
+    #[tokio::test]
+    async fn a_tag_is_forgotten_only_once_the_daemon_removed_it() {
+        let untags = Arc::new(Mutex::new(0usize));
+        let mut mock = MockDockerDriver::new();
+        mock.expect_tag().returning(|_, _, _| Ok(()));
+        let seen = untags.clone();
+        mock.expect_untag().returning(move |_| {
+            let mut n = lock(&seen);
+            *n += 1;
+            if *n == 1 {
+                Err(docker_driver::DriverError::Transport {
+                    operation: "untag",
+                    source: "connection reset".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        let cleanup = Cleanup::new(Arc::new(mock));
+        let reference = "127.0.0.1:5000/dlgrab-run-x:export";
+        cleanup
+            .tag("sha256:1", "127.0.0.1:5000/dlgrab-run-x", "export")
+            .await
+            .unwrap();
+        assert!(cleanup.remove_tag(reference).await.is_err());
+        assert_eq!(lock(&cleanup.tags).len(), 1, "still recorded");
+        assert!(cleanup.run().await.is_empty());
+        assert_eq!(*lock(&untags), 2, "the cleanup removed it");
+        // Removed by the route itself: nothing left for the cleanup.
+        cleanup
+            .tag("sha256:1", "127.0.0.1:5000/dlgrab-run-x", "export")
+            .await
+            .unwrap();
+        cleanup.remove_tag(reference).await.unwrap();
+        assert!(lock(&cleanup.tags).is_empty());
+        assert!(cleanup.run().await.is_empty());
+        assert_eq!(*lock(&untags), 3);
     }
 }
