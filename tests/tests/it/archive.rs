@@ -290,21 +290,20 @@ fn a_refused_reader_container_gives_way_with_the_reason() {
     let proxy = testkit::AuthzProxy::start(&d.host).expect("the authz proxy starts");
     let img = image(&d, 254);
     let before = dlgrab_containers(&d);
-    let out = member.scratch_dir();
-    let run = member
-        .dlgrab_command(
-            &d,
-            &[
-                &img.tag,
-                "--json",
-                "-q",
-                "-o",
-                out.path().to_str().expect("utf-8"),
-            ],
-        )
-        .env("DOCKER_HOST", proxy.host())
-        .output()
-        .expect("dlgrab runs");
+    // The member's dlgrab through the proxy, with `extra` arguments; its
+    // output folder lives as long as the result.
+    let through_proxy = |extra: &[&str]| {
+        let out = member.scratch_dir();
+        let mut args = vec![img.tag.as_str(), "-o", out.path().to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        let run = member
+            .dlgrab_command(&d, &args)
+            .env("DOCKER_HOST", proxy.host())
+            .output()
+            .expect("dlgrab runs");
+        (out, run)
+    };
+    let (_out, run) = through_proxy(&["--json", "-q"]);
     let top = img.layer_diff_ids.last().expect("a top layer");
     assert_ne!(exported_route(&run, top), "archive");
     let layer = testkit::items(&String::from_utf8_lossy(&run.stdout))[0].clone();
@@ -318,21 +317,7 @@ fn a_refused_reader_container_gives_way_with_the_reason() {
     assert!(proxy.refused() >= 1, "the proxy saw no container creation");
 
     // Forced, the route fails with the plugin's words.
-    let forced = member.scratch_dir();
-    let run = member
-        .dlgrab_command(
-            &d,
-            &[
-                &img.tag,
-                "--via",
-                "archive",
-                "-o",
-                forced.path().to_str().expect("utf-8"),
-            ],
-        )
-        .env("DOCKER_HOST", proxy.host())
-        .output()
-        .expect("dlgrab runs");
+    let (_forced, run) = through_proxy(&["--via", "archive"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "{stderr}");
     assert!(stderr.contains(testkit::AUTHZ_MESSAGE), "{stderr}");
