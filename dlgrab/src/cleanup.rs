@@ -30,6 +30,8 @@ pub(crate) struct Cleanup {
     /// Layers written in full (their folders' names): they stay even if
     /// the run is interrupted after them.
     written: Mutex<Vec<String>>,
+    /// When the run began.
+    started: std::time::SystemTime,
 }
 
 impl Cleanup {
@@ -41,7 +43,13 @@ impl Cleanup {
             containers: Mutex::default(),
             in_flight: Arc::default(),
             written: Mutex::default(),
+            started: std::time::SystemTime::now(),
         }
+    }
+
+    /// When the run began.
+    pub(crate) fn started(&self) -> std::time::SystemTime {
+        self.started
     }
 
     /// Records a layer written in full into the output folder.

@@ -40,7 +40,16 @@ pub(crate) async fn run_to_end<T>(
 pub(crate) fn exit(stopped: &str, kept_in: Option<&Path>, cleanup: &Cleanup) -> ExitCode {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "dlgrab: interrupted: {stopped}");
-    let written = cleanup.written();
+    let mut written = cleanup.written();
+    if let Some(folder) = kept_in {
+        // A layer put in place just before the interrupt, before the run
+        // recorded it, is there in full all the same.
+        for id in placed_since(folder, cleanup.started()) {
+            if !written.contains(&id) {
+                written.push(id);
+            }
+        }
+    }
     if let Some(folder) = kept_in
         && !written.is_empty()
     {
@@ -53,6 +62,33 @@ pub(crate) fn exit(stopped: &str, kept_in: Option<&Path>, cleanup: &Cleanup) -> 
         );
     }
     ExitCode::from(INTERRUPTED)
+}
+
+/// The layer folders of `folder` (64 hex digits, holding `json`,
+/// `layer.tar` and `VERSION`) changed since `since`: put in place by this
+/// run, in full.
+fn placed_since(folder: &Path, since: std::time::SystemTime) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let is_id = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            let path = e.path();
+            let whole = ["json", "layer.tar", "VERSION"]
+                .iter()
+                .all(|f| path.join(f).is_file());
+            let recent = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since);
+            (is_id && whole && recent).then_some(name)
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -76,5 +112,34 @@ async fn interrupted() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_folders_put_in_place_since_the_start_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = |c: char| c.to_string().repeat(64);
+        let make = |name: &str, files: &[&str]| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            for f in files {
+                std::fs::write(path.join(f), b"x").unwrap();
+            }
+        };
+        let whole = ["json", "layer.tar", "VERSION"];
+        make(&id('a'), &whole);
+        let since = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        // Older than the run: not this run's.
+        assert!(placed_since(dir.path(), since).is_empty());
+        let since = std::time::SystemTime::UNIX_EPOCH;
+        make(&id('b'), &whole);
+        make(&id('c'), &["json", "layer.tar"]);
+        make("not-a-layer", &whole);
+        assert_eq!(placed_since(dir.path(), since), [id('a'), id('b')]);
+        assert!(placed_since(&dir.path().join("nowhere"), since).is_empty());
     }
 }
