@@ -144,9 +144,8 @@ pub(crate) async fn image_config(job: &Job, source: &Source<'_>) -> Option<Vec<u
         let layout = StoreLayout::new(driver)?;
         let binds = vec![(root.join(layout.image_dir()), IMAGE_DIR.to_owned())];
         let reader = job.reader(source, binds).await.map_err(|f| f.error)?;
-        let path = layout.config_file(&source.image.id);
         let config = job
-            .archived_config(&reader.id, path, docker_config, source.image)
+            .archived_config(&reader.id, &Layout::Docker(layout), source.image)
             .await;
         job.remove_reader(&reader).await;
         config
@@ -330,21 +329,16 @@ impl Job {
             error,
             retry: true,
         };
-        let (config, podman_layers) = match layout {
-            Layout::Docker(layout) => {
-                let path = layout.config_file(&image.id);
-                let config = self.archived_config(id, path, docker_config, image).await;
-                (config, None)
-            }
+        let config = self.archived_config(id, layout, image).await;
+        let podman_layers = match layout {
+            Layout::Docker(_) => None,
             Layout::Podman(layout) => {
-                let path = layout.config_file(&image.id);
-                let config = self.archived_config(id, path, podman_config, image).await;
                 let layers = self
                     .archived_file(id, &format!("{LAYERS_DIR}/{}", layout.layers_file()))
                     .await
                     .context("cannot read Podman's list of layers through the daemon");
                 match layers {
-                    Ok(layers) => (config, Some(layers)),
+                    Ok(layers) => Some(layers),
                     Err(e) => return Err(retry(Vec::new(), e)),
                 }
             }
@@ -418,20 +412,26 @@ impl Job {
         Ok(written)
     }
 
-    /// The image config of `image` through container `id`: the file
-    /// `config_path` (under [`IMAGE_DIR`]) that `from_tar` takes out of its
-    /// archive, checked to hash to the image ID.
+    /// The image config of `image` in `layout`'s image database through
+    /// container `id`, checked to hash to the image ID.
     async fn archived_config(
         &self,
         id: &str,
-        config_path: Result<String, DataRootError>,
-        from_tar: fn(&[u8], &str) -> Result<Vec<u8>, DataRootError>,
+        layout: &Layout,
         image: &ImageDetails,
     ) -> anyhow::Result<Vec<u8>> {
-        let config_path = config_path?;
+        let config_path = match layout {
+            Layout::Docker(layout) => layout.config_file(&image.id)?,
+            Layout::Podman(layout) => layout.config_file(&image.id)?,
+        };
         self.small_archive(id, &format!("{IMAGE_DIR}/{config_path}"))
             .await
-            .and_then(|tar| Ok(from_tar(&tar[..], &image.id)?))
+            .and_then(|tar| {
+                Ok(match layout {
+                    Layout::Docker(_) => config_from_tar(&tar[..], &image.id)?,
+                    Layout::Podman(_) => containers_storage::config_from_tar(&tar[..], &image.id)?,
+                })
+            })
             .context("cannot read the image config through the daemon")
     }
 
@@ -509,16 +509,6 @@ impl Job {
         }
         Ok(tar)
     }
-}
-
-/// A classic store's image config out of the archive of its file.
-fn docker_config(tar: &[u8], image_id: &str) -> Result<Vec<u8>, DataRootError> {
-    config_from_tar(tar, image_id)
-}
-
-/// Podman's image config out of the archive of its file.
-fn podman_config(tar: &[u8], image_id: &str) -> Result<Vec<u8>, DataRootError> {
-    containers_storage::config_from_tar(tar, image_id)
 }
 
 /// Where the container sees blob `digest`.
