@@ -26,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
+use crate::background::Background;
+
 /// The plugin name the refusals give.
 pub const AUTHZ_PLUGIN: &str = "dlgrab-test-authz";
 /// What the plugin says when it refuses.
@@ -38,8 +40,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 pub struct AuthzProxy {
     dir: PathBuf,
     refused: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Background,
 }
 
 impl AuthzProxy {
@@ -75,25 +76,13 @@ impl AuthzProxy {
         };
         let refused = Arc::new(AtomicUsize::new(0));
         let counting = Arc::clone(&refused);
-        let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("authz-proxy".into())
-            .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                // Dropping the runtime afterwards ends every connection.
-                runtime.block_on(serve(listener, daemon, counting, stopped));
-            })
-            .map_err(|e| format!("cannot start the proxy's thread: {e}"))?;
+        let server = Background::spawn("authz-proxy", |stopped| {
+            serve(listener, daemon, counting, stopped)
+        })?;
         Ok(AuthzProxy {
             dir,
             refused,
-            stop: Some(stop),
-            thread: Some(thread),
+            server,
         })
     }
 
@@ -110,12 +99,7 @@ impl AuthzProxy {
 
 impl Drop for AuthzProxy {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.server.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -199,7 +183,7 @@ async fn relay(
 }
 
 /// Whether a `containers/create` body binds a host path.
-fn binds_a_host_path(body: &[u8]) -> bool {
+pub(crate) fn binds_a_host_path(body: &[u8]) -> bool {
     let Ok(spec) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;
     };

@@ -36,7 +36,9 @@
 
 #![warn(missing_docs)]
 
+mod authz_plugin;
 mod authz_proxy;
+mod background;
 mod buildkit;
 mod buildx;
 mod cleanup;
@@ -54,6 +56,7 @@ mod sshd;
 mod tar;
 mod tls_proxy;
 
+pub use authz_plugin::AuthzPlugin;
 pub use authz_proxy::{AUTHZ_MESSAGE, AUTHZ_PLUGIN, AuthzProxy};
 pub use buildkit::{BuildKitImage, BuildKitOptions, BuildKitOutput, BuiltBy};
 pub use buildx::{Buildx, buildx_or_skip};

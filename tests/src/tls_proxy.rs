@@ -25,7 +25,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::sync::oneshot;
+
+use crate::background::Background;
 
 /// What the proxy does to a connection once it has relayed more than
 /// `after` bytes towards the daemon.
@@ -53,8 +54,7 @@ pub struct TlsProxy {
     port: u16,
     dir: PathBuf,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Background,
 }
 
 #[derive(Debug)]
@@ -112,36 +112,22 @@ impl TlsProxy {
             refused: AtomicUsize::new(0),
             faulted: AtomicUsize::new(0),
         });
-        let (stop, stopped) = oneshot::channel();
         let serving = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("tls-proxy".into())
-            .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                // Dropping the runtime afterwards ends every connection.
-                runtime.block_on(async move {
-                    let Ok(listener) = TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    tokio::select! {
-                        () = accept(listener, acceptor, socket, serving) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .map_err(|e| format!("cannot start the proxy thread: {e}"))?;
+        let server = Background::spawn("tls-proxy", |stopped| async move {
+            let Ok(listener) = TcpListener::from_std(listener) else {
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            tokio::select! {
+                () = accept(listener, acceptor, socket, serving) => {}
+                _ = stopped => {}
+            }
+        })?;
         Ok(TlsProxy {
             port,
             dir,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            server,
         })
     }
 
@@ -179,12 +165,7 @@ impl TlsProxy {
 
 impl Drop for TlsProxy {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.server.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,0 +1,61 @@
+//! A server of testkit's own (a proxy, a plugin) served on a thread with a
+//! current-thread tokio runtime of its own, stopped on demand or on drop.
+
+use std::future::Future;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+/// The thread serving; [`Background::stop`] (or dropping it) tells the
+/// server to stop and waits for the thread.
+#[derive(Debug)]
+pub(crate) struct Background {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Runs `serve(stopped)` on a thread named `name`; the future should
+    /// return once `stopped` resolves. Dropping the runtime afterwards ends
+    /// every connection it still holds.
+    pub(crate) fn spawn<F, Fut>(name: &str, serve: F) -> Result<Background, String>
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(serve(stopped));
+            })
+            .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+        Ok(Background {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the server and waits for its thread (once; later calls do
+    /// nothing).
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
