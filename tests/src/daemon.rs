@@ -69,6 +69,18 @@ pub struct Daemon {
     /// `DLGRAB_TEST_NETNS=1` for the daemon under test ([`daemon_or_skip`]);
     /// `false` from [`Daemon::try_connect`].
     pub own_netns: bool,
+    /// It is rootless: run by a non-root user (rootless Podman or Docker),
+    /// its unix socket owned by that user, its store that user's own (so
+    /// readable by them: the store route is theirs). `false` for a daemon
+    /// not on a unix socket.
+    pub rootless: bool,
+}
+
+/// The user owning the unix socket of `host` (`unix:///…`), if it is one.
+fn socket_owner(host: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = host.strip_prefix("unix://")?;
+    std::fs::metadata(path).ok().map(|m| m.uid())
 }
 
 /// `DOCKER_HOST` if set, else the default socket `unix:///var/run/docker.sock`.
@@ -185,6 +197,7 @@ impl Daemon {
             driver: info["Driver"].as_str().unwrap_or_default().to_owned(),
             tcp_host: None,
             own_netns: false,
+            rootless: socket_owner(host).is_some_and(|uid| uid != 0),
         })
     }
 

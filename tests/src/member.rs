@@ -19,6 +19,9 @@ pub struct DockerMember {
     pub name: String,
     uid: u32,
     gid: u32,
+    /// Whether this process already runs as the member (the member pass of
+    /// `cargo xtask test`): programs then run directly, not through `runuser`.
+    is_us: bool,
 }
 
 /// A folder owned by a [`DockerMember`] (mode 0700), removed with what is
@@ -44,13 +47,11 @@ impl Drop for MemberDir {
 impl DockerMember {
     /// The member, made (`useradd --system -G docker`) if missing; only
     /// root can make one and switch to it, so elsewhere this says why not.
+    /// A process that already runs as a non-root member of the `docker`
+    /// group is that member itself.
     pub fn try_get() -> Result<Self, String> {
-        let uid = Command::new("id")
-            .arg("-u")
-            .output()
-            .map_err(|e| format!("cannot run id: {e}"))?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            return Err("switching to a docker group member needs root".into());
+        if let Some(us) = Self::us()? {
+            return Ok(us);
         }
         let known = Command::new("id")
             .arg(MEMBER)
@@ -94,7 +95,42 @@ impl DockerMember {
             name: MEMBER.to_owned(),
             uid: id("-u")?,
             gid: id("-g")?,
+            is_us: false,
         })
+    }
+
+    /// This process's user when it is not root and belongs to the `docker`
+    /// group; `Err` when it is neither root nor such a member.
+    fn us() -> Result<Option<Self>, String> {
+        let id = |flag: &str| -> Result<String, String> {
+            let out = Command::new("id")
+                .arg(flag)
+                .output()
+                .map_err(|e| format!("cannot run id: {e}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        let uid = id("-u")?;
+        if uid == "0" {
+            return Ok(None);
+        }
+        if !id("-nG")?.split_whitespace().any(|g| g == "docker") {
+            return Err(
+                "switching to a docker group member needs root, and this user is not one".into(),
+            );
+        }
+        let number = |s: String| s.parse().map_err(|e| format!("id: {s:?}: {e}"));
+        Ok(Some(Self {
+            name: id("-un")?,
+            uid: number(uid)?,
+            gid: number(id("-g")?)?,
+            is_us: true,
+        }))
+    }
+
+    /// Whether this process runs as the member itself (not root switching
+    /// to it).
+    pub fn is_us(&self) -> bool {
+        self.is_us
     }
 
     /// The member's user and group IDs.
@@ -122,6 +158,13 @@ impl DockerMember {
     /// Whether the member can run `program` (every folder above it
     /// searchable, the file executable by it).
     pub fn can_run(&self, program: &Path) -> bool {
+        if self.is_us {
+            return Command::new("test")
+                .arg("-x")
+                .arg(program)
+                .status()
+                .is_ok_and(|s| s.success());
+        }
         Command::new("runuser")
             .args(["-u", &self.name, "--", "test", "-x"])
             .arg(program)
@@ -133,6 +176,11 @@ impl DockerMember {
     /// `program` run as the member (`runuser -u NAME --`), from `/` with
     /// the environment the returned command is given.
     pub fn command(&self, program: &Path) -> Command {
+        if self.is_us {
+            let mut cmd = Command::new(program);
+            cmd.current_dir("/");
+            return cmd;
+        }
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", &self.name, "--"])
             .arg(program)

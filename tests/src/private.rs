@@ -67,6 +67,8 @@ pub struct PrivateDaemon {
     dockerd: PathBuf,
     run_dir: PathBuf,
     data_root: PathBuf,
+    /// Flags beyond the defaults ([`Self::start_with`]).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -86,6 +88,12 @@ impl PrivateDaemon {
     /// Starts one; the error says why it could not (no binary, not root,
     /// no answer within a minute).
     pub fn start() -> Result<PrivateDaemon, String> {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with `extra` flags too (`--authorization-plugin=NAME`,
+    /// `--userns-remap=default`, …).
+    pub fn start_with(extra: &[&str]) -> Result<PrivateDaemon, String> {
         let dockerd = Self::binary();
         if !dockerd.is_file() {
             return Err(format!(
@@ -114,10 +122,12 @@ impl PrivateDaemon {
                 engine: crate::Engine::Docker,
                 tcp_host: None,
                 own_netns: false,
+                rootless: false,
             },
             dockerd,
             run_dir,
             data_root,
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
             child: None,
         };
         daemon.spawn()?;
@@ -153,6 +163,7 @@ impl PrivateDaemon {
             .arg("--pidfile")
             .arg(self.run_dir.join("dockerd.pid"))
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args(&self.extra)
             .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(log)
