@@ -75,7 +75,9 @@ fn dlgrab_containers(d: &Daemon) -> Vec<String> {
 
 /// As a member of the `docker` group, auto takes the archive route for the
 /// base, a middle and the top layer on every engine, each verified, and no
-/// container is left.
+/// container is left. On a rootless daemon (the member's own, its store
+/// the member's files) auto takes the store route instead, and `--via
+/// archive` gives each layer too.
 #[test]
 fn a_docker_group_member_gets_every_layer_by_the_archive_route() {
     let test = "a_docker_group_member_gets_every_layer_by_the_archive_route";
@@ -87,26 +89,33 @@ fn a_docker_group_member_gets_every_layer_by_the_archive_route() {
     };
     let img = image(&d, 251);
     let before = dlgrab_containers(&d);
+    let (auto, runs): (_, &[&[&str]]) = if d.rootless {
+        ("store", &[&[], &["--via", "archive"]])
+    } else {
+        ("archive", &[&[]])
+    };
     for (index, diff_id) in img.layer_diff_ids.iter().enumerate() {
-        let out = member.scratch_dir();
-        let index_arg = index.to_string();
-        let run = member
-            .dlgrab_command(
-                &d,
-                &[
-                    &img.tag,
-                    "--index",
-                    &index_arg,
-                    "--json",
-                    "-q",
-                    "-o",
-                    out.path().to_str().expect("utf-8"),
-                ],
-            )
-            .output()
-            .expect("dlgrab runs");
-        let route = exported_route(&run, diff_id);
-        assert_eq!(route, "archive", "layer {index} on {}", d.name);
+        for extra in runs {
+            let out = member.scratch_dir();
+            let index_arg = index.to_string();
+            let mut args = vec![
+                img.tag.as_str(),
+                "--index",
+                &index_arg,
+                "--json",
+                "-q",
+                "-o",
+                out.path().to_str().expect("utf-8"),
+            ];
+            args.extend_from_slice(extra);
+            let run = member
+                .dlgrab_command(&d, &args)
+                .output()
+                .expect("dlgrab runs");
+            let route = exported_route(&run, diff_id);
+            let want = if extra.is_empty() { auto } else { "archive" };
+            assert_eq!(route, want, "layer {index} on {} {extra:?}", d.name);
+        }
     }
     assert_eq!(dlgrab_containers(&d), before, "a container was left");
 }
@@ -273,7 +282,8 @@ fn a_docker_group_member_captures_and_cancels_a_push() {
 /// answer for such a plugin, given by testkit's `AuthzProxy` in front of
 /// the daemon under test): a `docker` group member's export gives way from
 /// the archive route to the next, saying why in `--json`; `--via archive`
-/// fails with the plugin's words; no container is left.
+/// fails with the plugin's words; no container is left. (On a rootless
+/// daemon auto takes the member's own store first, archive never tried.)
 #[test]
 fn a_refused_reader_container_gives_way_with_the_reason() {
     let test = "a_refused_reader_container_gives_way_with_the_reason";
@@ -305,16 +315,21 @@ fn a_refused_reader_container_gives_way_with_the_reason() {
     };
     let (_out, run) = through_proxy(&["--json", "-q"]);
     let top = img.layer_diff_ids.last().expect("a top layer");
-    assert_ne!(exported_route(&run, top), "archive");
-    let layer = testkit::items(&String::from_utf8_lossy(&run.stdout))[0].clone();
-    let reason = layer["route_reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("the archive route gave way")
-            && reason.contains(testkit::AUTHZ_PLUGIN)
-            && reason.contains(testkit::AUTHZ_MESSAGE),
-        "{layer}"
-    );
-    assert!(proxy.refused() >= 1, "the proxy saw no container creation");
+    let route = exported_route(&run, top);
+    if d.rootless {
+        assert_eq!(route, "store", "the member's own store comes first");
+    } else {
+        assert_ne!(route, "archive");
+        let layer = testkit::items(&String::from_utf8_lossy(&run.stdout))[0].clone();
+        let reason = layer["route_reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("the archive route gave way")
+                && reason.contains(testkit::AUTHZ_PLUGIN)
+                && reason.contains(testkit::AUTHZ_MESSAGE),
+            "{layer}"
+        );
+        assert!(proxy.refused() >= 1, "the proxy saw no container creation");
+    }
 
     // Forced, the route fails with the plugin's words.
     let (_forced, run) = through_proxy(&["--via", "archive"]);
@@ -322,4 +337,111 @@ fn a_refused_reader_container_gives_way_with_the_reason() {
     assert!(!run.status.success(), "{stderr}");
     assert!(stderr.contains(testkit::AUTHZ_MESSAGE), "{stderr}");
     assert_eq!(dlgrab_containers(&d), before, "a container was left");
+}
+
+/// The private dockerd of d's suite (d's binaries), as a test that starts
+/// one needs: on d only, as root (starting a daemon needs it), with the
+/// member to run dlgrab as.
+fn private_member_or_skip(test: &str) -> Option<DockerMember> {
+    let d = daemon_or_skip(test)?;
+    if !matches!(d.name.as_str(), "d" | "default") {
+        skip(
+            test,
+            "runs in the suite of daemon d only (its private dockerd)",
+        );
+        return None;
+    }
+    let member = member_or_skip(test)?;
+    if member.is_us() {
+        skip(test, "starting a private dockerd needs root");
+        return None;
+    }
+    Some(member)
+}
+
+/// A real authorization plugin: a private dockerd started with
+/// `--authorization-plugin` asks testkit's `AuthzPlugin`, which refuses a
+/// container creation binding a host path. A member's auto export gives
+/// way from the archive route with the daemon's own words in `--json`,
+/// `--via archive` fails with them, and no container is left.
+#[test]
+fn a_real_authorization_plugin_refusing_the_reader_makes_auto_give_way() {
+    let test = "a_real_authorization_plugin_refusing_the_reader_makes_auto_give_way";
+    let Some(member) = private_member_or_skip(test) else {
+        return;
+    };
+    let plugin = testkit::AuthzPlugin::start().expect("the authorization plugin starts");
+    let private =
+        testkit::PrivateDaemon::start_with(&[&format!("--authorization-plugin={}", plugin.name())])
+            .expect("a private dockerd with the plugin");
+    let p = &private.daemon;
+    let img = image(p, 253);
+    let run = |extra: &[&str]| {
+        let out = member.scratch_dir();
+        let mut args = vec![img.tag.as_str(), "-o", out.path().to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        let run = member
+            .dlgrab_command(p, &args)
+            .output()
+            .expect("dlgrab runs");
+        (out, run)
+    };
+    let (_out, auto) = run(&["--json", "-q"]);
+    let top = img.layer_diff_ids.last().expect("a top layer");
+    assert_ne!(exported_route(&auto, top), "archive");
+    let layer = testkit::items(&String::from_utf8_lossy(&auto.stdout))[0].clone();
+    let reason = layer["route_reason"].as_str().unwrap_or_default();
+    let denied = format!("authorization denied by plugin {}", plugin.name());
+    assert!(
+        reason.contains("the archive route gave way")
+            && reason.contains(&denied)
+            && reason.contains(testkit::AUTHZ_MESSAGE),
+        "{layer}"
+    );
+    assert!(plugin.refused() >= 1, "the plugin refused nothing");
+
+    let (_forced, forced) = run(&["--via", "archive"]);
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(!forced.status.success(), "{stderr}");
+    assert!(stderr.contains(&denied), "{stderr}");
+    assert!(dlgrab_containers(p).is_empty(), "a container was left");
+    assert!(
+        plugin.asked() > plugin.refused(),
+        "the daemon asked the plugin"
+    );
+}
+
+/// A daemon started with `--userns-remap=default` (its data root one level
+/// down, owned by the remapped root; dockerd adds the `dockremap` user and
+/// its subordinate IDs if missing) does not refuse the reader container:
+/// it creates it in the remapped namespace, and its archive API reads the
+/// bound data root as the daemon. A member's auto export takes the archive
+/// route there, `--via archive` too, each verified; no container is left.
+#[test]
+fn a_daemon_with_userns_remap_gives_a_member_the_layer_by_the_archive_route() {
+    let test = "a_daemon_with_userns_remap_gives_a_member_the_layer_by_the_archive_route";
+    let Some(member) = private_member_or_skip(test) else {
+        return;
+    };
+    let private = testkit::PrivateDaemon::start_with(&["--userns-remap=default"])
+        .expect("a private dockerd with --userns-remap");
+    let p = &private.daemon;
+    let root = p.docker_stdout(["info", "--format", "{{.DockerRootDir}}"]);
+    assert!(
+        root.trim().ends_with(|c: char| c.is_ascii_digit()),
+        "the data root is the remapped one: {root}"
+    );
+    let img = image(p, 252);
+    let top = img.layer_diff_ids.last().expect("a top layer");
+    for args in [&["--json", "-q"][..], &["--via", "archive", "--json", "-q"]] {
+        let out = member.scratch_dir();
+        let mut all = vec![img.tag.as_str(), "-o", out.path().to_str().expect("utf-8")];
+        all.extend_from_slice(args);
+        let run = member
+            .dlgrab_command(p, &all)
+            .output()
+            .expect("dlgrab runs");
+        assert_eq!(exported_route(&run, top), "archive", "{args:?}");
+    }
+    assert!(dlgrab_containers(p).is_empty(), "a container was left");
 }
