@@ -23,10 +23,10 @@ use anyhow::{Context, Result, bail};
 use testkit::{Daemon, Store};
 
 use crate::root;
-use crate::sh::{apt_install, capture, dpkg_installed, fetch_debs, run, tail_file};
+use crate::sh::{apt_install, capture, fetch_debs, run, tail_file};
 
 /// Every daemon of the matrix, in order.
-pub(crate) const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "p", "n"];
+pub(crate) const NAMES: [&str; 8] = ["a", "b", "c", "d", "e", "p", "n", "r"];
 
 /// What runs behind a daemon name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,10 @@ enum Kind {
     },
     /// `podman system service`.
     Podman,
+    /// `podman system service` run by the `docker` group member
+    /// `dlgrab-member` itself: rootless Podman, in a user namespace of the
+    /// member's subordinate IDs, its socket and store the member's own.
+    RootlessPodman,
 }
 
 /// A Debian suite whose docker.io xtask unpacks (never installs).
@@ -103,6 +107,7 @@ fn kind(name: &str) -> Kind {
             own_netns: false,
         },
         "p" => Kind::Podman,
+        "r" => Kind::RootlessPodman,
         "n" => Kind::Dockerd {
             suite: Suite::Sid,
             containerd_store: false,
@@ -115,7 +120,7 @@ fn kind(name: &str) -> Kind {
 /// The process a pidfile of daemon `name` names (checked against its command line).
 fn process_name(name: &str) -> &'static str {
     match kind(name) {
-        Kind::Podman => "podman",
+        Kind::Podman | Kind::RootlessPodman => "podman",
         _ => "dockerd",
     }
 }
@@ -192,6 +197,12 @@ pub(crate) fn own_netns(name: &str) -> bool {
     )
 }
 
+/// Whether daemon `name` is rootless (run by the `docker` group member
+/// itself, not by root).
+pub(crate) fn rootless(name: &str) -> bool {
+    kind(name) == Kind::RootlessPodman
+}
+
 /// The plain `tcp://` host daemon `name` also listens on, if any.
 pub(crate) fn tcp_host(name: &str) -> Option<&'static str> {
     own_netns(name).then_some(N_TCP_HOST)
@@ -211,8 +222,17 @@ pub(crate) fn down_all() -> Result<()> {
                     stop(pid, "containerd")?;
                 }
                 let _ = fs::remove_file(&pidfile);
-                if matches!(kind(name), Kind::Podman) {
-                    unmount_storage(name);
+                match kind(name) {
+                    Kind::Podman => unmount_storage(name),
+                    // Rootless Podman keeps its user namespace open with a
+                    // pause process, which outlives the service.
+                    Kind::RootlessPodman => {
+                        let pause = exec_root(name).join("libpod/tmp/pause.pid");
+                        if let Some(pid) = read_pid(&pause, "") {
+                            stop(pid, "podman pause")?;
+                        }
+                    }
+                    _ => {}
                 }
                 println!("{name} stopped");
             }
@@ -264,6 +284,7 @@ pub(crate) fn status_all() -> Result<()> {
 pub(crate) fn describe(d: &Daemon) -> String {
     let store = match d.store {
         Store::Classic if d.name == "p" => format!("podman, {}", d.driver),
+        Store::Classic if d.name == "r" => format!("rootless podman, {}", d.driver),
         Store::Classic => format!("classic {}", d.driver),
         Store::Containerd => format!("containerd store, {}", d.driver),
     };
@@ -281,6 +302,9 @@ pub(crate) fn describe(d: &Daemon) -> String {
 pub(crate) fn host(name: &str) -> String {
     if name == "a" {
         MACHINE_HOST.to_owned()
+    } else if kind(name) == Kind::RootlessPodman {
+        // In the member's own runtime folder (mode 0700): only it may use it.
+        format!("unix://{}/podman.sock", exec_root(name).display())
     } else {
         format!("unix://{RUN_DIR}/{name}.sock")
     }
@@ -307,7 +331,7 @@ fn log_path(name: &str) -> PathBuf {
 /// usable by the group `gid` (`docker`), and `n`'s TCP host answering.
 fn up_one(name: &str, gid: u32) -> Result<Daemon> {
     let daemon = start(name)?;
-    if kind(name) != Kind::Machine {
+    if !matches!(kind(name), Kind::Machine | Kind::RootlessPodman) {
         share_socket(name, gid)?;
     }
     if let Some(tcp) = tcp_host(name) {
@@ -328,6 +352,7 @@ fn start(name: &str) -> Result<Daemon> {
     let (suite, containerd_store, own_netns) = match kind(name) {
         Kind::Machine => return up_machine(),
         Kind::Podman => return up_podman(name),
+        Kind::RootlessPodman => return up_rootless_podman(name),
         Kind::Dockerd {
             suite,
             containerd_store,
@@ -537,33 +562,98 @@ insecure = true
 /// Daemon `p`: Debian 12's Podman serving the Docker API on its own socket,
 /// with its own storage root and run root.
 fn up_podman(name: &str) -> Result<Daemon> {
-    if !dpkg_installed("podman") {
-        apt_install(&["podman"])?;
-    }
+    apt_install(&["podman"])?;
     if let Some(pid) = read_pid(&pidfile(name), "podman") {
         println!("xtask: {name}: podman {pid} is running, waiting for it");
         return wait_for(name, None);
     }
+    let socket = PathBuf::from(format!("{RUN_DIR}/{name}.sock"));
+    podman_service(name, Command::new("podman"), &exec_root(name), &socket)
+}
+
+/// Daemon `r`: Debian 12's Podman run by the `docker` group member
+/// `dlgrab-member` (testkit makes the user): rootless, in a user namespace
+/// of the member's subordinate IDs (`/etc/subuid`, `/etc/subgid`, added
+/// when missing; `newuidmap` from Debian's `uidmap`), its store under
+/// `target/xtask/daemons/r/storage` and its runtime folder, socket
+/// included, in `/run/dlgrab-xtask/r` (`XDG_RUNTIME_DIR`, mode 0700): the
+/// socket only the member may use, as a rootless user's own. It picks its
+/// storage driver itself (vfs here).
+fn up_rootless_podman(name: &str) -> Result<Daemon> {
+    // `newuidmap` and user-mode networking, which Podman only recommends.
+    apt_install(&["podman", "uidmap", "slirp4netns"])?;
+    if let Some(pid) = read_pid(&pidfile(name), "podman") {
+        println!("xtask: {name}: podman {pid} is running, waiting for it");
+        return wait_for(name, None);
+    }
+    let member = testkit::DockerMember::try_get()
+        .map_err(|e| anyhow::anyhow!("no docker group member to run rootless Podman: {e}"))?;
+    let (uid, gid) = member.ids();
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        subordinate_ids(Path::new(file), &member.name)?;
+    }
+    let own = |path: &Path, mode: u32| -> Result<()> {
+        fs::create_dir_all(path)?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("chown {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    let state = state_dir(name);
+    let home = root().join("target/xtask/member-home");
+    own(&state, 0o755)?;
+    own(&state.join("storage"), 0o700)?;
+    own(&home, 0o700)?;
+    let runtime = exec_root(name);
+    own(&runtime, 0o700)?;
+    let mut podman = Command::new("setpriv");
+    podman
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--init-groups", "--", "podman"])
+        .current_dir("/")
+        .env("HOME", &home)
+        .env("USER", &member.name)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME");
+    podman_service(
+        name,
+        podman,
+        &runtime.join("runroot"),
+        &runtime.join("podman.sock"),
+    )
+}
+
+/// Starts `podman` (the command given, to which the arguments are added)
+/// as `system service` for daemon `name` on `socket`, its store in the
+/// daemon's state folder with [`PODMAN_CONF`] and [`PODMAN_REGISTRIES`],
+/// and waits until it answers.
+fn podman_service(
+    name: &str,
+    mut podman: Command,
+    runroot: &Path,
+    socket: &Path,
+) -> Result<Daemon> {
     let state = state_dir(name);
     let conf = state.join("containers.conf");
     fs::write(&conf, PODMAN_CONF)?;
     let registries = state.join("registries.conf");
     fs::write(&registries, PODMAN_REGISTRIES)?;
-    let socket = format!("{RUN_DIR}/{name}.sock");
     // A socket left by a service that is gone would make the new one fail to bind.
-    let _ = fs::remove_file(&socket);
+    let _ = fs::remove_file(socket);
     let log = fs::File::create(log_path(name))?;
     println!(
         "xtask: starting daemon {name} (podman; log: {})",
         log_path(name).display()
     );
-    let child = Command::new("podman")
+    let child = podman
         .arg("--root")
         .arg(state.join("storage"))
         .arg("--runroot")
-        .arg(exec_root(name))
+        .arg(runroot)
         .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{socket}"))
+        .arg(format!("unix://{}", socket.display()))
         .env("CONTAINERS_CONF", &conf)
         .env("CONTAINERS_REGISTRIES_CONF", &registries)
         .stdin(Stdio::null())
@@ -574,6 +664,30 @@ fn up_podman(name: &str) -> Result<Daemon> {
         .context("cannot start podman")?;
     fs::write(pidfile(name), child.id().to_string())?;
     wait_for(name, Some(child))
+}
+
+/// `user`'s line in `file` (`/etc/subuid` or `/etc/subgid`), added when
+/// missing: 65536 IDs above every range there.
+fn subordinate_ids(file: &Path, user: &str) -> Result<()> {
+    let text = fs::read_to_string(file).unwrap_or_default();
+    let mut end = 165_536_u64;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() == Some(&user) {
+            return Ok(());
+        }
+        if let [_, start, count] = fields[..]
+            && let (Ok(start), Ok(count)) = (start.parse::<u64>(), count.parse::<u64>())
+        {
+            end = end.max(start + count);
+        }
+    }
+    let mut text = text;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{user}:{end}:65536\n"));
+    fs::write(file, text).with_context(|| format!("cannot add {user} to {}", file.display()))
 }
 
 /// Daemon `a`: the machine's daemon, installed and started if it is not answering.

@@ -21,7 +21,9 @@ use crate::sh::{apt_install, run_logged, stream};
 /// runs the private-daemon faults), so that the short ones fill in beside
 /// them. The copy tests run after all of them ([`copy_step`]). `n` is `d`
 /// in a network namespace of its own: every daemon test runs there too.
-const DEFAULT_DAEMONS: [&str; 7] = ["p", "d", "n", "c", "a", "b", "e"];
+/// `r` (rootless Podman) is the member's own daemon: its suite runs as the
+/// member only.
+const DEFAULT_DAEMONS: [&str; 8] = ["p", "d", "n", "c", "a", "b", "e", "r"];
 
 /// How many daemons' suites run at once by default (2 cores: the suites
 /// mostly wait on the daemons, 3 keeps both cores busy).
@@ -51,17 +53,28 @@ struct Step {
 /// Options of `cargo xtask test`.
 struct Options {
     daemons: Vec<&'static str>,
+    /// The daemons whose suite runs a second time as a non-root member of
+    /// the `docker` group ([`MEMBER_DAEMONS`] by default).
+    members: Vec<&'static str>,
     jobs: usize,
     lint: bool,
     unit: bool,
 }
 
-const USAGE: &str =
-    "usage: cargo xtask test [--daemon a,b,c,d,e,p,n] [--jobs N] [--no-lint] [--no-unit]";
+const USAGE: &str = "usage: cargo xtask test [--daemon a,b,c,d,e,p,n,r] [--member a,b,…|none] \
+     [--jobs N] [--no-lint] [--no-unit]";
+
+/// The daemons whose suite runs a second time as a non-root member of the
+/// `docker` group (the user most people are), by default: one of each kind
+/// (classic 20.10, containerd store 28.5, Podman) and the daemon whose
+/// loopback is not ours. What a member cannot do (read the data root, mount,
+/// start daemons) skips there, saying why; the rest runs as the member.
+const MEMBER_DAEMONS: [&str; 4] = ["p", "n", "a", "e"];
 
 fn parse(args: &[&str]) -> Result<Options> {
     let mut opts = Options {
         daemons: Vec::new(),
+        members: MEMBER_DAEMONS.to_vec(),
         jobs: DEFAULT_JOBS,
         lint: true,
         unit: true,
@@ -84,6 +97,20 @@ fn parse(args: &[&str]) -> Result<Options> {
                     }
                 }
             }
+            "--member" => {
+                let Some(&want) = args.next() else {
+                    bail!("--member needs names among {}, or none", NAMES.join(", "));
+                };
+                opts.members.clear();
+                for name in want.split(',').filter(|&n| n != "none") {
+                    let Some(&known) = NAMES.iter().find(|&&n| n == name) else {
+                        bail!("unknown daemon {name:?}: one of {}", NAMES.join(", "));
+                    };
+                    if !opts.members.contains(&known) {
+                        opts.members.push(known);
+                    }
+                }
+            }
             "--jobs" => {
                 let jobs = args.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0);
                 let Some(jobs) = jobs else {
@@ -97,6 +124,9 @@ fn parse(args: &[&str]) -> Result<Options> {
     if opts.daemons.is_empty() {
         opts.daemons = DEFAULT_DAEMONS.to_vec();
     }
+    // A member pass needs its daemon up, that is, in the run.
+    let daemons = opts.daemons.clone();
+    opts.members.retain(|m| daemons.contains(m));
     Ok(opts)
 }
 
@@ -214,18 +244,103 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             .filter_map(|(name, host)| Some((name, host?)))
             .collect();
         let copy = copy_step(&exe, &up, buildx_config.clone());
-        steps.extend(daemon_steps(&exe, up, opts.jobs, buildx_config.as_deref()));
+        // A rootless daemon is the member's own: its suite runs as the
+        // member only.
+        let member_only = |name: &str| daemons::rootless(name);
+        let mut suites: Vec<Suite> = up
+            .iter()
+            .filter(|(name, _)| !member_only(name))
+            .map(|(name, host)| Suite {
+                name,
+                host: host.clone(),
+                member: None,
+            })
+            .collect();
+        let members: Vec<&(&str, String)> = up
+            .iter()
+            .filter(|(n, _)| opts.members.contains(n) || member_only(n))
+            .collect();
+        if !members.is_empty() {
+            match Member::get() {
+                Ok(member) => {
+                    for (name, host) in members {
+                        // Right after the daemon's own suite, or as soon
+                        // as it is done ([`daemon_steps`] never runs both
+                        // at once).
+                        let at = suites
+                            .iter()
+                            .position(|s| s.name == *name)
+                            .map_or(suites.len(), |i| (i + 3).min(suites.len()));
+                        suites.insert(
+                            at,
+                            Suite {
+                                name,
+                                host: host.clone(),
+                                member: Some(member.clone()),
+                            },
+                        );
+                    }
+                }
+                Err(e) => steps.push(failed_step("member", format!("{e:#}"))),
+            }
+        }
+        steps.extend(daemon_steps(
+            &exe,
+            suites,
+            opts.jobs,
+            buildx_config.as_deref(),
+        ));
         steps.extend(copy.map(|run| run()));
     }
 
     summary(&steps)
 }
 
-/// Runs the integration tests once per daemon, up to `jobs` daemons at a
-/// time, each into its own log; returns one step per daemon, in matrix order.
+/// One run of the integration tests: against daemon `name`, as root or as
+/// a `docker` group member.
+struct Suite {
+    name: &'static str,
+    host: String,
+    member: Option<Member>,
+}
+
+impl Suite {
+    /// The step's name and log file's stem: `a`, or `a-member`.
+    fn label(&self) -> String {
+        match self.member {
+            None => self.name.to_owned(),
+            Some(_) => format!("{}-member", self.name),
+        }
+    }
+}
+
+/// The non-root `docker` group member the member passes run as (testkit
+/// makes the user), and a home folder of its own.
+#[derive(Clone)]
+struct Member {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+impl Member {
+    fn get() -> Result<Member> {
+        let member = testkit::DockerMember::try_get()
+            .map_err(|e| anyhow::anyhow!("no docker group member to run as: {e}"))?;
+        let (uid, gid) = member.ids();
+        let home = root().join("target/xtask/member-home");
+        std::fs::create_dir_all(&home)?;
+        std::os::unix::fs::chown(&home, Some(uid), Some(gid))?;
+        Ok(Member { uid, gid, home })
+    }
+}
+
+/// Runs the suites, up to `jobs` at a time but never two on one daemon at
+/// once (each checks that its daemon's image list ends as it began), each
+/// into its own log; returns one step per suite, in the given order.
 fn daemon_steps(
     exe: &Path,
-    daemons: Vec<(&'static str, String)>,
+    suites: Vec<Suite>,
     jobs: usize,
     buildx_config: Option<&Path>,
 ) -> Vec<Step> {
@@ -233,14 +348,14 @@ fn daemon_steps(
     if let Err(e) = std::fs::create_dir_all(&logs) {
         return vec![failed_step("daemon logs", format!("{e:#}"))];
     }
-    let order: Vec<&str> = daemons.iter().map(|(n, _)| *n).collect();
-    let jobs = jobs.min(daemons.len()).max(1);
+    let order: Vec<String> = suites.iter().map(Suite::label).collect();
+    let jobs = jobs.min(suites.len()).max(1);
     println!(
         "\n==== daemon tests: {} ({jobs} at a time; logs in {})",
         order.join(", "),
         logs.display()
     );
-    let queue = Arc::new(Mutex::new(VecDeque::from(daemons)));
+    let queue = Arc::new(Mutex::new((VecDeque::from(suites), Vec::<&str>::new())));
     let done = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..jobs)
         .map(|_| {
@@ -249,11 +364,26 @@ fn daemon_steps(
             let buildx_config = buildx_config.map(Path::to_path_buf);
             thread::spawn(move || {
                 loop {
-                    let next = queue.lock().expect("no panics while locked").pop_front();
-                    let Some((name, host)) = next else { break };
-                    let log = logs.join(format!("{name}.log"));
-                    let step = daemon_step(&exe, name, &host, buildx_config.as_deref(), &log);
+                    let next = {
+                        let mut guard = queue.lock().expect("no panics while locked");
+                        let (waiting, busy) = &mut *guard;
+                        if waiting.is_empty() {
+                            break;
+                        }
+                        let free = waiting.iter().position(|s| !busy.contains(&s.name));
+                        free.and_then(|i| waiting.remove(i))
+                            .inspect(|s| busy.push(s.name))
+                    };
+                    let Some(suite) = next else {
+                        // Every waiting suite's daemon is busy: wait a little.
+                        thread::sleep(Duration::from_secs(2));
+                        continue;
+                    };
+                    let log = logs.join(format!("{}.log", suite.label()));
+                    let step = daemon_step(&exe, &suite, buildx_config.as_deref(), &log);
                     done.lock().expect("no panics while locked").push(step);
+                    let mut guard = queue.lock().expect("no panics while locked");
+                    guard.1.retain(|&n| n != suite.name);
                 }
             })
         })
@@ -262,7 +392,7 @@ fn daemon_steps(
         let _ = worker.join();
     }
     let mut steps = std::mem::take(&mut *done.lock().expect("no panics while locked"));
-    steps.sort_by_key(|s| order.iter().position(|&n| s.name == format!("daemon {n}")));
+    steps.sort_by_key(|s| order.iter().position(|n| s.name == format!("daemon {n}")));
     steps
 }
 
@@ -347,14 +477,35 @@ const NEEDS_OUR_LOOPBACK: &[&str] = &[
 /// docker-buildx plugin) and must have it. A daemon in a network namespace
 /// of its own (`n`) gets `DLGRAB_TEST_NETNS=1` and its plain TCP host in
 /// `DLGRAB_TEST_TCP_HOST`.
-fn daemon_step(
-    exe: &Path,
-    name: &str,
-    host: &str,
-    buildx_config: Option<&Path>,
-    log: &Path,
-) -> Step {
-    let mut cmd = Command::new(exe);
+fn daemon_step(exe: &Path, suite: &Suite, buildx_config: Option<&Path>, log: &Path) -> Step {
+    let (name, host) = (suite.name, suite.host.as_str());
+    let mut cmd = match &suite.member {
+        None => Command::new(exe),
+        Some(member) => {
+            // `--init-groups`: the member's groups, `docker` among them.
+            let mut cmd = Command::new("setpriv");
+            cmd.arg(format!("--reuid={}", member.uid))
+                .arg(format!("--regid={}", member.gid))
+                .args(["--init-groups", "--"])
+                .arg(exe)
+                .env("HOME", &member.home)
+                // The binary "build dlgrab" made, beside `deps/` where the
+                // test binary is: the member has no cargo to build it.
+                .env(
+                    "DLGRAB_BIN",
+                    exe.parent()
+                        .and_then(Path::parent)
+                        .map_or_else(|| root().join("target/debug/dlgrab"), |p| p.join("dlgrab")),
+                )
+                .env("USER", testkit::MEMBER)
+                .env("TMPDIR", "/tmp")
+                // insta finds the snapshots by `cargo metadata`, and the
+                // member has no cargo.
+                .env("INSTA_WORKSPACE_ROOT", root())
+                .env("INSTA_UPDATE", "no");
+            cmd
+        }
+    };
     cmd.current_dir(root().join("tests"))
         .env("CARGO_MANIFEST_DIR", root().join("tests"))
         .env("DOCKER_HOST", host)
@@ -373,7 +524,7 @@ fn daemon_step(
     if let Some(tcp) = daemons::tcp_host(name) {
         cmd.env(testkit::ENV_TCP_HOST, tcp);
     }
-    suite_step(&format!("daemon {name}"), cmd, host, log)
+    suite_step(&format!("daemon {}", suite.label()), cmd, host, log)
 }
 
 /// Runs `cmd` (the integration-test binary), its output in `log`, and
@@ -544,7 +695,7 @@ fn summary(steps: &[Step]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{executable, parse_counts};
+    use super::{MEMBER_DAEMONS, executable, parse, parse_counts};
 
     #[test]
     fn reads_the_test_executable() {
@@ -553,6 +704,17 @@ mod tests {
             Some("target/debug/deps/it-0123abcd")
         );
         assert_eq!(executable("   Compiling dlgrab v0.1.0"), None);
+    }
+
+    #[test]
+    fn member_passes_are_picked_among_the_daemons_run() {
+        let members = |args: &[&str]| parse(args).expect("valid").members;
+        assert_eq!(members(&[]), MEMBER_DAEMONS.to_vec());
+        assert_eq!(members(&["--daemon", "a,b"]), vec!["a"]);
+        assert_eq!(members(&["--member", "b,b", "--daemon", "a,b"]), vec!["b"]);
+        assert!(members(&["--member", "none"]).is_empty());
+        assert!(parse(&["--member", "z"]).is_err());
+        assert!(parse(&["--member"]).is_err());
     }
 
     #[test]
