@@ -5,7 +5,7 @@
 //! ```text
 //! cargo xtask bench registry [--size-mib 1024] [--rounds 3]
 //! cargo xtask bench export [--base-mib 512] [--rounds 3] [--scenarios S1,S2,S3a] [--daemon X]
-//! cargo xtask bench export --scenarios nonroot,netns,remote [--base-mib 256] [--rounds 3]
+//! cargo xtask bench export --scenarios nonroot,rootless,netns,remote [--base-mib 256] [--rounds 3]
 //! cargo xtask bench copy [--base-mib 256] [--new-mib 2] [--rounds 3] [--from d] [--to b] [--dlgrab PATH]
 //! ```
 //!
@@ -41,7 +41,7 @@ usage: cargo xtask bench <name> [options]
       S3a classic never-pushed (a), S3b the same on b;
       --daemon X (any of a, b, c, d, e, p) runs the scenarios its store can
       play on X instead (S1 on a containerd store, else S2 and S3)
-  export --scenarios nonroot,netns,remote [--base-mib 256] [--rounds 3]
+  export --scenarios nonroot,rootless,netns,remote [--base-mib 256] [--rounds 3]
       busybox + <base-mib> + 4 MiB + 1 KiB top, never pushed: dlgrab --via auto
       vs the same user's `docker save | tar -x` through the same host; nonroot:
       the docker group member on a, b, d, p, c, e; netns: the member on n's

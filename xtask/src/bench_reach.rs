@@ -7,6 +7,8 @@
 //!   ([`DockerMember`], made if missing) on the unix sockets of a, b, d
 //!   (classic), p (Podman), c and e (containerd store); both commands write
 //!   into a folder the member owns.
+//! - `rootless`: the member on daemon r, rootless Podman run by the member
+//!   itself (its store the member's own files).
 //! - `netns`: the member on daemon n's unix socket (n runs in a network
 //!   namespace of its own: its 127.0.0.1 is not ours).
 //! - `remote`: root on daemon n over `tcp://10.203.0.2:2375`, and over
@@ -40,6 +42,7 @@ use crate::sh::apt_install;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Key {
     Nonroot,
+    Rootless,
     Netns,
     Remote,
 }
@@ -51,6 +54,7 @@ pub(crate) fn split_keys(list: &str) -> (Vec<Key>, Vec<&str>) {
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let key = match name.to_ascii_lowercase().as_str() {
             "nonroot" => Key::Nonroot,
+            "rootless" => Key::Rootless,
             "netns" => Key::Netns,
             "remote" => Key::Remote,
             _ => {
@@ -67,6 +71,8 @@ pub(crate) fn split_keys(list: &str) -> (Vec<Key>, Vec<&str>) {
 
 /// The daemons of `nonroot`, in the order measured.
 const NONROOT_DAEMONS: [&str; 6] = ["a", "b", "d", "p", "c", "e"];
+/// The member's own rootless daemon (`rootless`).
+const ROOTLESS_DAEMON: &str = "r";
 /// The daemon in a network namespace of its own (`netns`, `remote`).
 const NETNS_DAEMON: &str = "n";
 /// Layers of the image: busybox, base, middle, top; measured top first.
@@ -179,7 +185,9 @@ pub(crate) fn run(keys: &[Key], base_mib: u64, rounds: u64) -> Result<()> {
     let dlgrab = cargo_release_exe(&["-p", "dlgrab"], "dlgrab")?;
     let version = Command::new(&dlgrab).arg("--version").output()?;
     println!("{}", String::from_utf8_lossy(&version.stdout).trim());
-    let needs_member = keys.iter().any(|k| matches!(k, Key::Nonroot | Key::Netns));
+    let needs_member = keys
+        .iter()
+        .any(|k| matches!(k, Key::Nonroot | Key::Rootless | Key::Netns));
     let member = if needs_member {
         let m = DockerMember::try_get().map_err(|e| anyhow::anyhow!("docker group member: {e}"))?;
         anyhow::ensure!(
@@ -201,6 +209,9 @@ pub(crate) fn run(keys: &[Key], base_mib: u64, rounds: u64) -> Result<()> {
     let mut names: Vec<&'static str> = Vec::new();
     if keys.contains(&Key::Nonroot) {
         names.extend(NONROOT_DAEMONS);
+    }
+    if keys.contains(&Key::Rootless) {
+        names.push(ROOTLESS_DAEMON);
     }
     if keys.iter().any(|k| matches!(k, Key::Netns | Key::Remote)) {
         names.push(NETNS_DAEMON);
@@ -374,6 +385,7 @@ fn cases(keys: &[Key], up: &HashMap<&'static str, Daemon>, sshd: Option<&Sshd>) 
     let mut out = Vec::new();
     let store = |d: &Daemon| {
         let kind = match (d.engine, d.store) {
+            (testkit::Engine::Podman, _) if d.rootless => "rootless podman",
             (testkit::Engine::Podman, _) => "podman",
             (_, testkit::Store::Classic) => "classic",
             (_, testkit::Store::Containerd) => "containerd store",
@@ -396,6 +408,7 @@ fn cases(keys: &[Key], up: &HashMap<&'static str, Daemon>, sshd: Option<&Sshd>) 
                     out.push(unix("nonroot", name, &up[name]));
                 }
             }
+            Key::Rootless => out.push(unix("rootless", ROOTLESS_DAEMON, &up[ROOTLESS_DAEMON])),
             Key::Netns => out.push(unix("netns", NETNS_DAEMON, &up[NETNS_DAEMON])),
             Key::Remote => {
                 let n = &up[NETNS_DAEMON];
@@ -637,8 +650,8 @@ mod tests {
 
     #[test]
     fn keys_split_from_the_others() {
-        let (keys, others) = split_keys("S1, nonroot,REMOTE,,s3a,nonroot");
-        assert_eq!(keys, [Key::Nonroot, Key::Remote]);
+        let (keys, others) = split_keys("S1, nonroot,REMOTE,,s3a,nonroot,rootless");
+        assert_eq!(keys, [Key::Nonroot, Key::Remote, Key::Rootless]);
         assert_eq!(others, ["S1", "s3a"]);
         assert_eq!(split_keys(""), (vec![], vec![]));
     }
