@@ -64,7 +64,7 @@ pub use daemon::{Daemon, Engine, Store, daemon_or_skip, default_host};
 pub use dlgrab::{dlgrab_bin, exported_file, items, result, succeeded};
 pub use error::Error;
 pub use image::{BuiltImage, HistoryRow, ImageBuilder, busybox_path};
-pub use member::{DockerMember, MEMBER, MemberDir};
+pub use member::{DockerMember, MEMBER, MemberDir, is_root};
 pub use names::unique_name;
 pub(crate) use names::unique_scratch_name;
 pub use private::{PrivateDaemon, Tmpfs};

@@ -44,6 +44,14 @@ impl Drop for MemberDir {
     }
 }
 
+/// Whether this process runs as root (what starting a daemon, mounting
+/// or switching users needs; a member pass runs as a `docker` group member).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // `/proc/self` belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 impl DockerMember {
     /// The member, made (`useradd --system -G docker`) if missing; only
     /// root can make one and switch to it, so elsewhere this says why not.

@@ -46,12 +46,10 @@ impl Sshd {
         // Run by root, sshd refuses to start without its privilege
         // separation folder; run by anyone else (a `docker` group member),
         // it needs none and could not make it.
-        if let Err(e) = std::fs::create_dir_all("/run/sshd") {
-            use std::os::unix::fs::MetadataExt;
-            let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-            if root {
-                return Err(format!("cannot create /run/sshd: {e}"));
-            }
+        if let Err(e) = std::fs::create_dir_all("/run/sshd")
+            && crate::is_root()
+        {
+            return Err(format!("cannot create /run/sshd: {e}"));
         }
         let dir = std::env::temp_dir().join(format!(
             "dlgrab-sshd-{}-{}",

@@ -23,7 +23,7 @@ use crate::sh::{apt_install, run_logged, stream};
 /// in a network namespace of its own: every daemon test runs there too.
 /// `r` (rootless Podman) is the member's own daemon: its suite runs as the
 /// member only.
-const DEFAULT_DAEMONS: [&str; 8] = ["p", "d", "n", "c", "a", "b", "e", "r"];
+const DEFAULT_DAEMONS: [&str; 8] = ["p", "r", "d", "n", "c", "a", "b", "e"];
 
 /// How many daemons' suites run at once by default (2 cores: the suites
 /// mostly wait on the daemons, 3 keeps both cores busy).
@@ -65,11 +65,11 @@ const USAGE: &str = "usage: cargo xtask test [--daemon a,b,c,d,e,p,n,r] [--membe
      [--jobs N] [--no-lint] [--no-unit]";
 
 /// The daemons whose suite runs a second time as a non-root member of the
-/// `docker` group (the user most people are), by default: one of each kind
-/// (classic 20.10, containerd store 28.5, Podman) and the daemon whose
-/// loopback is not ours. What a member cannot do (read the data root, mount,
-/// start daemons) skips there, saying why; the rest runs as the member.
-const MEMBER_DAEMONS: [&str; 4] = ["p", "n", "a", "e"];
+/// `docker` group (the user most people are), by default: every daemon
+/// root's suites run on (`r`'s runs as the member only). What a member
+/// cannot do (read the data root, mount, start daemons) skips there,
+/// saying why; the rest runs as the member.
+const MEMBER_DAEMONS: [&str; 7] = ["p", "d", "n", "c", "a", "b", "e"];
 
 fn parse(args: &[&str]) -> Result<Options> {
     let mut opts = Options {
@@ -264,13 +264,21 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             match Member::get() {
                 Ok(member) => {
                     for (name, host) in members {
-                        // Right after the daemon's own suite, or as soon
-                        // as it is done ([`daemon_steps`] never runs both
-                        // at once).
-                        let at = suites
-                            .iter()
-                            .position(|s| s.name == *name)
-                            .map_or(suites.len(), |i| (i + 3).min(suites.len()));
+                        // A member-only suite where its daemon stands in
+                        // the run's order; another right after the
+                        // daemon's own suite, or as soon as it is done
+                        // ([`daemon_steps`] never runs both at once).
+                        let at = if member_only(name) {
+                            up.iter()
+                                .position(|(n, _)| n == name)
+                                .unwrap_or(suites.len())
+                        } else {
+                            suites
+                                .iter()
+                                .position(|s| s.name == *name)
+                                .map_or(suites.len(), |i| i + 3)
+                        }
+                        .min(suites.len());
                         suites.insert(
                             at,
                             Suite {
@@ -710,7 +718,8 @@ mod tests {
     fn member_passes_are_picked_among_the_daemons_run() {
         let members = |args: &[&str]| parse(args).expect("valid").members;
         assert_eq!(members(&[]), MEMBER_DAEMONS.to_vec());
-        assert_eq!(members(&["--daemon", "a,b"]), vec!["a"]);
+        assert_eq!(members(&["--daemon", "a,b"]), vec!["a", "b"]);
+        assert_eq!(members(&["--daemon", "r,a"]), vec!["a"]);
         assert_eq!(members(&["--member", "b,b", "--daemon", "a,b"]), vec!["b"]);
         assert!(members(&["--member", "none"]).is_empty());
         assert!(parse(&["--member", "z"]).is_err());

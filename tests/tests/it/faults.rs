@@ -468,6 +468,10 @@ fn private_daemon_or_skip(test: &str) -> Option<(Daemon, PrivateDaemon)> {
         skip(test, "runs in the suite of daemon d only");
         return None;
     }
+    if !testkit::is_root() {
+        skip(test, "starting a private dockerd needs root");
+        return None;
+    }
     match PrivateDaemon::start() {
         Ok(p) => Some((d, p)),
         Err(why) if std::env::var(testkit::ENV_REQUIRE_DAEMON).as_deref() == Ok("1") => {
