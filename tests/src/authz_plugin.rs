@@ -19,11 +19,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
-use crate::background::Background;
+use crate::background::{Background, serve_unix};
 
 use crate::authz_proxy::{AUTHZ_MESSAGE, binds_a_host_path};
 
@@ -100,28 +98,12 @@ type Counters = (Arc<AtomicUsize>, Arc<AtomicUsize>);
 async fn serve(
     listener: std::os::unix::net::UnixListener,
     counters: Counters,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
 ) {
-    let Ok(listener) = UnixListener::from_std(listener) else {
-        return;
-    };
-    loop {
-        let stream = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let counters = counters.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| handle(request, counters.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    serve_unix(listener, stopped, move |request| {
+        handle(request, counters.clone())
+    })
+    .await;
 }
 
 /// The plugin protocol: `Plugin.Activate`, then `AuthZPlugin.AuthZReq`

@@ -23,10 +23,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
-use crate::background::Background;
+use crate::background::{Background, serve_unix};
 
 /// The plugin name the refusals give.
 pub const AUTHZ_PLUGIN: &str = "dlgrab-test-authz";
@@ -109,29 +109,12 @@ async fn serve(
     listener: std::os::unix::net::UnixListener,
     daemon: PathBuf,
     refused: Arc<AtomicUsize>,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
 ) {
-    let Ok(listener) = UnixListener::from_std(listener) else {
-        return;
-    };
-    loop {
-        let stream = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let (daemon, refused) = (daemon.clone(), Arc::clone(&refused));
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                handle(request, daemon.clone(), Arc::clone(&refused))
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    serve_unix(listener, stopped, move |request| {
+        handle(request, daemon.clone(), Arc::clone(&refused))
+    })
+    .await;
 }
 
 /// Refuses a container creation that binds a host path; relays the rest.

@@ -1,9 +1,14 @@
 //! A server of testkit's own (a proxy, a plugin) served on a thread with a
 //! current-thread tokio runtime of its own, stopped on demand or on drop.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::thread::JoinHandle;
 
+use hyper::body::{Body, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
 /// The thread serving; [`Background::stop`] (or dropping it) tells the
@@ -51,6 +56,39 @@ impl Background {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Serves HTTP/1 on `listener` until `stopped`, each connection on a task
+/// of its own, each request answered by `handle`.
+pub(crate) async fn serve_unix<H, Fut, B>(
+    listener: std::os::unix::net::UnixListener,
+    mut stopped: oneshot::Receiver<()>,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Ok(listener) = UnixListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
+                .await;
+        });
     }
 }
 
